@@ -1,0 +1,134 @@
+"""Content-addressed image files and their thumbnails.
+
+A stored image keeps its original bytes (so its sha256 is the source file's) under
+``images/<sha[:2]>/<sha>.<ext>``; its thumbnail is made once, at ingest, under
+``thumbs/<sha[:2]>/<sha>.jpg``. Pixel coordinates refer to the stored pixels: EXIF orientation is
+not applied, as in COCO and Ultralytics labels.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+DEFAULT_MAX_PIXELS = 50_000_000       # 50 MP: larger images are refused, not decoded
+DEFAULT_MAX_BYTES = 200 * 1024 * 1024
+THUMB_SIZE = 256
+FORMAT_EXT = {"JPEG": "jpg", "PNG": "png", "BMP": "bmp", "WEBP": "webp", "TIFF": "tif", "MPO": "jpg"}
+
+
+class BadImage(Exception):
+    """One image cannot be used; the message says why (the import skips it and reports it)."""
+
+
+@dataclass
+class ImageInfo:
+    sha256: str
+    ext: str
+    width: int
+    height: int
+    bytes: int
+
+
+def inspect_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
+                  max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[ImageInfo, bytes]:
+    """Read, hash and fully decode one image file, refusing anything unsafe or broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise BadImage("image file not found")
+    size = path.stat().st_size
+    if size == 0:
+        raise BadImage("image file is empty")
+    if size > max_bytes:
+        raise BadImage(f"image file is {size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit")
+    data = path.read_bytes()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                width, height = im.size
+                if width * height > max_pixels:
+                    raise BadImage(f"image is {width}x{height} ({width * height / 1e6:.0f} MP), over the "
+                                   f"{max_pixels / 1e6:.0f} MP limit (decompression-bomb guard)")
+                fmt = im.format
+                im.load()
+    except BadImage:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(f"decompression bomb refused: {exc}") from None
+    except UnidentifiedImageError:
+        raise BadImage("not a readable image") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise BadImage(f"image cannot be decoded: {exc}") from None
+    if fmt not in FORMAT_EXT:
+        raise BadImage(f"unsupported image format {fmt}")
+    if width < 1 or height < 1:
+        raise BadImage("image has no pixels")
+    info = ImageInfo(hashlib.sha256(data).hexdigest(), FORMAT_EXT[fmt], width, height, size)
+    return info, data
+
+
+def image_relpath(sha256: str, ext: str) -> str:
+    return f"images/{sha256[:2]}/{sha256}.{ext}"
+
+
+def thumb_relpath(sha256: str) -> str:
+    return f"thumbs/{sha256[:2]}/{sha256}.jpg"
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def make_thumbnail(data: bytes, size: int = THUMB_SIZE) -> bytes:
+    with Image.open(io.BytesIO(data)) as im:
+        im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
+        im = im.convert("RGB")
+        im.thumbnail((size, size), Image.Resampling.BILINEAR)
+        buf = io.BytesIO()
+        im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def thumbnail_scale(width: int, height: int, size: int = THUMB_SIZE) -> float:
+    """Factor from stored-image pixels to thumbnail pixels (PIL's ``thumbnail`` rounding aside)."""
+    return min(1.0, size / max(width, height))
+
+
+def store_image(root: Path, info: ImageInfo, data: bytes) -> tuple[list[Path], bool]:
+    """Write the image and its thumbnail if absent. Returns (files written, already existed)."""
+    root = Path(root)
+    image_path = root / image_relpath(info.sha256, info.ext)
+    thumb_path = root / thumb_relpath(info.sha256)
+    written: list[Path] = []
+    existed = image_path.exists()
+    if not existed:
+        _atomic_write(image_path, data)
+        written.append(image_path)
+    if not thumb_path.exists():
+        _atomic_write(thumb_path, make_thumbnail(data))
+        written.append(thumb_path)
+    return written, existed
+
+
+def remove_files(root: Path, sha256: str, ext: str) -> None:
+    for rel in (image_relpath(sha256, ext), thumb_relpath(sha256)):
+        try:
+            (Path(root) / rel).unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,5 @@
+"""realcal's storage layer: the only package that contains SQL.
+
+Everything goes through :func:`store.db.open_db`, which sets WAL, a busy timeout,
+foreign keys, and applies the named migrations of every feature area.
+"""

@@ -1,0 +1,145 @@
+"""Images and the persons annotated on them."""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Iterator, Sequence
+
+import sqlite_utils
+
+IMAGE_COLUMNS = ("batch_id", "kind", "split", "dataset", "file_name", "source_id", "sha256", "ext",
+                 "width", "height", "bytes")
+PERSON_COLUMNS = ("image_id", "batch_id", "source", "keypoints", "scores", "extra", "bbox_x",
+                  "bbox_y", "bbox_w", "bbox_h", "area", "area_source", "num_keypoints", "iscrowd",
+                  "score", "segmentation", "source_ann_id")
+JSON_PERSON_COLUMNS = ("keypoints", "scores", "extra", "segmentation")
+
+
+def insert_image(db: sqlite_utils.Database, row: dict[str, Any]) -> int:
+    cols = [c for c in IMAGE_COLUMNS if c in row]
+    db.execute(
+        f"INSERT INTO images ({', '.join(cols)}) VALUES ({', '.join('?' for _ in cols)})",
+        [row[c] for c in cols],
+    )
+    return db.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+
+def insert_persons(db: sqlite_utils.Database, rows: Iterable[dict[str, Any]]) -> int:
+    encoded = []
+    for row in rows:
+        out = {c: row.get(c) for c in PERSON_COLUMNS}
+        for c in JSON_PERSON_COLUMNS:
+            if out[c] is not None and not isinstance(out[c], str):
+                out[c] = json.dumps(out[c])
+        encoded.append(out)
+    if encoded:
+        db["persons"].insert_all(encoded, batch_size=500)
+    return len(encoded)
+
+
+def by_sha256(db: sqlite_utils.Database, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
+    found: dict[str, dict[str, Any]] = {}
+    shas = list(shas)
+    for start in range(0, len(shas), 500):
+        chunk = shas[start:start + 500]
+        sql = (f"SELECT id, sha256, batch_id, file_name FROM images "
+               f"WHERE sha256 IN ({', '.join('?' for _ in chunk)})")
+        for row in db.query(sql, chunk):
+            found[row["sha256"]] = dict(row)
+    return found
+
+
+def referenced(db: sqlite_utils.Database, sha256: str) -> bool:
+    return db.execute("SELECT 1 FROM images WHERE sha256 = ? LIMIT 1", [sha256]).fetchone() is not None
+
+
+def _decode_person(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for c in JSON_PERSON_COLUMNS:
+        if row.get(c) is not None:
+            row[c] = json.loads(row[c])
+    return row
+
+
+def list_images(db: sqlite_utils.Database, *, kinds: Sequence[str] | None = None,
+                splits: Sequence[str] | None = None, batch_id: int | None = None,
+                limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    where, params = [], []
+    if kinds:
+        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        params += list(kinds)
+    if splits:
+        where.append(f"split IN ({', '.join('?' for _ in splits)})")
+        params += list(splits)
+    if batch_id is not None:
+        where.append("batch_id = ?")
+        params.append(batch_id)
+    sql = "SELECT * FROM images"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id"
+    if limit is not None:
+        sql += " LIMIT ? OFFSET ?"
+        params += [limit, offset]
+    return [dict(r) for r in db.query(sql, params)]
+
+
+def persons_for_images(db: sqlite_utils.Database, image_ids: Sequence[int],
+                       sources: Sequence[str] | None = None) -> dict[int, list[dict[str, Any]]]:
+    out: dict[int, list[dict[str, Any]]] = {i: [] for i in image_ids}
+    ids = list(image_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        sql = f"SELECT * FROM persons WHERE image_id IN ({', '.join('?' for _ in chunk)})"
+        params: list[Any] = list(chunk)
+        if sources:
+            sql += f" AND source IN ({', '.join('?' for _ in sources)})"
+            params += list(sources)
+        sql += " ORDER BY id"
+        for row in db.query(sql, params):
+            out[row["image_id"]].append(_decode_person(row))
+    return out
+
+
+def iter_images_with_persons(db: sqlite_utils.Database, *, kinds: Sequence[str] | None = None,
+                             splits: Sequence[str] | None = None,
+                             sources: Sequence[str] | None = None,
+                             chunk: int = 500) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Stream images in id order with their persons, ``chunk`` images per query."""
+    offset = 0
+    while True:
+        images = list_images(db, kinds=kinds, splits=splits, limit=chunk, offset=offset)
+        if not images:
+            return
+        persons = persons_for_images(db, [im["id"] for im in images], sources)
+        for im in images:
+            yield im, persons[im["id"]]
+        offset += chunk
+
+
+def counts(db: sqlite_utils.Database) -> dict[str, Any]:
+    by_kind_split: dict[str, dict[str, int]] = {}
+    for row in db.query("SELECT kind, split, COUNT(*) AS n FROM images GROUP BY kind, split"):
+        by_kind_split.setdefault(row["kind"], {})[row["split"]] = row["n"]
+    by_dataset = {row["dataset"] or "": row["n"] for row in db.query(
+        "SELECT dataset, COUNT(*) AS n FROM images GROUP BY dataset ORDER BY dataset")}
+    persons_by_source = {row["source"]: row["n"] for row in db.query(
+        "SELECT source, COUNT(*) AS n FROM persons GROUP BY source ORDER BY source")}
+    keypoint_persons = {row["source"]: row["n"] for row in db.query(
+        "SELECT source, COUNT(*) AS n FROM persons WHERE num_keypoints > 0 AND iscrowd = 0 "
+        "GROUP BY source ORDER BY source")}
+    total = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    return {
+        "images": {
+            "total": total,
+            "by_kind": {k: sum(v.values()) for k, v in sorted(by_kind_split.items())},
+            "by_split": {s: sum(v.get(s, 0) for v in by_kind_split.values())
+                         for s in ("train", "val", "test")},
+            "by_kind_and_split": by_kind_split,
+            "by_dataset": by_dataset,
+        },
+        "persons": {
+            "total": sum(persons_by_source.values()),
+            "by_source": persons_by_source,
+            "with_keypoints_by_source": keypoint_persons,
+        },
+    }
