@@ -11,7 +11,10 @@ export HF_HUB_OFFLINE ?= 1
 export YOLO_OFFLINE ?= True
 export YOLO_AUTOINSTALL ?= False
 
-.PHONY: install test clean
+.PHONY: install test app clean
+
+DEMO ?= demo-workspace
+PORT ?= 8501
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +29,10 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Builds the demo workspace (real photos from installed packages, pseudo-labelled) and opens the app.
+app: $(VENV)/.installed
+	$(PY) -m engine -w $(DEMO) app --demo --port $(PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

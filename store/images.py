@@ -143,3 +143,22 @@ def counts(db: sqlite_utils.Database) -> dict[str, Any]:
             "with_keypoints_by_source": keypoint_persons,
         },
     }
+
+
+def unlabelled_real_images(db: sqlite_utils.Database, label_sources: Sequence[str] = (
+        "ground_truth", "corrected", "predicted")) -> list[dict[str, Any]]:
+    """Real images with no person from any of ``label_sources`` (default: not yet labelled at all)."""
+    sql = (f"SELECT * FROM images i WHERE i.kind = 'real' AND NOT EXISTS (SELECT 1 FROM persons p "
+           f"WHERE p.image_id = i.id AND p.source IN ({', '.join('?' for _ in label_sources)})) "
+           f"ORDER BY i.id")
+    return [dict(r) for r in db.query(sql, list(label_sources))]
+
+
+def images_by_ids(db: sqlite_utils.Database, ids: Sequence[int]) -> list[dict[str, Any]]:
+    out = []
+    ids = list(ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        out += [dict(r) for r in db.query(
+            f"SELECT * FROM images WHERE id IN ({', '.join('?' for _ in chunk)}) ORDER BY id", chunk)]
+    return out

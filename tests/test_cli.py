@@ -92,3 +92,20 @@ def test_import_of_a_missing_path_is_a_usage_error(tmp_path, fmt):
     run("-w", tmp_path / "w", "init")
     r = run("-w", tmp_path / "w", "import", "--format", fmt, tmp_path / "nope")
     assert r.exit_code == 2 and "does not exist" in r.output
+
+
+def test_app_refuses_a_public_host_without_users(tmp_path):
+    run("-w", tmp_path / "w", "init")
+    r = run("-w", tmp_path / "w", "app", "--host", "0.0.0.0", "--no-worker")
+    assert r.exit_code == 1 and "refusing to serve on 0.0.0.0" in r.output
+    from engine.cli.app import is_loopback
+
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("192.168.1.10")
+
+
+def test_status_json_has_job_counts(tmp_path):
+    run("-w", tmp_path / "w", "init")
+    status = json.loads(run("-w", tmp_path / "w", "status", "--json").output)
+    assert status["jobs"]["by_status"] == {"queued": 0, "running": 0, "done": 0, "failed": 0,
+                                           "cancelled": 0}

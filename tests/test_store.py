@@ -1,4 +1,3 @@
-import multiprocessing as mp
 import sqlite3
 
 import pytest
@@ -68,28 +67,23 @@ def test_check_constraints_refuse_bad_rows(ws):
         db.close()
 
 
-def _open_fresh(path, barrier, q):
-    try:
-        barrier.wait(10)
-        ws = Workspace.init(path)
-        db = ws.connect()
-        events.log(db, "concurrent")
-        db.close()
-        q.put("ok")
-    except Exception as exc:  # reported to the parent
-        q.put(repr(exc))
-
-
 def test_concurrent_first_open_does_not_race(tmp_path):
-    ctx = mp.get_context("spawn")
-    barrier, q = ctx.Barrier(4), ctx.Queue()
-    procs = [ctx.Process(target=_open_fresh, args=(tmp_path / "ws", barrier, q)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    results = [q.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(10)
-    assert results == ["ok"] * 4
+    import os
+    import subprocess
+    import sys
+    import time
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    go = time.time() + 3  # all four start together
+    code = ("import sys, time; from engine.workspace import Workspace; from store import events;"
+            "t = float(sys.argv[2]); time.sleep(max(0, t - time.time()));"
+            "ws = Workspace.init(sys.argv[1]); db = ws.connect(); events.log(db, 'concurrent');"
+            "db.conn.commit(); db.close(); print('ok')")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "ws"), str(go)],
+                              cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert [out.strip() for out, _ in results] == ["ok"] * 4, [err for _, err in results]
     db = Workspace.open(tmp_path / "ws").connect()
     try:
         assert len(events.recent(db, kind="concurrent")) == 4

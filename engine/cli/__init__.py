@@ -83,3 +83,5 @@ def progress_bar(desc: str):
 
 from engine.cli import data as _data  # noqa: E402,F401  (registers import/export/batches)
 from engine.cli import workspace as _workspace  # noqa: E402,F401  (registers init/status)
+from engine.cli import jobs as _jobs  # noqa: E402,F401  (registers worker/jobs/pseudo-label)
+from engine.cli import app as _app  # noqa: E402,F401  (registers app/demo)

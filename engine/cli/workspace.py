@@ -23,11 +23,13 @@ def init(state: State) -> None:
 def status_dict(ws: Workspace) -> dict:
     from store import batches as store_batches
     from store import images as store_images
+    from store import jobs as store_jobs
 
     db = ws.connect()
     try:
         out = {"workspace": str(ws.root), **store_images.counts(db)}
         out["batches"] = len(store_batches.list_batches(db))
+        out["jobs"] = {"by_status": store_jobs.counts(db)}
         return out
     finally:
         db.close()
@@ -49,3 +51,4 @@ def status(state: State, as_json: bool) -> None:
         click.echo(f"  {kind:<10} " + "  ".join(f"{s}={splits.get(s, 0)}" for s in ("train", "val", "test")))
     click.echo(f"persons: {pe['total']}  " + "  ".join(f"{k}={v}" for k, v in pe["by_source"].items()))
     click.echo(f"batches: {data['batches']}")
+    click.echo("jobs: " + "  ".join(f"{k}={v}" for k, v in data["jobs"]["by_status"].items()))

@@ -1,0 +1,32 @@
+"""realcal app: page config, navigation over pages/, the sidebar job badge.
+
+Start it with `realcal -w DIR app` (or `make app` for the demo workspace). No model or heavy
+work runs here: pages insert job rows and a worker process runs them.
+"""
+import streamlit as st
+
+st.set_page_config(page_title="realcal", page_icon=":material/accessibility_new:", layout="wide")
+
+from ui.common import job_badge, workspace  # noqa: E402
+
+ws = workspace()
+
+pages = {
+    "Data": [st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True)],
+    "Engine": [
+        st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+        st.Page("pages/curate.py", title="Curate", icon=":material/filter_alt:"),
+        st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
+        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("pages/results.py", title="Results", icon=":material/insights:"),
+    ],
+    "System": [
+        st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
+        st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+    ],
+}
+page = st.navigation(pages)
+st.sidebar.caption(f"Workspace: `{ws.root}`")
+st.sidebar.caption("Single-user mode (loopback only)")
+job_badge(ws)
+page.run()

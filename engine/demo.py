@@ -1,0 +1,76 @@
+"""The demo workspace: real photographs shipped inside registry packages, pseudo-labelled.
+
+Photos: Ultralytics' ``bus.jpg`` and ``zidane.jpg`` and matplotlib's ``grace_hopper.jpg`` (all
+installed with realcal's dependencies). They carry no labels: the teacher labels them, and the
+app shows those skeletons as machine labels.
+"""
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from engine.workspace import Workspace
+
+DEMO_PHOTOS = (
+    ("ultralytics", "assets/bus.jpg"),
+    ("ultralytics", "assets/zidane.jpg"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+)
+
+
+def demo_photos() -> list[Path]:
+    found = []
+    for module, rel in DEMO_PHOTOS:
+        spec = importlib.util.find_spec(module)
+        if spec and spec.submodule_search_locations:
+            p = Path(list(spec.submodule_search_locations)[0]) / rel
+            if p.is_file():
+                found.append(p)
+    return found
+
+
+def build_demo(root: str | Path, log: Callable[[str], None] = print,
+               on_progress=None) -> Workspace:
+    """Create (or complete) the demo workspace at ``root``; safe to run again."""
+    from engine import jobs
+    from engine.io import parse
+    from engine.io.common import run_import
+    from engine.pseudo_label import resolve_params
+    from store import images as store_images
+
+    ws = Workspace.init(root)
+    db = ws.connect()
+    try:
+        has_images = store_images.counts(db)["images"]["total"] > 0
+    finally:
+        db.close()
+    if not has_images:
+        photos = demo_photos()
+        if not photos:
+            from engine.errors import RealcalError
+
+            raise RealcalError("no demo photographs found: ultralytics and matplotlib must be installed")
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = Path(tmp) / "demo-photos"
+            folder.mkdir()
+            for p in photos:
+                shutil.copyfile(p, folder / p.name)
+            report = run_import(ws, parse("images", folder), split="train")
+        log(f"demo: imported {report.images} photographs")
+    db = ws.connect()
+    try:
+        todo = len(store_images.unlabelled_real_images(db))
+    finally:
+        db.close()
+    if todo:
+        log(f"demo: pseudo-labelling {todo} images with the teacher (CPU, about a minute)")
+        final = jobs.run_foreground(ws, "pseudo_label", resolve_params(ws), on_progress)
+        if final["status"] != "done":
+            from engine.errors import RealcalError
+
+            raise RealcalError(f"demo pseudo-labelling {final['status']}: {final.get('error')}")
+        log(f"demo: {final['result']['persons']} people found")
+    return ws

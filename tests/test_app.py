@@ -1,0 +1,102 @@
+"""Each page through Streamlit's AppTest, on a small workspace."""
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from engine.io import parse
+from engine.io.common import run_import
+
+from tests.helpers import make_coco
+
+REPO = Path(__file__).resolve().parent.parent
+PAGES = ["data", "jobs", "settings", "generate", "curate", "review", "train", "results"]
+
+
+@pytest.fixture
+def app_ws(ws, tmp_path, monkeypatch):
+    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=3)), split="train")
+    monkeypatch.setenv("REALCAL_WORKSPACE", str(ws.root))
+    return ws
+
+
+def _run(path):
+    at = AppTest.from_file(str(REPO / path), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_app_navigation_renders_the_data_page(app_ws):
+    at = _run("app.py")
+    assert at.title[0].value == "Data"
+    assert any("Workspace" in c.value for c in at.sidebar.caption)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders(app_ws, page):
+    at = _run(f"pages/{page}.py")
+    assert at.title[0].value.lower() == page
+
+
+def test_data_page_shows_counts_thumbnails_and_filters(app_ws):
+    at = _run("pages/data.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Images"] == "3" and metrics["Persons (labels)"] == "3"
+    assert len(at.get("image")) == 3
+    split = next(s for s in at.selectbox if s.label == "Split")
+    split.select("val").run()
+    assert not at.exception and len(at.get("image")) == 0
+
+
+def test_data_page_deletes_a_batch(app_ws):
+    at = _run("pages/data.py")
+    at.checkbox[0].check().run()
+    next(b for b in at.button if b.label == "Delete batch").click().run()
+    assert not at.exception
+    db = app_ws.connect()
+    try:
+        assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+def test_placeholder_pages_say_not_built(app_ws):
+    for page in ("generate", "curate", "review", "train", "results"):
+        at = _run(f"pages/{page}.py")
+        assert "Not built yet" in at.warning[0].value
+
+
+def test_settings_are_saved_in_the_workspace(app_ws):
+    from engine import config
+
+    at = _run("pages/settings.py")
+    next(n for n in at.number_input if n.label == "pseudo_label.imgsz").set_value(320)
+    at.button[0].click().run()
+    assert not at.exception
+    db = app_ws.connect()
+    try:
+        assert config.resolve(db)["pseudo_label.imgsz"] == 320
+    finally:
+        db.close()
+
+
+def test_jobs_page_lists_jobs_and_cancels(app_ws):
+    from engine import jobs
+
+    job_id = jobs.submit(app_ws, "selftest", {"steps": 3})
+    at = _run("pages/jobs.py")
+    assert any(f"#{job_id}" in m.value for m in at.markdown)
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    db = app_ws.connect()
+    try:
+        assert db.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()[0] == "cancelled"
+    finally:
+        db.close()
+
+
+def test_a_folder_that_is_not_a_workspace_gets_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("REALCAL_WORKSPACE", str(tmp_path))
+    at = AppTest.from_file(str(REPO / "pages/data.py"), default_timeout=30)
+    at.run()
+    assert "not a realcal workspace" in at.error[0].value

@@ -1,0 +1,153 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine import jobs
+from engine.worker import WorkerRunning, acquire_lock, run_worker, worker_running
+from store import jobs as store_jobs
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _job(ws, job_id):
+    db = ws.connect()
+    try:
+        return store_jobs.get(db, job_id)
+    finally:
+        db.close()
+
+
+def test_lifecycle_queue_claim_progress_done(ws):
+    job_id = jobs.submit(ws, "selftest", {"steps": 3, "step_s": 0.01})
+    assert _job(ws, job_id)["status"] == "queued"
+    db = ws.connect()
+    try:
+        job = store_jobs.claim(db, "test:1", os.getpid())
+        assert job["id"] == job_id and job["status"] == "running" and job["attempts"] == 1
+        assert store_jobs.claim(db, "test:2", os.getpid()) is None    # nothing else queued
+    finally:
+        db.close()
+    seen = []
+    final = jobs.run_job(ws, job, on_progress=lambda d, t, m: seen.append((d, t)))
+    assert final["status"] == "done" and final["result"] == {"steps": 3}
+    assert final["progress"] == 3 and final["total"] == 3 and seen[-1] == (3, 3)
+
+
+def test_failure_is_recorded_with_its_message(ws):
+    final = jobs.run_foreground(ws, "selftest", {"steps": 1, "step_s": 0, "fail": "boom"})
+    assert final["status"] == "failed" and final["error"] == "boom"
+
+
+def test_cancel_queued_and_running(ws):
+    queued = jobs.submit(ws, "selftest", {"steps": 1})
+    db = ws.connect()
+    try:
+        assert store_jobs.request_cancel(db, queued) == "cancelled"
+        running = jobs.submit(ws, "selftest", {"steps": 50, "step_s": 0.02})
+        job = store_jobs.claim(db, "t", os.getpid())
+        assert job["id"] == running
+        assert store_jobs.request_cancel(db, running) == "running"
+    finally:
+        db.close()
+    final = jobs.run_job(ws, job)
+    assert final["status"] == "cancelled" and final["progress"] < 50
+
+
+def test_claim_is_atomic_across_processes(ws):
+    ids = [jobs.submit(ws, "selftest", {"steps": 1, "step_s": 0}) for _ in range(20)]
+    code = ("import sys, os; from engine.workspace import Workspace; from store import jobs as j;"
+            "db = Workspace.open(sys.argv[1]).connect(); got = [];\n"
+            "while True:\n  r = j.claim(db, 'p', os.getpid())\n  if r is None: break\n  got.append(r['id'])\n"
+            "print(' '.join(map(str, got)))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(ws.root)], stdout=subprocess.PIPE,
+                              text=True, cwd=REPO) for _ in range(3)]
+    claimed = [int(x) for p in procs for x in p.communicate(timeout=120)[0].split()]
+    assert sorted(claimed) == ids          # every job claimed exactly once
+
+
+def test_only_one_worker_per_workspace(ws):
+    lock = acquire_lock(ws)
+    try:
+        assert worker_running(ws) == os.getpid()
+        with pytest.raises(WorkerRunning, match="already running"):
+            run_worker(ws, once=True)
+        r = subprocess.run([sys.executable, "-m", "engine", "-w", str(ws.root), "worker", "--once"],
+                           capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert r.returncode == 1 and "already running" in r.stderr
+    finally:
+        lock.close()
+    assert worker_running(ws) is None
+
+
+def test_worker_once_runs_the_queue(ws):
+    ids = [jobs.submit(ws, "selftest", {"steps": 2, "step_s": 0}) for _ in range(2)]
+    assert run_worker(ws, once=True, log=lambda m: None) == 2
+    assert [_job(ws, i)["status"] for i in ids] == ["done", "done"]
+
+
+def test_sigkilled_worker_is_detected_and_its_job_failed(ws):
+    job_id = jobs.submit(ws, "selftest", {"steps": 600, "step_s": 0.1})
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws.root), "worker"],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            j = _job(ws, job_id)
+            if j["status"] == "running" and j["progress"] >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the worker never started the job")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert _job(ws, job_id)["status"] == "running"          # nobody has noticed yet
+    assert worker_running(ws) is None                       # the OS released the lock
+    actions = jobs.recover(ws)
+    assert actions == [(job_id, "failed")]
+    j = _job(ws, job_id)
+    assert j["status"] == "failed" and "is no longer running" in j["error"]
+
+
+def test_resumable_job_is_requeued_after_a_crash(ws, monkeypatch):
+    job_id = jobs.submit(ws, "selftest", {"steps": 1})
+    db = ws.connect()
+    try:
+        store_jobs.claim(db, jobs.worker_id(), 999_999_999)   # a pid that cannot exist
+    finally:
+        db.close()
+    monkeypatch.setattr(jobs.JOB_KINDS["selftest"], "resumable", True)
+    assert jobs.recover(ws) == [(job_id, "requeued")]
+    assert _job(ws, job_id)["status"] == "queued"
+
+
+def test_pseudo_label_stores_predicted_persons(ws, coco_sample):
+    from engine.io import parse
+    from engine.io.common import run_import
+    from engine.pseudo_label import resolve_params
+    from store import images as store_images
+
+    run_import(ws, parse("images", coco_sample.parent), limit=2)
+    final = jobs.run_foreground(ws, "pseudo_label", resolve_params(ws, {"pseudo_label.imgsz": 320}))
+    assert final["status"] == "done", final["error"]
+    db = ws.connect()
+    try:
+        ims = store_images.list_images(db)
+        persons = [p for ps in store_images.persons_for_images(db, [i["id"] for i in ims]).values()
+                   for p in ps]
+        assert store_images.unlabelled_real_images(db) == [] or len(persons) >= 1
+    finally:
+        db.close()
+    assert len(persons) >= 2 and final["result"]["persons"] == len(persons)
+    for p in persons:
+        assert p["source"] == "predicted" and len(p["scores"]) == 17 and 0 < p["score"] <= 1
+        assert p["batch_id"] == final["result"]["batch_id"]
+    # a second run finds nothing left to label
+    again = jobs.run_foreground(ws, "pseudo_label", resolve_params(ws, {"pseudo_label.imgsz": 320}))
+    assert again["result"]["images"] == 0

@@ -1,0 +1,74 @@
+"""Workspace access, thumbnails with skeleton overlays, and the job badge."""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Iterator
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+from engine import media, poses
+from engine.errors import WorkspaceError
+from engine.workspace import Workspace
+
+MACHINE_NOTE = "dashed skeletons are machine labels (teacher predictions), not ground truth"
+
+
+def workspace() -> Workspace:
+    """The workspace the app was started on; stops the page with a clear message otherwise."""
+    root = os.environ.get("REALCAL_WORKSPACE", "")
+    try:
+        return Workspace.open(root)
+    except WorkspaceError as exc:
+        st.error(f"{exc}")
+        st.info("Start the app with `realcal -w DIR app`, or `make app` for the demo workspace.")
+        st.stop()
+
+
+@contextlib.contextmanager
+def connect(ws: Workspace) -> Iterator:
+    """A connection for this script run only (connections must not cross threads/sessions)."""
+    db = ws.connect()
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+@st.cache_data(max_entries=2000, show_spinner=False)
+def overlay_thumbnail(root: str, sha256: str, width: int, height: int,
+                      persons_key: tuple) -> bytes:
+    """The stored thumbnail with skeletons drawn: solid = labels, dashed = machine labels."""
+    thumb = Image.open(os.path.join(root, media.thumb_relpath(sha256)))
+    scale = thumb.width / float(width)
+    labels = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src != "predicted"]
+    machine = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src == "predicted"]
+    out = thumb
+    if labels:
+        out = poses.draw_skeleton(out, labels, scale=scale, line_width=2, radius=2)
+    if machine:
+        out = poses.draw_skeleton(out, machine, scale=scale, line_width=2, radius=2, dashed=True)
+    buf = io.BytesIO()
+    out.convert("RGB").save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def persons_key(persons: list[dict]) -> tuple:
+    return tuple((p["source"], tuple(p["keypoints"])) for p in persons if not p["iscrowd"])
+
+
+def job_badge(ws: Workspace) -> None:
+    from store import jobs as store_jobs
+
+    with connect(ws) as db:
+        counts = store_jobs.counts(db)
+    active = counts["running"] + counts["queued"]
+    if active:
+        st.sidebar.info(f"Jobs: {counts['running']} running, {counts['queued']} queued")
+    elif counts["failed"]:
+        st.sidebar.warning(f"Jobs: {counts['failed']} failed (see Jobs)")
+    else:
+        st.sidebar.caption("Jobs: idle")
