@@ -154,22 +154,26 @@ def batch() -> None:
     """Inspect or delete one batch."""
 
 
-@batch.command("show")
-@click.argument("batch_id", type=int)
-@pass_state
-def batch_show(state: State, batch_id: int) -> None:
-    """Print a batch with its full import report as JSON."""
+def _batch_or_fail(ws, batch_id: int) -> dict:
     from engine.errors import RealcalError
     from store import batches as store_batches
 
-    db = state.workspace().connect()
+    db = ws.connect()
     try:
         row = store_batches.get(db, batch_id)
     finally:
         db.close()
     if row is None:
         raise RealcalError(f"no batch {batch_id}; `realcal batches` lists them")
-    click.echo(json.dumps(row, indent=2))
+    return row
+
+
+@batch.command("show")
+@click.argument("batch_id", type=int)
+@pass_state
+def batch_show(state: State, batch_id: int) -> None:
+    """Print a batch with its full import report as JSON."""
+    click.echo(json.dumps(_batch_or_fail(state.workspace(), batch_id), indent=2))
 
 
 @batch.command("delete")
@@ -182,17 +186,9 @@ def batch_delete(state: State, batch_id: int, yes: bool) -> None:
     Files no other image references are removed. The event log keeps a record.
     """
     from engine.batches import delete_batch
-    from engine.errors import RealcalError
-    from store import batches as store_batches
 
     ws = state.workspace()
-    db = ws.connect()
-    try:
-        row = store_batches.get(db, batch_id)
-    finally:
-        db.close()
-    if row is None:
-        raise RealcalError(f"no batch {batch_id}; `realcal batches` lists them")
+    row = _batch_or_fail(ws, batch_id)
     if not yes:
         click.confirm(f"Delete batch {batch_id} ({row['kind']} {row['format']} {row['dataset']}: "
                       f"{row['images']} images, {row['persons']} persons)?", abort=True)
