@@ -66,7 +66,7 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
     finally:
         db.close()
     if todo:
-        log(f"demo: pseudo-labelling {todo} images with the teacher (CPU, about a minute)")
+        log(f"demo: pseudo-labelling {todo} images with the teacher (seconds on a CPU)")
         final = jobs.run_foreground(ws, "pseudo_label", resolve_params(ws), on_progress)
         if final["status"] != "done":
             from engine.errors import RealcalError
