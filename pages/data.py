@@ -40,7 +40,7 @@ sources = f[3].multiselect("Skeletons shown", ["ground_truth", "corrected", "con
 with connect(ws) as db:
     filters = dict(kinds=None if kind == "all" else [kind], splits=None if split == "all" else [split],
                    batch_id=batch_labels[batch_choice])
-    n_match = len(store_images.list_images(db, **filters))
+    n_match = store_images.count_images(db, **filters)
     pages = max(1, -(-n_match // PAGE_SIZE))
     page = st.number_input(f"Page (of {pages}; {n_match} images match)", 1, pages, 1)
     rows = store_images.list_images(db, **filters, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)

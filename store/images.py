@@ -60,9 +60,7 @@ def _decode_person(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def list_images(db: sqlite_utils.Database, *, kinds: Sequence[str] | None = None,
-                splits: Sequence[str] | None = None, batch_id: int | None = None,
-                limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+def _image_filters(kinds, splits, batch_id) -> tuple[str, list[Any]]:
     where, params = [], []
     if kinds:
         where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
@@ -73,10 +71,20 @@ def list_images(db: sqlite_utils.Database, *, kinds: Sequence[str] | None = None
     if batch_id is not None:
         where.append("batch_id = ?")
         params.append(batch_id)
-    sql = "SELECT * FROM images"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id"
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def count_images(db: sqlite_utils.Database, *, kinds: Sequence[str] | None = None,
+                 splits: Sequence[str] | None = None, batch_id: int | None = None) -> int:
+    where, params = _image_filters(kinds, splits, batch_id)
+    return db.execute(f"SELECT COUNT(*) FROM images{where}", params).fetchone()[0]
+
+
+def list_images(db: sqlite_utils.Database, *, kinds: Sequence[str] | None = None,
+                splits: Sequence[str] | None = None, batch_id: int | None = None,
+                limit: int | None = None, offset: int = 0) -> list[dict[str, Any]]:
+    where, params = _image_filters(kinds, splits, batch_id)
+    sql = f"SELECT * FROM images{where} ORDER BY id"
     if limit is not None:
         sql += " LIMIT ? OFFSET ?"
         params += [limit, offset]
