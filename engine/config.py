@@ -45,14 +45,11 @@ def coerce(key: str, value: Any) -> Any:
     return "" if value is None else str(value)
 
 
-def resolve(db, overrides: dict[str, Any] | None = None, prefix: str | None = None) -> dict[str, Any]:
+def resolve(db, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     stored = store_settings.get(db, "config", {}) or {}
     out = dict(DEFAULTS)
     out.update({k: v for k, v in stored.items() if k in DEFAULTS})
     out.update({k: coerce(k, v) for k, v in (overrides or {}).items() if v is not None})
-    if prefix:
-        out = {k: v for k, v in out.items() if k.startswith(prefix) or "." not in k
-               or k.startswith("teacher.")}
     return out
 
 

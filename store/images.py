@@ -161,12 +161,3 @@ def unlabelled_real_images(db: sqlite_utils.Database, label_sources: Sequence[st
            f"ORDER BY i.id")
     return [dict(r) for r in db.query(sql, list(label_sources))]
 
-
-def images_by_ids(db: sqlite_utils.Database, ids: Sequence[int]) -> list[dict[str, Any]]:
-    out = []
-    ids = list(ids)
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        out += [dict(r) for r in db.query(
-            f"SELECT * FROM images WHERE id IN ({', '.join('?' for _ in chunk)}) ORDER BY id", chunk)]
-    return out

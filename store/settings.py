@@ -19,6 +19,3 @@ def set_value(db: sqlite_utils.Database, key: str, value: Any) -> None:
         [key, json.dumps(value, sort_keys=True)],
     )
 
-
-def all_settings(db: sqlite_utils.Database) -> dict[str, Any]:
-    return {k: json.loads(v) for k, v in db.execute("SELECT key, value FROM settings")}
