@@ -269,3 +269,70 @@ def _dashed_line(draw, xy, fill, width: int, dash: int) -> None:
         t0, t1 = k / n, min(1.0, (k + 1) / n)
         draw.line([(x0 + (x1 - x0) * t0, y0 + (y1 - y0) * t0),
                    (x0 + (x1 - x0) * t1, y0 + (y1 - y0) * t1)], fill=fill, width=width)
+
+
+# ----------------------------------------------------------------------------- OpenPose maps
+# ControlNet-OpenPose (lllyasviel/control_v11p_sd15_openpose) was trained on OpenPose-18 body maps
+# drawn by its annotator's ``draw_bodypose``: 17 limbs as filled ellipses (stick width 4) in
+# OpenPose's colour table on black, the limb layer dimmed to 60 %, then joints as radius-4 dots.
+
+OPENPOSE_NAMES = ("nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",
+                  "left_elbow", "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip",
+                  "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear")
+# OpenPose-18 index -> COCO-17 index (neck, 1, is computed from the shoulders)
+OPENPOSE_FROM_COCO = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+OPENPOSE_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11),
+                  (11, 12), (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
+OPENPOSE_COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0),
+                    (85, 255, 0), (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255),
+                    (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255), (170, 0, 255),
+                    (255, 0, 255), (255, 0, 170), (255, 0, 85))
+
+
+def to_openpose18(kpts: np.ndarray, extra: dict | None = None) -> np.ndarray:
+    """COCO-17 (17, 3) -> OpenPose-18 (18, 3); neck = midpoint of the shoulders.
+
+    When COCO's face joints are all missing but LSP's ``neck`` and ``head_top`` extras exist, the
+    neck is taken from the extra and a nose is placed 60 % of the way from neck to head top, so
+    the map still shows a head direction.
+    """
+    k = np.asarray(kpts, dtype=float)
+    out = np.zeros((18, 3))
+    for o, c in enumerate(OPENPOSE_FROM_COCO):
+        if c is not None and k[c, 2] > 0:
+            out[o] = (k[c, 0], k[c, 1], 1.0)
+    ls, rs = k[KP["left_shoulder"]], k[KP["right_shoulder"]]
+    if ls[2] > 0 and rs[2] > 0:
+        out[1] = ((ls[0] + rs[0]) / 2, (ls[1] + rs[1]) / 2, 1.0)
+    extra = extra or {}
+    face_missing = not (k[:5, 2] > 0).any()
+    neck, head = extra.get("neck"), extra.get("head_top")
+    if face_missing and neck is not None and head is not None and neck[2] > 0 and head[2] > 0:
+        out[1] = (neck[0], neck[1], 1.0)
+        out[0] = (neck[0] + 0.6 * (head[0] - neck[0]), neck[1] + 0.6 * (head[1] - neck[1]), 1.0)
+    return out
+
+
+def openpose_map(people: Iterable[tuple[np.ndarray, dict | None]], width: int, height: int) -> np.ndarray:
+    """An RGB uint8 (height, width, 3) OpenPose-18 conditioning map for COCO-17 people."""
+    import cv2
+
+    canvas = np.zeros((height, width, 3), dtype=np.uint8)
+    ops = [to_openpose18(k, e) for k, e in people]
+    for i, (a, b) in enumerate(OPENPOSE_LIMBS):
+        for op in ops:
+            if op[a, 2] <= 0 or op[b, 2] <= 0:
+                continue
+            x = op[[a, b], 0]
+            y = op[[a, b], 1]
+            length = float(np.hypot(x[0] - x[1], y[0] - y[1]))
+            angle = math.degrees(math.atan2(y[0] - y[1], x[0] - x[1]))
+            polygon = cv2.ellipse2Poly((int(x.mean()), int(y.mean())), (int(length / 2), 4),
+                                       int(angle), 0, 360, 1)
+            cv2.fillConvexPoly(canvas, polygon, OPENPOSE_COLOURS[i])
+    canvas = (canvas * 0.6).astype(np.uint8)
+    for i in range(18):
+        for op in ops:
+            if op[i, 2] > 0:
+                cv2.circle(canvas, (int(op[i, 0]), int(op[i, 1])), 4, OPENPOSE_COLOURS[i], thickness=-1)
+    return canvas

@@ -161,3 +161,37 @@ def unlabelled_real_images(db: sqlite_utils.Database, label_sources: Sequence[st
            f"ORDER BY i.id")
     return [dict(r) for r in db.query(sql, list(label_sources))]
 
+
+
+def train_anchor_persons(db: sqlite_utils.Database, sources: Sequence[str] = ("ground_truth", "corrected"),
+                         min_keypoints: int = 8) -> list[dict[str, Any]]:
+    """Persons usable as real anchors: on *train* real images only (never val/test), not crowd."""
+    sql = (f"SELECT p.*, i.sha256, i.ext, i.width, i.height, i.split, i.file_name FROM persons p "
+           f"JOIN images i ON i.id = p.image_id WHERE i.kind = 'real' AND i.split = 'train' "
+           f"AND p.iscrowd = 0 AND p.num_keypoints >= ? "
+           f"AND p.source IN ({', '.join('?' for _ in sources)}) ORDER BY p.id")
+    return [_decode_person(r) for r in db.query(sql, [min_keypoints, *sources])]
+
+
+def train_background_images(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    """Real *train* images (background candidates), with all their persons' boxes."""
+    images = [dict(r) for r in db.query(
+        "SELECT * FROM images WHERE kind = 'real' AND split = 'train' ORDER BY id")]
+    boxes: dict[int, list] = {im["id"]: [] for im in images}
+    for row in db.query("SELECT p.image_id, p.bbox_x, p.bbox_y, p.bbox_w, p.bbox_h FROM persons p "
+                        "JOIN images i ON i.id = p.image_id WHERE i.kind = 'real' AND i.split = 'train'"):
+        boxes[row["image_id"]].append((row["bbox_x"], row["bbox_y"], row["bbox_w"], row["bbox_h"]))
+    for im in images:
+        im["person_boxes"] = boxes[im["id"]]
+    return images
+
+
+def splits_of(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int, str]:
+    ids = list(image_ids)
+    out: dict[int, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for row in db.query(f"SELECT id, split, kind FROM images WHERE id IN "
+                            f"({', '.join('?' for _ in chunk)})", chunk):
+            out[row["id"]] = row["split"] if row["kind"] == "real" else f"synthetic-{row['split']}"
+    return out

@@ -1,0 +1,183 @@
+"""Stable Diffusion 1.5 + ControlNet-OpenPose through diffusers.
+
+The conditioning pose is drawn as an OpenPose-18 map (``engine.poses.openpose_map``) and is the
+label of the generated person. Models are given by hub id or local folder; nothing is
+hard-wired. Without the weights (offline) or without a CUDA GPU the generator refuses with an
+error that says what to download or set; it never falls back silently. CPU runs need
+``allow_cpu`` (a 20-step 512 px image takes minutes on a CPU).
+
+Not yet here: a few-step mode (LCM-LoRA / turbo) and SDXL + ControlNet.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from engine import poses
+from engine.errors import RealcalError
+from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, clip_to_image
+from engine.generate.prompts import DEFAULT_NEGATIVE
+from engine.registry import register
+
+DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+DEFAULT_CONTROLNET = "lllyasviel/control_v11p_sd15_openpose"
+SCHEDULERS = {
+    "unipc": "UniPCMultistepScheduler",
+    "ddim": "DDIMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "euler_a": "EulerAncestralDiscreteScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "pndm": "PNDMScheduler",
+}
+
+
+def model_available(ref: str) -> tuple[bool, str]:
+    """Is a hub id cached locally, or a local folder present? (No download, no torch import.)"""
+    if os.path.isdir(os.path.expanduser(ref)):
+        return True, f"local folder {os.path.expanduser(ref)}"
+    if ref.startswith((".", "/", "~")):
+        return False, f"local folder {ref} does not exist"
+    try:
+        from huggingface_hub import snapshot_download
+
+        path = snapshot_download(ref, local_files_only=True)
+        return True, f"cached at {path}"
+    except Exception:
+        return False, (f"'{ref}' is not in the local Hugging Face cache. On a machine with internet: "
+                       f"`hf download {ref}` (or set a local diffusers folder)")
+
+
+def cuda_visible() -> bool:
+    """A cheap check for the UI (no torch import): an NVIDIA device node or nvidia-smi."""
+    return os.path.exists("/dev/nvidiactl") or shutil.which("nvidia-smi") is not None
+
+
+@register("generator", "controlnet")
+class ControlNetGenerator:
+    """SD1.5 + ControlNet-OpenPose (diffusers). See the module docstring."""
+
+    needs_teacher = False
+    uses_poses = True
+
+    def __init__(self, base: str = DEFAULT_BASE, controlnet: str = DEFAULT_CONTROLNET,
+                 scheduler: str = "unipc", steps: int = 20, guidance: float = 7.5,
+                 conditioning_scale: float = 1.0, batch_size: int = 4,
+                 negative_prompt: str = DEFAULT_NEGATIVE, width: int = 512, height: int = 512,
+                 device: str = "auto", dtype: str = "auto", allow_cpu: bool = False):
+        self.base, self.controlnet = str(base), str(controlnet)
+        self.scheduler = scheduler
+        self.steps, self.guidance = int(steps), float(guidance)
+        self.conditioning_scale = float(conditioning_scale)
+        self.batch_size = int(batch_size)
+        self.negative_prompt = negative_prompt
+        self.width, self.height = int(width), int(height)
+        self.device, self.dtype, self.allow_cpu = device, dtype, bool(allow_cpu)
+        if scheduler not in SCHEDULERS:
+            raise RealcalError(f"controlnet: unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+        if not 1 <= self.steps <= 1000:
+            raise RealcalError("controlnet: steps must be within 1..1000")
+        if self.width % 8 or self.height % 8 or not 64 <= min(self.width, self.height):
+            raise RealcalError("controlnet: width and height must be multiples of 8, at least 64")
+        if self.batch_size < 1:
+            raise RealcalError("controlnet: batch_size must be at least 1")
+        if dtype not in ("auto", "float16", "bfloat16", "float32"):
+            raise RealcalError("controlnet: dtype must be auto, float16, bfloat16 or float32")
+        self.pipe = None
+        self.on_step: Callable[[int, int], None] | None = None
+        self._device = None
+
+    def params(self) -> dict[str, Any]:
+        return {"base": self.base, "controlnet": self.controlnet, "scheduler": self.scheduler,
+                "steps": self.steps, "guidance": self.guidance,
+                "conditioning_scale": self.conditioning_scale, "batch_size": self.batch_size,
+                "negative_prompt": self.negative_prompt, "width": self.width, "height": self.height,
+                "device": self._device or self.device, "dtype": self.dtype}
+
+    def setup(self, on_step: Callable[[int, int], None] | None = None) -> None:
+        import torch
+        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+        import diffusers
+
+        from engine.config import resolve_device
+
+        self.on_step = on_step
+        device = resolve_device(self.device)
+        if device == "cpu" and not self.allow_cpu:
+            raise RealcalError(
+                "controlnet needs a CUDA GPU: none is visible here. A 20-step 512 px image takes "
+                "minutes on a CPU; set allow_cpu: true to run anyway, or use the copy_paste generator")
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}.get(
+            self.dtype, torch.float16 if device.startswith("cuda") else torch.float32)
+        self._device = device
+        for ref, what in ((self.base, "Stable Diffusion 1.5 base"), (self.controlnet, "ControlNet-OpenPose")):
+            ok, why = model_available(ref)
+            if not ok and os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+                raise RealcalError(f"{what} weights unavailable (offline): {why}")
+        try:
+            cn = ControlNetModel.from_pretrained(self.controlnet, dtype=dtype)
+            pipe = StableDiffusionControlNetPipeline.from_pretrained(
+                self.base, controlnet=cn, dtype=dtype, safety_checker=None,
+                requires_safety_checker=False)
+        except (OSError, ValueError) as exc:
+            raise RealcalError(f"cannot load the diffusion weights ({self.base} + {self.controlnet}): "
+                               f"{str(exc).splitlines()[0]}. Give hub ids that exist, or local "
+                               f"folders in diffusers format") from None
+        scheduler_cls = getattr(diffusers, SCHEDULERS[self.scheduler])
+        pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        self.pipe = pipe.to(device)
+
+    def conditioning_map(self, req: GenerationRequest) -> np.ndarray:
+        return poses.openpose_map([(req.pose.keypoints, req.pose.extra)], self.width, self.height)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        if self.pipe is None:
+            raise RealcalError("controlnet: setup() must run before generate()")
+        out: list[GenerationResult] = []
+        for start in range(0, len(requests), self.batch_size):
+            out += self._batch(requests[start:start + self.batch_size])
+        return out
+
+    def _batch(self, reqs: list[GenerationRequest]) -> list[GenerationResult]:
+        import torch
+        from PIL import Image
+
+        t0 = time.perf_counter()
+        maps = [self.conditioning_map(r) for r in reqs]
+        gen_device = "cpu" if self._device == "mps" else self._device
+        generators = [torch.Generator(device=gen_device).manual_seed(int(r.seed)) for r in reqs]
+
+        def on_step_end(pipe, step, timestep, callback_kwargs):
+            if self.on_step:
+                self.on_step(step + 1, self.steps)
+            return callback_kwargs
+
+        result = self.pipe(
+            prompt=[r.prompt or "" for r in reqs],
+            negative_prompt=[self.negative_prompt] * len(reqs),
+            image=[Image.fromarray(m) for m in maps],
+            num_inference_steps=self.steps, guidance_scale=self.guidance,
+            controlnet_conditioning_scale=self.conditioning_scale,
+            width=self.width, height=self.height, generator=generators, output_type="np",
+            callback_on_step_end=on_step_end)
+        images = (np.clip(result.images, 0, 1) * 255).round().astype(np.uint8)
+        seconds = (time.perf_counter() - t0) / len(reqs)
+        results = []
+        for r, img, cmap in zip(reqs, images, maps):
+            k = clip_to_image(r.pose.keypoints, self.width, self.height)
+            extra = {n: (j if 0 <= j[0] < self.width and 0 <= j[1] < self.height else [0.0, 0.0, 0.0])
+                     for n, j in r.pose.extra.items()}
+            lineage = {"generator": "controlnet", "params": self.params(), "seed": r.seed,
+                       "prompt": r.prompt, "prompt_axes": r.prompt_axes,
+                       "negative_prompt": self.negative_prompt,
+                       "anchors": r.pose.anchor_person_ids, "transform": r.pose.transform}
+            results.append(GenerationResult(
+                index=r.index, image=img, persons=[GeneratedPerson(k, extra or None, None)],
+                lineage=lineage, source_image_ids={"anchor": list(r.pose.anchor_image_ids)},
+                seconds=seconds, conditioning=cmap))
+        return results
