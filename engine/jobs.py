@@ -55,6 +55,7 @@ def _load_kinds() -> None:
     # Each feature module registers its kinds on import.
     import engine.pseudo_label  # noqa: F401
     import engine.selftest  # noqa: F401
+    import engine.generate.job  # noqa: F401
 
 
 def get_kind(name: str) -> JobKind:

@@ -47,7 +47,12 @@ def inspect_image(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise BadImage("image file is empty")
     if size > max_bytes:
         raise BadImage(f"image file is {size / 1e6:.0f} MB, over the {max_bytes / 1e6:.0f} MB limit")
-    data = path.read_bytes()
+    return inspect_bytes(path.read_bytes(), max_pixels)
+
+
+def inspect_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[ImageInfo, bytes]:
+    """Hash and fully decode encoded image bytes, refusing anything unsafe or broken."""
+    size = len(data)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)

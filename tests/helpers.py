@@ -28,13 +28,13 @@ def person_keypoints(seed=0, w=64, h=48) -> list[float]:
     return [round(v, 2) for v in k.reshape(-1).tolist()]
 
 
-def make_coco(root: Path, n=3, names=None, keypoints=None, file_names=None) -> Path:
+def make_coco(root: Path, n=3, names=None, keypoints=None, file_names=None, seed=0) -> Path:
     """A COCO keypoints JSON with ``n`` images next to it, one person each."""
     root.mkdir(parents=True, exist_ok=True)
     images, anns = [], []
     for i in range(n):
         fn = file_names[i] if file_names else f"img{i}.jpg"
-        write_image(root / fn, seed=i)
+        write_image(root / fn, seed=seed + i)
         images.append({"id": i + 1, "file_name": fn, "width": 64, "height": 48})
         kps = keypoints if keypoints is not None else person_keypoints(i)
         anns.append({"id": 100 + i, "image_id": i + 1, "category_id": 1, "keypoints": kps,

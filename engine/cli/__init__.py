@@ -85,3 +85,4 @@ from engine.cli import data as _data  # noqa: E402,F401  (registers import/expor
 from engine.cli import workspace as _workspace  # noqa: E402,F401  (registers init/status)
 from engine.cli import jobs as _jobs  # noqa: E402,F401  (registers worker/jobs/pseudo-label)
 from engine.cli import app as _app  # noqa: E402,F401  (registers app/demo)
+from engine.cli import generate as _generate  # noqa: E402,F401  (registers generate/lineage)

@@ -1,0 +1,68 @@
+"""``generate`` and ``lineage``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from engine.cli import State, main, pass_state
+from engine.errors import RealcalError
+
+
+def _load_config(path: Path | None) -> dict:
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RealcalError(f"cannot read the generation config {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RealcalError(f"{path}: expected a mapping of generation options")
+    return data
+
+
+@main.command()
+@click.option("--generator", help="copy_paste (offline, the default) or controlnet (diffusers).")
+@click.option("--count", type=int, help="Number of images to generate.")
+@click.option("--seed", type=int, help="Job seed; sample i uses a seed derived from (seed, i).")
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML with generator_params, pose_source, prompt, anchor_sources, image_format.")
+@click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@pass_state
+def generate(state: State, generator, count, seed, config_path, background) -> None:
+    """Generate labelled synthetic people from the real train anchors (the pose is the label)."""
+    from engine.cli.jobs import run_or_queue
+    from engine.generate.job import resolve_params
+
+    ws = state.workspace()
+    overrides = _load_config(config_path)
+    overrides.update({k: v for k, v in {"generator": generator, "count": count, "seed": seed}.items()
+                      if v is not None})
+    params = resolve_params(ws, overrides)
+    final = run_or_queue(ws, "generate", params, background, "generate")
+    if final:
+        r = final["result"]
+        click.echo(f"batch {r['batch_id']}: {r['images']} synthetic images from {r['generator']} in "
+                   f"{r['seconds']} s ({r['images_per_s']} images/s)"
+                   + (f"; {r['duplicates_not_stored']} identical to stored images, not stored again"
+                      if r["duplicates_not_stored"] else ""))
+
+
+@main.command()
+@click.argument("image_id", type=int)
+@pass_state
+def lineage(state: State, image_id: int) -> None:
+    """Print how a synthetic image was made (generator, parameters, seed, sources) as JSON."""
+    from store import synthetic
+
+    db = state.workspace().connect()
+    try:
+        row = synthetic.lineage_for(db, image_id)
+    finally:
+        db.close()
+    if row is None:
+        raise RealcalError(f"image {image_id} has no lineage (it is not a generated image)")
+    click.echo(json.dumps(row, indent=2, default=str))

@@ -1,0 +1,246 @@
+"""The ``generate`` job: feed a generator requests, store its results with full lineage.
+
+Anchors (people to pose or cut out) and backgrounds come from real *train* images only; the
+job re-checks every result's sources before storing it and refuses anything from val/test.
+Each sample ``i`` has its own seed derived from (job seed, i), so a sample can be reproduced
+alone; a result identical to an image already stored is not stored twice. Resumable: a
+restarted job continues after the last stored chunk.
+"""
+from __future__ import annotations
+
+import io
+import time
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from engine import media, poses, registry
+from engine.errors import RealcalError
+from engine.generate import GenerationRequest
+from engine.generate.pose_sources import PoseSourceConfig, sample_pose
+from engine.generate.prompts import DEFAULT_AXES, DEFAULT_TEMPLATE, check_axes, sample_prompt
+from engine.jobs import JobContext, job_kind
+from engine.workspace import Workspace
+from store import batches as store_batches
+from store import events as store_events
+from store import images as store_images
+from store import synthetic as store_synthetic
+from store.db import write_transaction
+
+DEFAULTS: dict[str, Any] = {
+    "generator": "copy_paste",
+    "generator_params": {},
+    "count": 16,
+    "seed": 0,
+    "pose_source": {},
+    "anchor_sources": ["ground_truth", "corrected"],
+    "prompt": {"template": DEFAULT_TEMPLATE, "axes": DEFAULT_AXES},
+    "image_format": "jpg",
+    "jpeg_quality": 95,
+    "chunk": 8,
+}
+
+
+def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults < config file/flags; checks everything before a job is queued."""
+    from engine import config
+    from engine.assets import resolve as resolve_asset
+
+    params = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULTS.items()}
+    unknown = set(overrides or {}) - set(DEFAULTS)
+    if unknown:
+        raise RealcalError(f"unknown generation option(s) {', '.join(sorted(unknown))}; "
+                           f"valid: {', '.join(DEFAULTS)}")
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            params[k] = v
+    if not isinstance(params["count"], int) or not 1 <= params["count"] <= 1_000_000:
+        raise RealcalError("--count must be an integer within 1..1,000,000")
+    if not isinstance(params["seed"], int) or params["seed"] < 0:
+        raise RealcalError("--seed must be a non-negative integer")
+    if params["image_format"] not in ("jpg", "png"):
+        raise RealcalError("image_format must be jpg or png")
+    bad = set(params["anchor_sources"]) - {"ground_truth", "corrected", "predicted"}
+    if bad:
+        raise RealcalError(f"anchor_sources may name ground_truth, corrected, predicted; not {sorted(bad)}")
+    check_axes(params["prompt"].get("axes", DEFAULT_AXES))
+    PoseSourceConfig.from_dict(params["pose_source"])
+    gen = registry.build("generator", params["generator"], params["generator_params"])  # checks names
+    params["generator_params"] = gen.params()
+    if getattr(gen, "needs_teacher", False):
+        db = ws.connect()
+        try:
+            cfg = config.resolve(db)
+        finally:
+            db.close()
+        params["teacher_weights"] = str(resolve_asset(cfg["teacher.model"],
+                                                      explicit=cfg["teacher.path"] or None))
+        params["device"] = cfg["device"]
+    return params
+
+
+def _seed(job_seed: int, index: int, stream: int) -> int:
+    return int(np.random.SeedSequence([job_seed, index, stream]).generate_state(1)[0])
+
+
+def _teacher_detector(weights: str, device: str):
+    from engine.config import resolve_device
+    from engine.pseudo_label import load_teacher
+
+    model = load_teacher(weights)
+    dev = resolve_device(device)
+
+    def detect(image_bgr: np.ndarray) -> list[tuple[float, float, float, float]]:
+        r = model.predict(image_bgr, conf=0.25, device=dev, verbose=False)[0]
+        return [(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+                for x0, y0, x1, y1 in r.boxes.xyxy.cpu().numpy()]
+
+    return detect
+
+
+def build_requests(params: dict[str, Any], gen, anchors: list[dict], backgrounds: list[dict],
+                   start: int, stop: int) -> list[GenerationRequest]:
+    pose_cfg = PoseSourceConfig.from_dict(params["pose_source"])
+    template = params["prompt"].get("template", DEFAULT_TEMPLATE)
+    axes = params["prompt"].get("axes", DEFAULT_AXES)
+    reqs = []
+    for i in range(start, stop):
+        rng = np.random.default_rng(_seed(params["seed"], i, 0))
+        req = GenerationRequest(index=i, seed=_seed(params["seed"], i, 1), width=gen.width,
+                                height=gen.height)
+        if gen.uses_poses:
+            req.pose = sample_pose(anchors, rng, pose_cfg, gen.width, gen.height)
+            req.prompt, req.prompt_axes = sample_prompt(rng, template, axes)
+        else:
+            lo, hi = gen.people
+            n = int(rng.integers(lo, hi + 1))
+            req.anchors = [anchors[int(j)] for j in rng.choice(len(anchors), size=n, replace=len(anchors) < n)]
+            if backgrounds:
+                k = min(5, len(backgrounds))
+                req.backgrounds = [backgrounds[int(j)] for j in rng.choice(len(backgrounds), size=k, replace=False)]
+        reqs.append(req)
+    return reqs
+
+
+def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "png":
+        Image.fromarray(image).save(buf, "PNG")
+    else:
+        Image.fromarray(image).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+@job_kind("generate", title="Generate synthetic people", resumable=True)
+def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    ws = ctx.ws
+    db = ws.connect()
+    try:
+        anchors = store_images.train_anchor_persons(db, params["anchor_sources"],
+                                                    PoseSourceConfig.from_dict(params["pose_source"]).min_keypoints)
+        if not anchors:
+            raise RealcalError(
+                f"no real anchors: generation needs labelled people ({', '.join(params['anchor_sources'])}) "
+                f"on train-split real images. Import labelled data first (realcal import ...)")
+        for a in anchors:
+            a["path"] = ws.path(media.image_relpath(a["sha256"], a["ext"]))
+        gen = registry.build("generator", params["generator"], params["generator_params"])
+        backgrounds = []
+        if not gen.uses_poses and gen.background != "procedural":
+            backgrounds = store_images.train_background_images(db)
+            for b in backgrounds:
+                b["path"] = ws.path(media.image_relpath(b["sha256"], b["ext"]))
+        count = int(params["count"])
+        done = int(ctx.state.get("done", 0))
+        batch_id = ctx.state.get("batch_id")
+        if batch_id is None or store_batches.get(db, batch_id) is None:
+            with write_transaction(db):
+                batch_id = store_batches.create(
+                    db, kind="generation", format=params["generator"], dataset=f"synthetic:{params['generator']}",
+                    source=f"job {ctx.job_id}", params=params)
+            done = 0
+        ctx.progress(done, count, f"loading the {params['generator']} generator",
+                     state={"batch_id": batch_id, "done": done})
+        chunk = max(1, int(params.get("chunk", 8)))
+        if gen.uses_poses:
+            chunk = max(chunk, gen.batch_size)
+
+        def on_step(step: int, steps: int) -> None:
+            ctx.progress(done + (step / steps) * min(chunk, count - done), count,
+                         f"{done}/{count} images; denoising step {step}/{steps}")
+
+        if gen.uses_poses:
+            gen.setup(on_step=on_step)
+        else:
+            gen.setup(_teacher_detector(params["teacher_weights"], params["device"])
+                      if gen.background != "procedural" else None)
+        stored = skipped = 0
+        seconds = 0.0
+        t_start = time.perf_counter()
+        while done < count:
+            stop = min(count, done + chunk)
+            results = gen.generate(build_requests(params, gen, anchors, backgrounds, done, stop))
+            with write_transaction(db):
+                for res in results:
+                    stored_now = _store(ws, db, batch_id, params, res)
+                    stored += stored_now
+                    skipped += 1 - stored_now
+                    seconds += res.seconds
+            done = stop
+            ctx.progress(done, count, f"generated {done}/{count} images",
+                         state={"batch_id": batch_id, "done": done})
+        wall = time.perf_counter() - t_start
+        leaks = {s: n for s, n in store_synthetic.source_splits(db, batch_id).items() if s != "train"}
+        report = {"generator": params["generator"], "images": stored, "duplicates_not_stored": skipped,
+                  "seconds": round(wall, 2), "images_per_s": round(stored / wall, 3) if wall else None,
+                  "source_splits_other_than_train": leaks}
+        with write_transaction(db):
+            store_batches.set_report(db, batch_id, report)
+            store_events.log(db, "batch.generate", report, batch_id=batch_id)
+        return {"batch_id": batch_id, **report}
+    finally:
+        db.close()
+
+
+def _store(ws: Workspace, db, batch_id: int, params: dict[str, Any], res) -> int:
+    """Store one result; returns 1, or 0 when the identical image is already in the workspace."""
+    sources = {role: [int(i) for i in ids] for role, ids in res.source_image_ids.items()}
+    all_ids = sorted({i for ids in sources.values() for i in ids})
+    splits = store_images.splits_of(db, all_ids)
+    bad = {i: splits.get(i, "missing") for i in all_ids if splits.get(i) != "train"}
+    if bad:
+        raise RealcalError(f"leakage guard: sample {res.index} was built from images that are not "
+                           f"real train images ({bad}); nothing from val/test may be used")
+    data = _encode(res.image, params["image_format"], int(params.get("jpeg_quality", 95)))
+    info, data = media.inspect_bytes(data)
+    if store_images.by_sha256(db, [info.sha256]):
+        return 0
+    media.store_image(ws.root, info, data)
+    image_id = store_images.insert_image(db, {
+        "batch_id": batch_id, "kind": "synthetic", "split": "train",
+        "dataset": f"synthetic:{params['generator']}", "file_name": f"gen{batch_id:04d}_{res.index:06d}.{info.ext}",
+        "source_id": str(res.index), "sha256": info.sha256, "ext": info.ext, "width": info.width,
+        "height": info.height, "bytes": info.bytes})
+    rows = []
+    for p in res.persons:
+        k = np.asarray(p.keypoints, dtype=float)
+        if poses.num_labelled(k) == 0:
+            continue
+        bbox = p.bbox or poses.bbox_from_points(
+            np.concatenate([k, np.asarray(list((p.extra or {}).values()), dtype=float).reshape(-1, 3)]),
+            pad=0.1, image_size=(info.width, info.height))
+        if bbox is None:
+            continue
+        rows.append({"image_id": image_id, "batch_id": batch_id, "source": "conditioning",
+                     "keypoints": [round(float(v), 3) for v in k.reshape(-1)], "extra": p.extra,
+                     "bbox_x": bbox[0], "bbox_y": bbox[1], "bbox_w": bbox[2], "bbox_h": bbox[3],
+                     "area": poses.bbox_area_scale(bbox), "area_source": "bbox",
+                     "num_keypoints": poses.num_labelled(k), "iscrowd": 0})
+    store_images.insert_persons(db, rows)
+    store_synthetic.insert_lineage(
+        db, image_id=image_id, batch_id=batch_id, generator=params["generator"],
+        seed=res.lineage.get("seed"), prompt=res.lineage.get("prompt"),
+        details={**res.lineage, "job_seed": params["seed"], "index": res.index},
+        seconds=round(res.seconds, 4), sources=sources)
+    return 1
