@@ -1,4 +1,9 @@
-"""realcal app: page config, navigation over pages/, the sidebar job badge.
+"""realcal app: page config, navigation over app_pages/, the sidebar job badge.
+
+The pages live in ``app_pages/``, not ``pages/``: Streamlit treats a ``pages/`` folder beside the
+entry script as a legacy multipage app until the entry script has run once, so on a fresh server
+a deep link such as ``/jobs`` would run that page alone, bypassing this file (its navigation and,
+later, its login gate).
 
 Start it with `realcal -w DIR app` (or `make app` for the demo workspace). No model or heavy
 work runs here: pages insert job rows and a worker process runs them.
@@ -12,17 +17,17 @@ from ui.common import job_badge, workspace  # noqa: E402
 ws = workspace()
 
 pages = {
-    "Data": [st.Page("pages/data.py", title="Data", icon=":material/photo_library:", default=True)],
+    "Data": [st.Page("app_pages/data.py", title="Data", icon=":material/photo_library:", default=True)],
     "Engine": [
-        st.Page("pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
-        st.Page("pages/curate.py", title="Curate", icon=":material/filter_alt:"),
-        st.Page("pages/review.py", title="Review", icon=":material/fact_check:"),
-        st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
-        st.Page("pages/results.py", title="Results", icon=":material/insights:"),
+        st.Page("app_pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
+        st.Page("app_pages/curate.py", title="Curate", icon=":material/filter_alt:"),
+        st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:"),
+        st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
+        st.Page("app_pages/results.py", title="Results", icon=":material/insights:"),
     ],
     "System": [
-        st.Page("pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
-        st.Page("pages/settings.py", title="Settings", icon=":material/settings:"),
+        st.Page("app_pages/jobs.py", title="Jobs", icon=":material/pending_actions:"),
+        st.Page("app_pages/settings.py", title="Settings", icon=":material/settings:"),
     ],
 }
 page = st.navigation(pages)

@@ -2,7 +2,9 @@
 
 Photos: Ultralytics' ``bus.jpg`` and ``zidane.jpg`` and matplotlib's ``grace_hopper.jpg`` (all
 installed with realcal's dependencies). They carry no labels: the teacher labels them, and the
-app shows those skeletons as machine labels.
+app shows those skeletons as machine labels. A small copy-paste batch is then generated from those
+people, so the Generate page has something to show; its lineage records that the anchors' poses
+are machine labels.
 """
 from __future__ import annotations
 
@@ -73,4 +75,22 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
 
             raise RealcalError(f"demo pseudo-labelling {final['status']}: {final.get('error')}")
         log(f"demo: {final['result']['persons']} people found")
+    db = ws.connect()
+    try:
+        has_synthetic = store_images.counts(db)["images"]["by_kind"].get("synthetic", 0) > 0
+    finally:
+        db.close()
+    if not has_synthetic:
+        from engine.generate.job import resolve_params as generation_params
+
+        log("demo: generating 8 copy-paste images from the demo people (anchors are machine labels)")
+        params = generation_params(ws, {
+            "generator": "copy_paste", "count": 8, "seed": 0, "anchor_sources": ["predicted"],
+            "generator_params": {"width": 384, "height": 384, "people": [1, 2]}})
+        final = jobs.run_foreground(ws, "generate", params, on_progress)
+        if final["status"] != "done":
+            from engine.errors import RealcalError
+
+            raise RealcalError(f"demo generation {final['status']}: {final.get('error')}")
+        log(f"demo: {final['result']['images']} synthetic images")
     return ws

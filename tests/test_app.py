@@ -17,6 +17,9 @@ PAGES = ["data", "jobs", "settings", "generate", "curate", "review", "train", "r
 def app_ws(ws, tmp_path, monkeypatch):
     run_import(ws, parse("coco", make_coco(tmp_path / "d", n=3)), split="train")
     monkeypatch.setenv("REALCAL_WORKSPACE", str(ws.root))
+    import engine.worker
+
+    monkeypatch.setattr(engine.worker, "ensure_worker", lambda ws: None)  # no stray worker processes
     return ws
 
 
@@ -35,12 +38,12 @@ def test_app_navigation_renders_the_data_page(app_ws):
 
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders(app_ws, page):
-    at = _run(f"pages/{page}.py")
+    at = _run(f"app_pages/{page}.py")
     assert at.title[0].value.lower() == page
 
 
 def test_data_page_shows_counts_thumbnails_and_filters(app_ws):
-    at = _run("pages/data.py")
+    at = _run("app_pages/data.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "3" and metrics["Persons (labels)"] == "3"
     assert len(at.get("image")) == 3
@@ -50,7 +53,7 @@ def test_data_page_shows_counts_thumbnails_and_filters(app_ws):
 
 
 def test_data_page_deletes_a_batch(app_ws):
-    at = _run("pages/data.py")
+    at = _run("app_pages/data.py")
     at.checkbox[0].check().run()
     next(b for b in at.button if b.label == "Delete batch").click().run()
     assert not at.exception
@@ -62,15 +65,15 @@ def test_data_page_deletes_a_batch(app_ws):
 
 
 def test_placeholder_pages_say_not_built(app_ws):
-    for page in ("generate", "curate", "review", "train", "results"):
-        at = _run(f"pages/{page}.py")
+    for page in ("curate", "review", "train", "results"):
+        at = _run(f"app_pages/{page}.py")
         assert "Not built yet" in at.warning[0].value
 
 
 def test_settings_are_saved_in_the_workspace(app_ws):
     from engine import config
 
-    at = _run("pages/settings.py")
+    at = _run("app_pages/settings.py")
     next(n for n in at.number_input if n.label == "pseudo_label.imgsz").set_value(320)
     at.button[0].click().run()
     assert not at.exception
@@ -85,7 +88,7 @@ def test_jobs_page_lists_jobs_and_cancels(app_ws):
     from engine import jobs
 
     job_id = jobs.submit(app_ws, "selftest", {"steps": 3})
-    at = _run("pages/jobs.py")
+    at = _run("app_pages/jobs.py")
     assert any(f"#{job_id}" in m.value for m in at.markdown)
     next(b for b in at.button if b.label == "Cancel").click().run()
     db = app_ws.connect()
@@ -97,6 +100,22 @@ def test_jobs_page_lists_jobs_and_cancels(app_ws):
 
 def test_a_folder_that_is_not_a_workspace_gets_a_clear_message(tmp_path, monkeypatch):
     monkeypatch.setenv("REALCAL_WORKSPACE", str(tmp_path))
-    at = AppTest.from_file(str(REPO / "pages/data.py"), default_timeout=30)
+    at = AppTest.from_file(str(REPO / "app_pages/data.py"), default_timeout=30)
     at.run()
     assert "not a realcal workspace" in at.error[0].value
+
+
+def test_generate_page_queues_a_job_and_states_controlnet_needs(app_ws):
+    at = _run("app_pages/generate.py")
+    assert any("Real anchors" in m.value for m in at.markdown)
+    next(b for b in at.button if b.label == "Queue generation job").click().run()
+    assert not at.exception
+    db = app_ws.connect()
+    try:
+        row = db.execute("SELECT kind, status FROM jobs").fetchone()
+    finally:
+        db.close()
+    assert tuple(row) == ("generate", "queued")
+    at.radio[0].set_value("controlnet").run()
+    assert not at.exception
+    assert any("not in the local Hugging Face cache" in e.value for e in at.error)

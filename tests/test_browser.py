@@ -88,3 +88,20 @@ def test_data_page_in_chromium(served, tmp_path):
     if artifacts:
         Path(artifacts).mkdir(parents=True, exist_ok=True)
         shutil.copyfile(shot, Path(artifacts) / shot.name)
+
+
+def test_a_deep_link_on_a_fresh_server_goes_through_app_py(served):
+    """The first request of a new server is a deep link: it must still get app.py's navigation."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            page.goto(f"{served}/jobs")
+            page.get_by_role("heading", name="Jobs").wait_for(timeout=60_000)
+            assert page.get_by_text("Single-user mode (loopback only)").is_visible()
+            assert page.get_by_text("Workspace:").is_visible()
+        finally:
+            browser.close()
