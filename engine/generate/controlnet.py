@@ -96,7 +96,8 @@ class ControlNetGenerator:
                 "steps": self.steps, "guidance": self.guidance,
                 "conditioning_scale": self.conditioning_scale, "batch_size": self.batch_size,
                 "negative_prompt": self.negative_prompt, "width": self.width, "height": self.height,
-                "device": self._device or self.device, "dtype": self.dtype}
+                "device": self._device or self.device, "dtype": self.dtype,
+                "allow_cpu": self.allow_cpu}
 
     def setup(self, on_step: Callable[[int, int], None] | None = None) -> None:
         import torch

@@ -207,10 +207,10 @@ class CopyPasteGenerator:
                          for bx, by, bw, bh in list(bg.get("person_boxes", [])) + self._detections[bg["id"]]]
                 H, W = img.shape[:2]
                 for _ in range(self.max_background_tries):
-                    frac = float(rng.uniform(0.3, 1.0))
+                    frac = float(rng.uniform(0.2, 1.0))
                     cw = min(W, int(frac * min(W, H * w / h)))
                     ch = min(H, int(cw * h / w))
-                    if cw < 16 or ch < 16:
+                    if cw < 64 or ch < 64:
                         continue
                     cx, cy = int(rng.integers(0, W - cw + 1)), int(rng.integers(0, H - ch + 1))
                     crop = (cx, cy, cw, ch)

@@ -117,7 +117,7 @@ def build_requests(params: dict[str, Any], gen, anchors: list[dict], backgrounds
             n = int(rng.integers(lo, hi + 1))
             req.anchors = [anchors[int(j)] for j in rng.choice(len(anchors), size=n, replace=len(anchors) < n)]
             if backgrounds:
-                k = min(5, len(backgrounds))
+                k = min(10, len(backgrounds))
                 req.backgrounds = [backgrounds[int(j)] for j in rng.choice(len(backgrounds), size=k, replace=False)]
         reqs.append(req)
     return reqs
@@ -177,6 +177,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                       if gen.background != "procedural" else None)
         stored = skipped = 0
         seconds = 0.0
+        background_kinds: dict[str, int] = {}
         t_start = time.perf_counter()
         while done < count:
             stop = min(count, done + chunk)
@@ -186,6 +187,9 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     stored_now = _store(ws, db, batch_id, params, res)
                     stored += stored_now
                     skipped += 1 - stored_now
+                    kind = (res.lineage.get("background") or {}).get("kind")
+                    if kind and stored_now:
+                        background_kinds[kind] = background_kinds.get(kind, 0) + 1
                     seconds += res.seconds
             done = stop
             ctx.progress(done, count, f"generated {done}/{count} images",
@@ -195,6 +199,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         report = {"generator": params["generator"], "images": stored, "duplicates_not_stored": skipped,
                   "seconds": round(wall, 2), "images_per_s": round(stored / wall, 3) if wall else None,
                   "source_splits_other_than_train": leaks}
+        if background_kinds:
+            report["backgrounds"] = background_kinds
         with write_transaction(db):
             store_batches.set_report(db, batch_id, report)
             store_events.log(db, "batch.generate", report, batch_id=batch_id)
