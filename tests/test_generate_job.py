@@ -161,3 +161,32 @@ def test_generate_cli_and_lineage(gen_ws, tmp_path):
         db.close()
     r = CliRunner().invoke(main, ["-w", str(gen_ws.root), "lineage", str(image_id)])
     assert r.exit_code == 0 and json.loads(r.output)["details"]["background"]["kind"] == "procedural"
+
+
+def test_controlnet_job_end_to_end_on_a_tiny_pipeline(gen_ws, tmp_path):
+    from tests.tiny_models import save_tiny_controlnet_pipeline
+
+    base, cn = save_tiny_controlnet_pipeline(tmp_path / "tiny")
+    params = resolve_params(gen_ws, {"generator": "controlnet", "count": 3, "seed": 5,
+                                     "generator_params": {"base": str(base), "controlnet": str(cn),
+                                                          "steps": 2, "width": 64, "height": 64,
+                                                          "batch_size": 2, "device": "cpu",
+                                                          "allow_cpu": True}})
+    final = jobs.run_foreground(gen_ws, "generate", params)
+    assert final["status"] == "done", final["error"]
+    db = gen_ws.connect()
+    try:
+        ims = store_images.list_images(db, kinds=["synthetic"])
+        assert len(ims) == 3
+        lin = store_synthetic.lineage_for(db, ims[0]["id"])
+        assert lin["generator"] == "controlnet" and lin["prompt"].startswith("a photo of")
+        assert set(lin["details"]["prompt_axes"]) >= {"person", "clothing", "scene", "lighting", "camera"}
+        assert lin["details"]["transform"]["canvas"] == [64, 64]
+        assert [s["role"] for s in lin["sources"]] == ["anchor"] * len(lin["sources"])
+    finally:
+        db.close()
+
+
+def test_controlnet_is_refused_before_queueing_without_gpu_or_weights(gen_ws):
+    with pytest.raises(RealcalError, match="not in the local Hugging Face cache|needs a CUDA GPU"):
+        resolve_params(gen_ws, {"generator": "controlnet"})

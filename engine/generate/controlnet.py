@@ -99,6 +99,18 @@ class ControlNetGenerator:
                 "device": self._device or self.device, "dtype": self.dtype,
                 "allow_cpu": self.allow_cpu}
 
+    def preflight(self) -> None:
+        """Cheap checks before a job is queued: weights present (when offline) and a GPU visible."""
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
+        for ref, what in ((self.base, "Stable Diffusion 1.5 base"), (self.controlnet, "ControlNet-OpenPose")):
+            ok, why = model_available(ref)
+            if not ok and offline:
+                raise RealcalError(f"{what} weights unavailable (offline): {why}")
+        if self.device in ("auto", "cuda") and not self.allow_cpu and not cuda_visible():
+            raise RealcalError(
+                "controlnet needs a CUDA GPU: none is visible here. A 20-step 512 px image takes "
+                "minutes on a CPU; set allow_cpu: true to run anyway, or use the copy_paste generator")
+
     def setup(self, on_step: Callable[[int, int], None] | None = None) -> None:
         import torch
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline

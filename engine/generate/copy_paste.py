@@ -159,6 +159,9 @@ class CopyPasteGenerator:
                 "occluder_p": self.occluder_p, "background": self.background,
                 "feather_px": self.feather_px, "grabcut_iterations": self.grabcut_iterations}
 
+    def preflight(self) -> None:
+        """Nothing to check before queueing: no weights needed (the teacher is resolved apart)."""
+
     def setup(self, detector: Detector | None = None) -> None:
         """``detector(image_bgr) -> person boxes``: the teacher, to keep backgrounds person-free."""
         if self.background != "procedural" and detector is None:

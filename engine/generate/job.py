@@ -68,6 +68,7 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     PoseSourceConfig.from_dict(params["pose_source"])
     gen = registry.build("generator", params["generator"], params["generator_params"])  # checks names
     params["generator_params"] = gen.params()
+    gen.preflight()  # missing weights or GPU: say so now, not after the job is queued
     if getattr(gen, "needs_teacher", False):
         db = ws.connect()
         try:
