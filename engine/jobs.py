@@ -56,6 +56,7 @@ def _load_kinds() -> None:
     import engine.pseudo_label  # noqa: F401
     import engine.selftest  # noqa: F401
     import engine.generate.job  # noqa: F401
+    import engine.curate.run  # noqa: F401
 
 
 def get_kind(name: str) -> JobKind:

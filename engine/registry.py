@@ -12,7 +12,12 @@ from typing import Any
 from engine.errors import RealcalError
 
 _REGISTRY: dict[str, dict[str, type]] = {}
-_KIND_MODULES = {"generator": ["engine.generate.copy_paste", "engine.generate.controlnet"]}
+_KIND_MODULES = {
+    "generator": ["engine.generate.copy_paste", "engine.generate.controlnet"],
+    "embedder": ["engine.curate.embedders"],
+    "stage": ["engine.curate.quality", "engine.curate.realism", "engine.curate.duplicates",
+              "engine.curate.clip_align", "engine.curate.pose_consistency"],
+}
 
 
 def register(kind: str, name: str):

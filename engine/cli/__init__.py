@@ -86,3 +86,4 @@ from engine.cli import workspace as _workspace  # noqa: E402,F401  (registers in
 from engine.cli import jobs as _jobs  # noqa: E402,F401  (registers worker/jobs/pseudo-label)
 from engine.cli import app as _app  # noqa: E402,F401  (registers app/demo)
 from engine.cli import generate as _generate  # noqa: E402,F401  (registers generate/lineage)
+from engine.cli import curate as _curate  # noqa: E402,F401  (registers curate/select)

@@ -30,6 +30,11 @@ def status_dict(ws: Workspace) -> dict:
         out = {"workspace": str(ws.root), **store_images.counts(db)}
         out["batches"] = len(store_batches.list_batches(db))
         out["jobs"] = {"by_status": store_jobs.counts(db)}
+        from store import curation as store_curation
+
+        run = store_curation.latest_run(db)
+        out["funnel"] = ({"run_id": run["id"], "stages": run["funnel"],
+                          "selected": len(store_curation.selection(db, run["id"]))} if run else None)
         return out
     finally:
         db.close()

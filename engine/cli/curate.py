@@ -1,0 +1,63 @@
+"""``curate`` and ``select``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from engine.cli import State, main, pass_state
+from engine.errors import RealcalError
+
+
+@main.command()
+@click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="YAML with batches, embedder, stages (name + params, thresholds fixed or "
+                   "{real_percentile: P}) and selection weights.")
+@click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@pass_state
+def curate(state: State, config_path, background) -> None:
+    """Filter synthetic images in stages (calibrated on real train anchors) and rank the survivors."""
+    from engine.cli.generate import _load_config
+    from engine.cli.jobs import run_or_queue
+    from engine.curate.run import resolve_params
+
+    ws = state.workspace()
+    params = resolve_params(ws, _load_config(config_path))
+    final = run_or_queue(ws, "curate", params, background, "curate")
+    if final:
+        r = final["result"]
+        click.echo(f"curation run {r['run_id']}: {r['kept']} kept in {r['seconds']} s")
+        for f in r["funnel"]:
+            extra = f", {f['unavailable']} unavailable" if f["unavailable"] else ""
+            click.echo(f"  {f['stage']:<18} entered {f['entered']:>6}  passed {f['passed']:>6}  "
+                       f"failed {f['failed']:>6}{extra}")
+        for batch, m in r["set_metrics"].items():
+            click.echo(f"  batch {batch}: " + ", ".join(f"{k} {v:.4g}" for k, v in m.items()
+                                                        if isinstance(v, float)))
+
+
+@main.command()
+@click.option("--budget", type=click.IntRange(min=1), required=True, help="How many images to select.")
+@click.option("--uncertainty-weight", type=float, default=0.5, show_default=True)
+@click.option("--diversity-weight", type=float, default=0.5, show_default=True)
+@pass_state
+def select(state: State, budget, uncertainty_weight, diversity_weight) -> None:
+    """Select a budget of the latest curation run's survivors by uncertainty and diversity."""
+    from engine.curate.run import select as run_select
+    from store import curation as store_curation
+
+    ws = state.workspace()
+    db = ws.connect()
+    try:
+        run = store_curation.latest_run(db)
+        if run is None:
+            raise RealcalError("no curation run yet: run `realcal curate` first")
+        rows = run_select(ws, db, run["id"], {"uncertainty": uncertainty_weight,
+                                              "diversity": diversity_weight}, budget)
+    finally:
+        db.close()
+    click.echo(f"run {run['id']}: selected {len(rows)} of the survivors (the review queue order)")
+    for r in rows[:20]:
+        c = r["components"]
+        click.echo(f"  {r['rank']:>4}. image {r['image_id']}  uncertainty {c['uncertainty']:.3f}  "
+                   f"diversity {c['diversity']:.3f}")

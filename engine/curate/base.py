@@ -1,0 +1,66 @@
+"""What the curation stages share: the context, item loading, and real-calibrated thresholds.
+
+A threshold is either a number or ``{"real_percentile": P}``: P-th percentile of the same score
+measured on the *train* real anchors (leave-one-out where the score compares an image with the
+anchor set), never on val/test. For a score where higher is better, samples below the threshold
+fail; where lower is better, samples above it fail. The calibration set size and the resulting
+number are stored with the run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from engine import media
+from engine.errors import RealcalError
+
+
+@dataclass
+class StageContext:
+    ws: Any
+    db: Any
+    embedder: Any = None
+    teacher: Any = None                    # callable(list of RGB images) -> list of predictions
+    real_train: list[dict] = field(default_factory=list)   # real train images (+ persons)
+    real_all: list[dict] = field(default_factory=list)     # every real image (dedupe)
+    progress: Callable[[str, int, int], None] | None = None
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    def image(self, row: dict) -> np.ndarray:
+        bgr = cv2.imread(str(self.ws.path(media.image_relpath(row["sha256"], row["ext"]))), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise RealcalError(f"cannot read image {row['id']}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def resolve_threshold(spec: Any, real_values: np.ndarray | None, higher_is_better: bool,
+                      name: str) -> tuple[float | None, dict]:
+    """A fixed number, or a percentile of the real-anchor values; returns (threshold, record)."""
+    if spec is None:
+        return None, {"threshold": None}
+    if isinstance(spec, (int, float)):
+        return float(spec), {"threshold": float(spec), "kind": "fixed"}
+    if isinstance(spec, dict) and set(spec) == {"real_percentile"}:
+        p = float(spec["real_percentile"])
+        if not 0 <= p <= 100:
+            raise RealcalError(f"{name}: real_percentile must be within 0..100")
+        vals = np.asarray(real_values if real_values is not None else [], dtype=float)
+        vals = vals[np.isfinite(vals)]
+        if len(vals) < 5:
+            raise RealcalError(f"{name}: calibrating on real anchors needs at least 5 train real "
+                               f"images with this score, found {len(vals)}")
+        thr = float(np.percentile(vals, p))
+        return thr, {"threshold": thr, "kind": "real_percentile", "percentile": p,
+                     "calibration_images": int(len(vals)),
+                     "direction": "higher is better" if higher_is_better else "lower is better",
+                     "real_quantiles": {q: float(np.percentile(vals, q)) for q in (5, 25, 50, 75, 95)}}
+    raise RealcalError(f"{name}: a threshold is a number or {{real_percentile: P}}, not {spec!r}")
+
+
+def passes(value: float | None, threshold: float | None, higher_is_better: bool) -> bool:
+    if threshold is None or value is None or not np.isfinite(value):
+        return threshold is None
+    return value >= threshold if higher_is_better else value <= threshold

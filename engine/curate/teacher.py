@@ -1,0 +1,36 @@
+"""The teacher as a batch function for curation: RGB images -> people (keypoints, boxes, scores)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+
+class Teacher:
+    def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
+        self.weights, self.device, self.imgsz, self.conf = weights, device, int(imgsz), float(conf)
+        self.model = None
+
+    def setup(self) -> None:
+        from engine.config import resolve_device
+        from engine.pseudo_label import load_teacher
+
+        self.model = load_teacher(self.weights)
+        self.device = resolve_device(self.device)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict]:
+        if self.model is None:
+            self.setup()
+        out = []
+        for start in range(0, len(images), 8):
+            bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images[start:start + 8]]
+            for r in self.model.predict(bgr, imgsz=self.imgsz, conf=self.conf, device=self.device,
+                                        verbose=False):
+                if r.keypoints is None or r.boxes is None or not len(r.boxes):
+                    out.append({"keypoints": np.zeros((0, 17, 3)), "boxes": np.zeros((0, 4)),
+                                "scores": np.zeros(0)})
+                    continue
+                out.append({"keypoints": r.keypoints.data.cpu().numpy().astype(float),
+                            "boxes": r.boxes.xyxy.cpu().numpy().astype(float),
+                            "scores": r.boxes.conf.cpu().numpy().astype(float)})
+        return out

@@ -1,0 +1,183 @@
+"""Curation stages on real images (../shared/data) and on images built in the tests."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from engine import assets, jobs, poses
+from engine.cli import main
+from engine.curate.base import resolve_threshold
+from engine.curate.pose_consistency import consistency
+from engine.curate.quality import image_quality
+from engine.curate.select import greedy_order
+from engine.errors import RealcalError
+from engine.io import parse
+from engine.io.common import run_import
+from store import curation as store_curation
+from store import images as store_images
+
+
+def _rgb(path):
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+
+
+def test_blur_lowers_sharpness(coco_sample):
+    img = _rgb(coco_sample.parent / "000000000785.jpg")
+    sharp = image_quality(img)["sharpness"]
+    blurred = image_quality(cv2.GaussianBlur(img, (0, 0), 3))["sharpness"]
+    assert blurred < 0.3 * sharp
+
+
+def test_calibration_reproduces_its_percentile():
+    vals = np.random.default_rng(0).normal(10, 3, 500)
+    thr, rec = resolve_threshold({"real_percentile": 5}, vals, True, "x")
+    assert thr == pytest.approx(np.percentile(vals, 5))
+    assert (vals < thr).mean() == pytest.approx(0.05, abs=0.005)
+    assert rec["calibration_images"] == 500 and rec["kind"] == "real_percentile"
+    with pytest.raises(RealcalError, match="at least 5"):
+        resolve_threshold({"real_percentile": 5}, np.array([1.0]), True, "x")
+    assert resolve_threshold(0.3, None, True, "x")[0] == 0.3
+
+
+def test_mirrored_but_unflipped_label_fails_pose_consistency(coco_sample):
+    from engine.curate.teacher import Teacher
+
+    data = json.loads(coco_sample.read_text())
+    ann = max((a for a in data["annotations"] if a["image_id"] == 785), key=lambda a: a["area"])
+    img = _rgb(coco_sample.parent / "000000000785.jpg")
+    h, w = img.shape[:2]
+    k = np.asarray(ann["keypoints"], float).reshape(17, 3)
+    person = {"id": 1, "source": "conditioning", "keypoints": k.reshape(-1).tolist(),
+              "num_keypoints": 17, "iscrowd": 0, "area": ann["area"]}
+    teacher = Teacher(str(assets.resolve("yolo11n-pose")), "cpu")
+    mirrored_img = np.ascontiguousarray(img[:, ::-1])
+    good = dict(person, keypoints=poses.flip_keypoints(k, w).reshape(-1).tolist())
+    pred_orig, pred_mirror = teacher([img, mirrored_img])
+    assert consistency([person], pred_orig)[0] > 0.7             # the true label agrees
+    assert consistency([good], pred_mirror)[0] > 0.7             # mirrored image, flipped label
+    assert consistency([person], pred_mirror)[0] < 0.3           # mirrored image, unflipped label
+
+
+def test_selection_respects_budget_and_order():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(20, 8))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    pose_vecs = rng.normal(size=(20, 34))
+    u = np.linspace(0, 1, 20)
+    order = greedy_order(u, emb, pose_vecs, {"uncertainty": 1.0, "diversity": 0.0}, budget=5)
+    assert [i for i, _, _ in order] == [19, 18, 17, 16, 15]
+    full = greedy_order(u, emb, pose_vecs, {"uncertainty": 0.5, "diversity": 0.5})
+    assert sorted(i for i, _, _ in full) == list(range(20))       # a complete order, no repeats
+    kc = greedy_order(np.zeros(20), emb, pose_vecs, {"uncertainty": 0.0, "diversity": 1.0}, budget=3)
+    first, second = kc[0][0], kc[1][0]
+    d = 0.5 * (1 - emb @ emb[first]) / (1 - emb @ emb[first]).max() + \
+        0.5 * np.linalg.norm(pose_vecs - pose_vecs[first], axis=1) / np.linalg.norm(pose_vecs - pose_vecs[first], axis=1).max()
+    assert second == int(np.argmax(d))                           # k-center: the farthest next
+
+
+@pytest.fixture
+def cur_ws(ws, coco_sample, lspet):
+    run_import(ws, parse("lsp", lspet), limit=30, split="train")
+    run_import(ws, parse("coco", coco_sample), split="test")
+    return ws
+
+
+def test_reencoded_copy_of_a_test_image_is_a_duplicate(cur_ws, coco_sample, tmp_path):
+    from engine.curate.base import StageContext
+    from engine.curate.duplicates import DuplicatesStage
+    from engine.curate.embedders import EffNetLite0Embedder
+    from engine.io.common import ImageRecord, ParsedDataset
+
+    src = _rgb(coco_sample.parent / "000000040083.jpg")
+    cv2.imwrite(str(tmp_path / "copy.jpg"), cv2.cvtColor(src, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 70])
+    cv2.imwrite(str(tmp_path / "other.png"), np.random.default_rng(0).integers(0, 255, (200, 200, 3), np.uint8))
+    parsed = ParsedDataset("images", "fake-synthetic", "test", [
+        ImageRecord("copy.jpg", tmp_path / "copy.jpg"), ImageRecord("other.png", tmp_path / "other.png")])
+    run_import(cur_ws, parsed, split="train", kind="synthetic")
+    db = cur_ws.connect()
+    try:
+        items = store_images.list_images(db, kinds=["synthetic"])
+        ctx = StageContext(ws=cur_ws, db=db, embedder=EffNetLite0Embedder(),
+                           real_all=store_images.list_images(db, kinds=["real"]))
+        stage = DuplicatesStage()
+        stage.calibrate(ctx)
+        rows = {r["image_id"]: r for r in stage.run(ctx, items)}
+    finally:
+        db.close()
+    copy, other = items[0]["id"], items[1]["id"]
+    assert rows[copy]["status"] == "fail" and "real test image" in rows[copy]["reason"]
+    assert rows[other]["status"] == "pass"
+
+
+def test_curation_job_funnel_unavailable_clip_and_select(cur_ws):
+    from engine.curate.run import resolve_params as curate_params
+    from engine.generate.job import resolve_params as gen_params
+
+    g = jobs.run_foreground(cur_ws, "generate", gen_params(cur_ws, {
+        "count": 6, "generator_params": {"width": 256, "height": 256, "background": "procedural"}}))
+    assert g["status"] == "done", g["error"]
+    params = curate_params(cur_ws, {"stages": [
+        {"name": "quality", "params": {"sharpness": 1.0}},
+        {"name": "duplicates", "params": {}},
+        {"name": "realism", "params": {"threshold": {"real_percentile": 100}}},
+        {"name": "clip", "params": {}},
+        {"name": "pose_consistency", "params": {"threshold": 0.0}}]})
+    final = jobs.run_foreground(cur_ws, "curate", params)
+    assert final["status"] == "done", final["error"]
+    funnel = {f["stage"]: f for f in final["result"]["funnel"]}
+    assert funnel["quality"]["entered"] == 6
+    assert funnel["clip"]["unavailable"] == funnel["clip"]["entered"] and funnel["clip"]["passed"] == 0
+    assert funnel["pose_consistency"]["entered"] == funnel["clip"]["entered"]   # unavailable drops none
+    batch_metrics = next(iter(final["result"]["set_metrics"].values()))
+    assert "KID-EffNetLite0" in batch_metrics and not any("FID" == k for k in batch_metrics)
+    db = cur_ws.connect()
+    try:
+        run_id = final["result"]["run_id"]
+        clip_rows = store_curation.results(db, run_id, "clip")
+        assert all(r["status"] == "unavailable" and "unavailable" in r["reason"] for r in clip_rows)
+        pc = store_curation.results(db, run_id, "pose_consistency")
+        assert all("people" in r["details"] for r in pc)
+        order = store_curation.selection(db, run_id)
+        assert [r["rank"] for r in order] == list(range(1, len(order) + 1))
+    finally:
+        db.close()
+    r = CliRunner().invoke(main, ["-w", str(cur_ws.root), "select", "--budget", "2"])
+    assert r.exit_code == 0 and "selected" in r.output
+    status = json.loads(CliRunner().invoke(main, ["-w", str(cur_ws.root), "status", "--json"]).output)
+    assert status["funnel"]["stages"][0]["stage"] == "quality" and status["funnel"]["selected"] <= 2
+
+
+def test_bad_curation_config(cur_ws):
+    from engine.curate.run import resolve_params as curate_params
+
+    with pytest.raises(RealcalError, match="unknown stage 'qualty'; valid names"):
+        curate_params(cur_ws, {"stages": [{"name": "qualty"}]})
+    with pytest.raises(RealcalError, match="unknown curation option"):
+        curate_params(cur_ws, {"budget": 3})
+
+
+def test_open_clip_tiny_model_through_the_real_loading_path(tmp_path):
+    import open_clip
+    import torch
+
+    from engine.curate.embedders import OpenClipEmbedder
+
+    cfg_dir = tmp_path / "cfg"
+    cfg_dir.mkdir()
+    (cfg_dir / "tiny-clip.json").write_text(json.dumps({
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    open_clip.add_model_config(cfg_dir)
+    model = open_clip.create_model("tiny-clip", pretrained=None)
+    ckpt = tmp_path / "tiny.pt"
+    torch.save(model.state_dict(), ckpt)
+    emb = OpenClipEmbedder("tiny-clip", pretrained=str(ckpt))
+    emb.setup()
+    v = emb.embed([np.zeros((40, 50, 3), np.uint8), np.full((40, 50, 3), 255, np.uint8)])
+    assert v.shape == (2, 16) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert emb.embed_text(["a photo of a person"]).shape == (1, 16)
+    with pytest.raises(RealcalError, match="unavailable"):
+        OpenClipEmbedder("ViT-B-32", "laion2b_s34b_b79k").setup()
