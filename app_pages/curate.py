@@ -1,9 +1,148 @@
-"""Curate: not built yet (the page says so plainly)."""
+"""Curate: the funnel, per-score histograms against the real anchors, thresholds, re-run."""
+import plotly.graph_objects as go
 import streamlit as st
 
-from ui.common import workspace
+from engine import jobs
+from engine.errors import RealcalError
+from engine.worker import ensure_worker
+from store import curation as store_curation
+from store import images as store_images
+from ui.common import connect, overlay_thumbnail, persons_key, workspace
 
-workspace()
+SLIDERS = {  # stage -> (label, higher is better, parameter name for a fixed threshold)
+    "quality": ("sharpness (Laplacian variance)", True, "sharpness"),
+    "realism": ("kNN distance to real anchors", False, "threshold"),
+    "pose_consistency": ("worst-person OKS vs the label", True, "threshold"),
+}
+
+ws = workspace()
 st.title("Curate")
-st.warning("Not built yet: this capability is planned but not available in this version.")
-st.markdown("Multi-stage filters calibrated on the real anchors (quality, realism, near-duplicates, CLIP alignment where weights exist, pose consistency by OKS) and selection by model uncertainty and diversity.")
+st.caption("Synthetic images pass through filter stages calibrated on the real *train* anchors; "
+           "survivors are ranked by model uncertainty and diversity into the review queue.")
+
+with connect(ws) as db:
+    run = store_curation.latest_run(db)
+    n_synthetic = store_images.counts(db)["images"]["by_kind"].get("synthetic", 0)
+    if run:
+        all_rows = store_curation.results(db, run["id"])
+        order = store_curation.selection(db, run["id"])
+        images = {im["id"]: im for im in store_images.list_images(db, kinds=["synthetic"])}
+
+if st.button("Run curation (default stages)", type="primary", disabled=n_synthetic == 0,
+             help="Queues a job: quality, duplicates, realism, CLIP (if weights exist), pose consistency."):
+    from engine.curate.run import resolve_params
+
+    try:
+        job_id = jobs.submit(ws, "curate", resolve_params(ws))
+        ensure_worker(ws)
+        st.success(f"Queued curation job {job_id} (see Jobs).")
+    except RealcalError as exc:
+        st.error(str(exc))
+
+if not run:
+    st.info("No curation run yet." + ("" if n_synthetic else " Generate synthetic images first."))
+    st.stop()
+
+by_stage: dict[str, list[dict]] = {}
+for r in all_rows:
+    by_stage.setdefault(r["stage"], []).append(r)
+stages = [f["stage"] for f in run["funnel"]]
+
+st.subheader(f"Run {run['id']} ({run['created_at'][:19]})")
+fig = go.Figure(go.Funnel(y=[f["stage"] for f in run["funnel"]] + ["selected"],
+                          x=[f["entered"] for f in run["funnel"]] + [len(order)],
+                          textinfo="value+percent initial"))
+fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10))
+st.plotly_chart(fig, width="stretch")
+st.dataframe(run["funnel"], hide_index=True, width="stretch")
+unavailable = [f["stage"] for f in run["funnel"] if f["unavailable"]]
+if unavailable:
+    reason = next((r["reason"] for r in by_stage.get(unavailable[0], []) if r["reason"]), "")
+    st.warning(f"Unavailable (not passed, not failed): {', '.join(unavailable)}. {reason}")
+if run["set_metrics"]:
+    st.markdown("**Set-level realism per batch** (lower is closer to the real anchors; named after "
+                "the embedder)")
+    st.dataframe([{"batch": b, **m} for b, m in run["set_metrics"].items()], hide_index=True)
+
+st.subheader("Thresholds")
+st.caption("Move a threshold to preview the funnel (main scores only; other criteria as stored). "
+           "Re-run to apply.")
+new_thresholds = {}
+for stage in [s for s in stages if s in SLIDERS]:
+    label, higher, param = SLIDERS[stage]
+    rows = [r for r in by_stage.get(stage, []) if r["value"] is not None]
+    if not rows:
+        continue
+    cal = run["calibration"].get(stage, {})
+    rec = next((v for v in cal.values() if isinstance(v, dict) and "threshold" in v), {})
+    values = [r["value"] for r in rows]
+    real = rec.get("real_values") or []
+    lo, hi = min(values + real), max(values + real)
+    current = rec.get("threshold")
+    thr = st.slider(f"{stage}: {label}", float(lo), float(hi) if hi > lo else float(lo) + 1.0,
+                    float(current) if current is not None else float(lo), key=f"thr-{stage}")
+    new_thresholds[stage] = thr
+    hist = go.Figure()
+    hist.add_histogram(x=values, name="synthetic", opacity=0.65, histnorm="probability")
+    if real:
+        hist.add_histogram(x=real, name=f"real anchors (n={len(real)})", opacity=0.65,
+                           histnorm="probability")
+    hist.add_vline(x=thr, line_dash="dash", annotation_text="threshold")
+    hist.update_layout(barmode="overlay", height=220, margin=dict(l=10, r=10, t=10, b=10))
+    st.plotly_chart(hist, width="stretch")
+    if rec.get("kind") == "real_percentile":
+        st.caption(f"Calibrated: {rec['percentile']:g}th percentile of {rec['calibration_images']} "
+                   f"real train anchors = {rec['threshold']:.4g} ({rec['direction']}).")
+    near = sorted(rows, key=lambda r: abs(r["value"] - thr))[:6]
+    cols = st.columns(6)
+    for c, r in zip(cols, near):
+        im = images.get(r["image_id"])
+        if im is None:
+            continue
+        with connect(ws) as db:
+            ps = store_images.persons_for_images(db, [im["id"]])[im["id"]]
+        ok = r["value"] >= thr if higher else r["value"] <= thr
+        c.image(overlay_thumbnail(str(ws.root), im["sha256"], im["width"], im["height"], persons_key(ps)),
+                caption=f"#{im['id']} {r['value']:.3g} {'pass' if ok else 'fail'}", width="stretch")
+
+# live funnel preview
+survivors = {r["image_id"] for r in by_stage.get(stages[0], [])} if stages else set()
+preview = []
+for stage in stages:
+    rows = {r["image_id"]: r for r in by_stage.get(stage, [])}
+    entered = [i for i in survivors if i in rows]
+    passed = []
+    for i in entered:
+        r = rows[i]
+        if stage in new_thresholds and r["value"] is not None:
+            higher = SLIDERS[stage][1]
+            ok = r["value"] >= new_thresholds[stage] if higher else r["value"] <= new_thresholds[stage]
+            other = stage == "quality" and r["reason"] and "blurry" not in r["reason"]
+            ok = ok and not other
+        else:
+            ok = r["status"] in ("pass", "unavailable")
+        if ok:
+            passed.append(i)
+    preview.append({"stage": stage, "entered": len(entered), "would pass": len(passed)})
+    survivors = set(passed)
+st.dataframe(preview, hide_index=True)
+if st.button("Re-run curation with these thresholds"):
+    from engine.curate.run import DEFAULT_STAGES, resolve_params
+
+    stages_cfg = []
+    for s in DEFAULT_STAGES:
+        params = dict(s["params"])
+        if s["name"] in new_thresholds:
+            params[SLIDERS[s["name"]][2]] = float(new_thresholds[s["name"]])
+        stages_cfg.append({"name": s["name"], "params": params})
+    try:
+        job_id = jobs.submit(ws, "curate", resolve_params(ws, {"stages": stages_cfg}))
+        ensure_worker(ws)
+        st.success(f"Queued curation job {job_id}.")
+    except RealcalError as exc:
+        st.error(str(exc))
+
+st.subheader(f"Review queue order ({len(order)} survivors)")
+st.dataframe([{"rank": r["rank"], "image": r["image_id"], "priority": r["priority"],
+               **{k: v for k, v in r["components"].items() if k != "weights"}} for r in order[:200]],
+             hide_index=True, width="stretch")

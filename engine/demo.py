@@ -93,4 +93,28 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
 
             raise RealcalError(f"demo generation {final['status']}: {final.get('error')}")
         log(f"demo: {final['result']['images']} synthetic images")
+    db = ws.connect()
+    try:
+        from store import curation as store_curation
+
+        curated = store_curation.latest_run(db) is not None
+    finally:
+        db.close()
+    if not curated:
+        from engine.curate.run import DEFAULT_STAGES
+        from engine.curate.run import resolve_params as curation_params
+
+        # The demo has 3 real photos: too few to calibrate percentiles, so fixed thresholds.
+        stages = [{"name": s["name"], "params": dict(s["params"])} for s in DEFAULT_STAGES]
+        fixed = {"quality": {"sharpness": 20.0}, "realism": {"threshold": 0.6},
+                 "pose_consistency": {"threshold": 0.3}}
+        for s in stages:
+            s["params"].update(fixed.get(s["name"], {}))
+        log("demo: curating the generated images")
+        final = jobs.run_foreground(ws, "curate", curation_params(ws, {"stages": stages}), on_progress)
+        if final["status"] != "done":
+            from engine.errors import RealcalError
+
+            raise RealcalError(f"demo curation {final['status']}: {final.get('error')}")
+        log(f"demo: {final['result']['kept']} generated images kept after curation")
     return ws

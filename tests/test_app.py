@@ -65,7 +65,7 @@ def test_data_page_deletes_a_batch(app_ws):
 
 
 def test_placeholder_pages_say_not_built(app_ws):
-    for page in ("curate", "review", "train", "results"):
+    for page in ("review", "train", "results"):
         at = _run(f"app_pages/{page}.py")
         assert "Not built yet" in at.warning[0].value
 
@@ -119,3 +119,23 @@ def test_generate_page_queues_a_job_and_states_controlnet_needs(app_ws):
     at.radio[0].set_value("controlnet").run()
     assert not at.exception
     assert any("not in the local Hugging Face cache" in e.value for e in at.error)
+
+
+def test_curate_page_without_and_with_a_run(app_ws, lspet):
+    at = _run("app_pages/curate.py")
+    assert any("No curation run yet" in i.value for i in at.info)
+    from engine.curate.run import resolve_params as curate_params
+    from engine.generate.job import resolve_params as gen_params
+    from engine import jobs
+
+    run_import(app_ws, parse("lsp", lspet), limit=20, split="train")
+    jobs.run_foreground(app_ws, "generate", gen_params(app_ws, {
+        "count": 4, "generator_params": {"width": 128, "height": 128, "background": "procedural"}}))
+    final = jobs.run_foreground(app_ws, "curate", curate_params(app_ws))
+    assert final["status"] == "done", final["error"]
+    at = _run("app_pages/curate.py")
+    assert any("Run" in s.value for s in at.subheader)
+    assert len(at.slider) >= 1
+    assert any("Unavailable" in w.value and "clip" in w.value for w in at.warning)
+    at.slider[0].set_value(at.slider[0].min).run()
+    assert not at.exception

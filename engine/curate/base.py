@@ -56,7 +56,8 @@ def resolve_threshold(spec: Any, real_values: np.ndarray | None, higher_is_bette
         return thr, {"threshold": thr, "kind": "real_percentile", "percentile": p,
                      "calibration_images": int(len(vals)),
                      "direction": "higher is better" if higher_is_better else "lower is better",
-                     "real_quantiles": {q: float(np.percentile(vals, q)) for q in (5, 25, 50, 75, 95)}}
+                     "real_quantiles": {q: float(np.percentile(vals, q)) for q in (5, 25, 50, 75, 95)},
+                     "real_values": [round(float(v), 5) for v in vals[:2000]]}
     raise RealcalError(f"{name}: a threshold is a number or {{real_percentile: P}}, not {spec!r}")
 
 

@@ -81,8 +81,13 @@ class OpenClipEmbedder:
         return f"CLIP-{self.model_name}"
 
     def setup(self) -> None:
+        import logging
+
         import open_clip
 
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.CRITICAL)  # open_clip logs its failed download before raising
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.model_name, pretrained=self.pretrained or None, device=self.device)
@@ -91,6 +96,8 @@ class OpenClipEmbedder:
                 f"open_clip {self.model_name} with pretrained={self.pretrained!r} is unavailable: "
                 f"{str(exc).splitlines()[0][:200]}. Give a local checkpoint path as pretrained, or "
                 f"run where the weights can be downloaded") from None
+        finally:
+            root.setLevel(level)
         self.model, self.preprocess = model.eval(), preprocess
         self.tokenizer = open_clip.get_tokenizer(self.model_name)
 
