@@ -49,9 +49,11 @@ for r in all_rows:
 stages = [f["stage"] for f in run["funnel"]]
 
 st.subheader(f"Run {run['id']} ({run['created_at'][:19]})")
-fig = go.Figure(go.Funnel(y=[f["stage"] for f in run["funnel"]] + ["selected"],
-                          x=[f["entered"] for f in run["funnel"]] + [len(order)],
-                          textinfo="value+percent initial"))
+fig = go.Figure(go.Funnel(
+    y=["generated"] + [f"after {f['stage']}" for f in run["funnel"]],
+    x=[run["funnel"][0]["entered"] if run["funnel"] else 0]
+      + [f["passed"] + f["unavailable"] for f in run["funnel"]],
+    textinfo="value+percent initial"))
 fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10))
 st.plotly_chart(fig, width="stretch")
 st.dataframe(run["funnel"], hide_index=True, width="stretch")
