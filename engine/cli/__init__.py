@@ -87,3 +87,4 @@ from engine.cli import jobs as _jobs  # noqa: E402,F401  (registers worker/jobs/
 from engine.cli import app as _app  # noqa: E402,F401  (registers app/demo)
 from engine.cli import generate as _generate  # noqa: E402,F401  (registers generate/lineage)
 from engine.cli import curate as _curate  # noqa: E402,F401  (registers curate/select)
+from engine.cli import review as _review  # noqa: E402,F401  (registers user/review)

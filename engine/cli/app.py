@@ -25,11 +25,11 @@ def is_loopback(host: str) -> bool:
 
 
 def user_count(ws) -> int:
+    from store import review as store_review
+
     db = ws.connect()
     try:
-        if "users" not in db.table_names():
-            return 0
-        return db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+        return store_review.active_user_count(db)
     finally:
         db.close()
 
