@@ -12,16 +12,27 @@ import streamlit as st
 
 st.set_page_config(page_title="realcal", page_icon=":material/accessibility_new:", layout="wide")
 
+from ui.auth import current_user  # noqa: E402
 from ui.common import job_badge, workspace  # noqa: E402
 
-ws = workspace()
+ws = workspace(check_user=False)
+user = current_user(ws)
+if user is None:
+    st.stop()
+
+review_page = st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:",
+                      default=user["role"] == "annotator")
+if user["role"] == "annotator":
+    # Annotators get the Review page only: any other URL falls back to it.
+    st.navigation([review_page]).run()
+    st.stop()
 
 pages = {
     "Data": [st.Page("app_pages/data.py", title="Data", icon=":material/photo_library:", default=True)],
     "Engine": [
         st.Page("app_pages/generate.py", title="Generate", icon=":material/auto_awesome:"),
         st.Page("app_pages/curate.py", title="Curate", icon=":material/filter_alt:"),
-        st.Page("app_pages/review.py", title="Review", icon=":material/fact_check:"),
+        review_page,
         st.Page("app_pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("app_pages/results.py", title="Results", icon=":material/insights:"),
     ],
@@ -32,6 +43,7 @@ pages = {
 }
 page = st.navigation(pages)
 st.sidebar.caption(f"Workspace: `{ws.root}`")
-st.sidebar.caption("Single-user mode (loopback only)")
+if user["single_user"]:
+    st.sidebar.caption("Single-user mode (loopback only)")
 job_badge(ws)
 page.run()

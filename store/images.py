@@ -195,3 +195,13 @@ def splits_of(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int, 
                             f"({', '.join('?' for _ in chunk)})", chunk):
             out[row["id"]] = row["split"] if row["kind"] == "real" else f"synthetic-{row['split']}"
     return out
+
+
+def images_with_ids(db: sqlite_utils.Database, ids: Sequence[int]) -> list[dict[str, Any]]:
+    ids = list(ids)
+    out: list[dict[str, Any]] = []
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        out += [dict(r) for r in db.query(
+            f"SELECT * FROM images WHERE id IN ({', '.join('?' for _ in chunk)}) ORDER BY id", chunk)]
+    return out

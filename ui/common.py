@@ -17,15 +17,21 @@ from engine.workspace import Workspace
 MACHINE_NOTE = "dashed skeletons are machine labels (teacher predictions), not ground truth"
 
 
-def workspace() -> Workspace:
-    """The workspace the app was started on; stops the page with a clear message otherwise."""
+def workspace(admin_only: bool = True, check_user: bool = True) -> Workspace:
+    """The workspace the app was started on (never chosen by URL or parameter), after checking
+    the signed-in user's role; stops the page with a clear message otherwise."""
     root = os.environ.get("REALCAL_WORKSPACE", "")
     try:
-        return Workspace.open(root)
+        ws = Workspace.open(root)
     except WorkspaceError as exc:
         st.error(f"{exc}")
         st.info("Start the app with `realcal -w DIR app`, or `make app` for the demo workspace.")
         st.stop()
+    if check_user:
+        from ui.auth import page_user
+
+        page_user(ws, admin_only=admin_only)
+    return ws
 
 
 @contextlib.contextmanager
