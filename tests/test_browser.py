@@ -105,3 +105,103 @@ def test_a_deep_link_on_a_fresh_server_goes_through_app_py(served):
             assert page.get_by_text("Workspace:").is_visible()
         finally:
             browser.close()
+
+
+@pytest.fixture
+def served_review(ws, tmp_path):
+    """A workspace with a review queue and an annotator account, served on a free port."""
+    from engine import review
+    from store import images as store_images
+    from store import review as store_review
+
+    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=5)), split="train", kind="synthetic")
+    db = ws.connect()
+    try:
+        db.execute("UPDATE persons SET source = 'conditioning'")
+        db.conn.commit()
+        with db.conn:
+            store_review.add_items(db, [{"image_id": im["id"], "rank": i + 1, "slots": 1}
+                                        for i, im in enumerate(store_images.list_images(db))])
+        review.add_user(db, "ann", "annotator", "annotator-pass")
+    finally:
+        db.close()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine", "-w", str(ws.root), "app", "--port", str(port), "--no-worker"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("the app did not start")
+    yield url, ws
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(20)
+
+
+def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, tmp_path):
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    from store import review as store_review
+
+    url, ws = served_review
+
+    def decisions():
+        db = ws.connect()
+        try:
+            return [(d["user"], d["decision"]) for d in store_review.live_decisions(db)]
+        finally:
+            db.close()
+
+    def wait_for(n):
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            if len(decisions()) == n:
+                return
+            time.sleep(0.2)
+        pytest.fail(f"expected {n} decisions, have {decisions()}")
+
+    shot = tmp_path / "review-page.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(url)
+            page.get_by_label("Username").fill("ann")
+            page.get_by_label("Password", exact=True).fill("annotator-pass")
+            page.get_by_role("button", name="Login").click()
+            page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
+            page.get_by_text("Open slots").wait_for()
+            page.wait_for_timeout(800)
+            page.keyboard.press("a")
+            wait_for(1)
+            page.wait_for_timeout(800)
+            page.keyboard.press("x")
+            wait_for(2)
+            page.wait_for_timeout(800)
+            page.keyboard.press("a")
+            wait_for(3)
+            page.wait_for_timeout(800)
+            page.keyboard.press("u")
+            wait_for(2)
+            page.reload()
+            page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
+            assert page.get_by_text("Signed in as").is_visible()        # the cookie kept the login
+            assert page.get_by_label("Username").count() == 0
+            page.wait_for_timeout(800)
+            page.screenshot(path=str(shot))
+        finally:
+            browser.close()
+    assert decisions() == [("ann", "accept"), ("ann", "reject")]
+    artifacts = os.environ.get("REALCAL_TEST_ARTIFACTS")
+    if artifacts:
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(shot, Path(artifacts) / shot.name)
