@@ -23,11 +23,12 @@ def _agreement_colour(a: float | None) -> tuple[int, int, int]:
 @st.cache_data(max_entries=256, show_spinner=False)
 def render_item(path: str, label_kpts: tuple, detected_kpts: tuple, agreement: tuple | None,
                 selected_joint: int | None) -> tuple[np.ndarray, float]:
-    """(RGB array at most MAX_SIDE px, scale from image to array pixels)."""
+    """(RGB array with its longer side MAX_SIDE px (enlarging at most 3x), scale from image to
+    array pixels)."""
     with Image.open(path) as im:
         im = im.convert("RGB")
-        scale = min(1.0, MAX_SIDE / max(im.size))
-        if scale < 1:
+        scale = min(3.0, MAX_SIDE / max(im.size))  # small images are enlarged (up to 3x) for review
+        if scale != 1:
             im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
     out = im
     if detected_kpts:
