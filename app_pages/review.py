@@ -111,6 +111,9 @@ if view == "Stats":
     st.dataframe([{"generator": k, "acceptance": v} for k, v in stats["acceptance_by_generator"].items()],
                  hide_index=True)
     st.dataframe([{"batch": k, "acceptance": v} for k, v in stats["acceptance_by_batch"].items()], hide_index=True)
+    for axis, vals in stats["acceptance_by_prompt_axis"].items():
+        st.caption(f"Acceptance by prompt {axis}")
+        st.dataframe([{axis: k, "acceptance": v} for k, v in vals.items()], hide_index=True)
     if stats["reject_reasons"]:
         st.bar_chart(stats["reject_reasons"])
     st.stop()

@@ -339,6 +339,12 @@ def stats(db) -> dict[str, Any]:
     for r in real:
         by_batch.setdefault(str(r["batch_id"]), []).append(r["decision"] in ("accept", "fix"))
     out["acceptance_by_batch"] = {b: round(float(np.mean(v)), 3) for b, v in by_batch.items()}
+    by_axis: dict[str, dict[str, list]] = {}
+    for r in real:
+        for axis, value in (r["lineage"].get("prompt_axes") or {}).items():
+            by_axis.setdefault(axis, {}).setdefault(value, []).append(r["decision"] in ("accept", "fix"))
+    out["acceptance_by_prompt_axis"] = {a: {v: round(float(np.mean(x)), 3) for v, x in vals.items()}
+                                        for a, vals in by_axis.items()}
     reasons: dict[str, int] = {}
     for r in real:
         for t in r["reasons"]:

@@ -131,6 +131,7 @@ def live_decisions(db: sqlite_utils.Database, item_id: int | None = None, user_n
     for r in db.query(sql + " ORDER BY id", params):
         r = dict(r)
         r["reasons"] = json.loads(r["reasons"] or "[]")
+        r["lineage"] = json.loads(r["lineage"]) if r["lineage"] else {}
         out.append(r)
     return out
 
@@ -165,10 +166,12 @@ def decision_table(db: sqlite_utils.Database) -> list[dict]:
     """Live decisions with their item, image and lineage facts (for the stats view)."""
     out = []
     for r in db.query(
-            "SELECT d.*, i.honeypot, i.image_id, i.state, l.generator, l.prompt, img.batch_id "
+            "SELECT d.*, i.honeypot, i.image_id, i.state, l.generator, l.prompt, l.details AS lineage, "
+            "img.batch_id "
             "FROM decisions d JOIN review_items i ON i.id = d.item_id JOIN images img ON img.id = i.image_id "
             "LEFT JOIN lineage l ON l.image_id = i.image_id WHERE d.undone = 0 ORDER BY d.id"):
         r = dict(r)
         r["reasons"] = json.loads(r["reasons"] or "[]")
+        r["lineage"] = json.loads(r["lineage"]) if r["lineage"] else {}
         out.append(r)
     return out
