@@ -131,7 +131,6 @@ def live_decisions(db: sqlite_utils.Database, item_id: int | None = None, user_n
     for r in db.query(sql + " ORDER BY id", params):
         r = dict(r)
         r["reasons"] = json.loads(r["reasons"] or "[]")
-        r["lineage"] = json.loads(r["lineage"]) if r["lineage"] else {}
         out.append(r)
     return out
 

@@ -49,6 +49,7 @@ def _reviewer(ws, name, decisions, errors, choose):
                     decisions.append((name, s["item_id"], s["slot"], d))
                 except Exception as exc:  # noqa: BLE001 - collected and asserted on
                     errors.append(repr(exc))
+                    return  # a failing reviewer stops, so the test fails instead of spinning
     finally:
         db.close()
 
