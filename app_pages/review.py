@@ -170,6 +170,12 @@ with connect(ws) as db:
     if not slots:
         st.success("The queue is empty. Thank you!" if total_items else
                    "Nothing to review yet: an admin queues curated images with `realcal review build`.")
+        if user["role"] == "admin" and store_curation.latest_run(db) is not None:
+            def _build():
+                r = _db_call(lambda db_: review.build_queue(ws, db_, overlap=review.DEFAULT_OVERLAP))
+                ss.last = f"queued {r['added']} items" if r else None
+
+            st.button("Queue the latest curation order", on_click=_build)
         st.button("Undo last", on_click=on_undo, shortcut="U")
         st.stop()
     s = slots[0]

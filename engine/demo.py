@@ -117,4 +117,14 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
 
             raise RealcalError(f"demo curation {final['status']}: {final.get('error')}")
         log(f"demo: {final['result']['kept']} generated images kept after curation")
+    db = ws.connect()
+    try:
+        from engine import review
+        from store import review as store_review
+
+        if store_review.max_rank(db) == 0:
+            r = review.build_queue(ws, db, overlap=0.2)
+            log(f"demo: {r['added']} images queued for review")
+    finally:
+        db.close()
     return ws
