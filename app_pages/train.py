@@ -5,5 +5,6 @@ from ui.common import workspace
 
 workspace()
 st.title("Train")
-st.warning("Not built yet: this capability is planned but not available in this version.")
+st.warning("Not built yet: experiments and this page are planned but not available in this version. "
+           "Training itself runs from the command line: `realcal manifest build` then `realcal train`.")
 st.markdown("Ultralytics YOLO-pose on real-only, synthetic-only and mixed data with seeds and ablations, evaluated on the real test split.")

@@ -1,0 +1,88 @@
+"""``manifest build|list|export`` and ``train``."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from engine.cli import State, main, pass_state
+
+
+@main.group()
+def manifest() -> None:
+    """Immutable, hashed training sets (real anchors + a synthetic pool + real val/test)."""
+
+
+@manifest.command("build")
+@click.option("--real-count", type=int, help="Real train images (default: all labelled ones).")
+@click.option("--real-seed", type=int, default=0, show_default=True)
+@click.option("--pool", type=click.Choice(["none", "accepted", "curated", "random", "unfiltered"]),
+              default="none", show_default=True, help="Where synthetic images come from.")
+@click.option("--synthetic-count", type=int, help="Synthetic images (default: the whole pool).")
+@click.option("--synthetic-seed", type=int, default=0, show_default=True)
+@pass_state
+def manifest_build(state: State, real_count, real_seed, pool, synthetic_count, synthetic_seed) -> None:
+    """Snapshot a training set; the same selection always gives the same manifest."""
+    from engine.train.manifest import build_manifest
+
+    r = build_manifest(state.workspace(), {
+        "real_train": {"count": real_count, "seed": real_seed},
+        "synthetic": {"pool": pool, "count": synthetic_count, "seed": synthetic_seed}})
+    click.echo(f"manifest {r['id']} ({'new' if r['new'] else 'existing'}, {r['hash'][:12]}): "
+               + ", ".join(f"{k} {v}" for k, v in r["counts"].items()))
+
+
+@manifest.command("list")
+@pass_state
+def manifest_list(state: State) -> None:
+    from store import training as store_training
+
+    db = state.workspace().connect()
+    try:
+        rows = store_training.list_manifests(db)
+    finally:
+        db.close()
+    for m in rows:
+        click.echo(f"{m['id']:>4}  {m['hash'][:12]}  {json.dumps(m['counts'])}  {m['created_at'][:19]}")
+    if not rows:
+        click.echo("no manifests yet: `realcal manifest build`")
+
+
+@manifest.command("export")
+@click.argument("manifest_id", type=int)
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@pass_state
+def manifest_export(state: State, manifest_id, out) -> None:
+    """Write a manifest as an Ultralytics YOLO-pose folder."""
+    from engine.train.manifest import export_yolo
+
+    click.echo(f"written {export_yolo(state.workspace(), manifest_id, out)}")
+
+
+@main.command()
+@click.option("--manifest", "manifest_id", type=int, required=True)
+@click.option("--epochs", type=int)
+@click.option("--imgsz", type=int)
+@click.option("--batch", type=int)
+@click.option("--lr0", type=float)
+@click.option("--freeze", type=int)
+@click.option("--seed", type=int)
+@click.option("--model", help="Asset name, .pt path or model .yaml (default yolo11n-pose).")
+@click.option("--device")
+@click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@pass_state
+def train(state: State, manifest_id, epochs, imgsz, batch, lr0, freeze, seed, model, device, background) -> None:
+    """Fine-tune YOLO-pose on a manifest (low-data recipe by default); score the test split once."""
+    from engine.cli.jobs import run_or_queue
+    from engine.train.train import resolve_params
+
+    ws = state.workspace()
+    params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0,
+                                              "freeze": freeze, "seed": seed, "model": model, "device": device})
+    final = run_or_queue(ws, "train", params, background, "train")
+    if final:
+        r = final["result"]
+        m = r["metrics"]
+        click.echo(f"training run {r['run_id']}: {r['epochs']} epochs; test AP {m.get('AP', 0):.3f}, "
+                   f"AP50 {m.get('AP50', 0):.3f}, PCK@0.2 {m.get('PCK@0.2') or 0:.3f}; weights {r['weights']}")

@@ -1,0 +1,1 @@
+"""Training: manifests (immutable, hashed training sets), the YOLO-pose training job, evaluation."""

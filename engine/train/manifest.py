@@ -1,0 +1,165 @@
+"""Manifests: immutable, hashed snapshots of a training set, and their YOLO-pose export.
+
+A manifest lists images with their split and the label source used (real: ground truth, or a
+reviewer's correction; synthetic: the correction, else the conditioning pose). Synthetic images
+come from a pool: ``accepted`` (by review), ``curated`` (the curation order), ``random`` (a seeded
+sample of everything generated) or ``unfiltered`` (the first N generated). The leakage guard
+refuses any synthetic image with a val/test (or deleted) image anywhere in its lineage, and
+honeypots never enter. The hash covers every (image content, split, label) entry, so the same
+selection always gets the same manifest.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from engine import media, poses
+from engine.errors import RealcalError
+from engine.workspace import Workspace
+from store import images as store_images
+from store import training as store_training
+from store.db import write_transaction
+
+POOLS = ("none", "accepted", "curated", "random", "unfiltered")
+
+
+def _pick(ids: list[int], count: int | None, seed: int, shuffle: bool = True) -> list[int]:
+    ids = sorted(ids) if shuffle else list(ids)
+    if shuffle:
+        ids = [ids[i] for i in np.random.default_rng(seed).permutation(len(ids))]
+    return ids if count is None else ids[:count]
+
+
+def _labels(persons: list[dict], kind: str) -> tuple[str, list[dict]] | None:
+    usable = [p for p in persons if not p["iscrowd"]]
+    for source in (("corrected", "ground_truth") if kind == "real" else ("corrected", "conditioning")):
+        chosen = [p for p in usable if p["source"] == source]
+        if chosen:
+            return source, chosen
+    return None
+
+
+def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
+    real_spec = dict(spec.get("real_train") or {})
+    syn_spec = dict(spec.get("synthetic") or {"pool": "none"})
+    pool = syn_spec.get("pool", "none")
+    if pool not in POOLS:
+        raise RealcalError(f"unknown synthetic pool {pool!r}; valid: {', '.join(POOLS)}")
+    db = ws.connect()
+    try:
+        real = store_images.list_images(db, kinds=["real"])
+        persons = store_images.persons_for_images(db, [im["id"] for im in real])
+        labelled = {im["id"]: im for im in real if _labels(persons[im["id"]], "real")}
+        train_ids = [i for i, im in labelled.items() if im["split"] == "train"]
+        chosen_real = _pick(train_ids, real_spec.get("count"), int(real_spec.get("seed", 0)))
+        if real_spec.get("count") and len(chosen_real) < real_spec["count"]:
+            raise RealcalError(f"asked for {real_spec['count']} real train images, only {len(train_ids)} are labelled")
+        honeypots = store_training.honeypot_image_ids(db)
+        syn_all = [im for im in store_images.list_images(db, kinds=["synthetic"]) if im["id"] not in honeypots]
+        syn_ids = [im["id"] for im in syn_all]
+        count = syn_spec.get("count")
+        seed = int(syn_spec.get("seed", 0))
+        if pool == "none":
+            chosen_syn = []
+        elif pool == "accepted":
+            states = store_training.review_states(db)
+            chosen_syn = _pick([i for i in syn_ids if states.get(i) == "accepted"], count, seed)
+        elif pool == "curated":
+            order = [i for i in store_training.latest_selection_ids(db) if i in set(syn_ids)]
+            chosen_syn = order if count is None else order[:count]
+        elif pool == "random":
+            chosen_syn = _pick(syn_ids, count, seed)
+        else:
+            chosen_syn = syn_ids if count is None else syn_ids[:count]
+        if count and len(chosen_syn) < count:
+            raise RealcalError(f"the {pool} pool has {len(chosen_syn)} synthetic images, fewer than the {count} asked for")
+        sources = store_training.lineage_sources(db, chosen_syn)
+        leaks = {i: [(s["source_image_id"], s["split"] or "deleted") for s in src
+                     if s["kind"] != "real" or s["split"] != "train"]
+                 for i, src in sources.items()}
+        leaks = {i: v for i, v in leaks.items() if v}
+        if leaks:
+            first = next(iter(leaks.items()))
+            raise RealcalError(f"leakage guard: {len(leaks)} synthetic images have a val/test (or deleted) image "
+                               f"in their lineage, e.g. image {first[0]} from {first[1]}; refusing the manifest")
+        syn_rows = store_images.images_with_ids(db, chosen_syn)
+        syn_persons = store_images.persons_for_images(db, chosen_syn)
+        items, digest_rows = [], []
+        for im_id in chosen_real:
+            im = labelled[im_id]
+            source, ps = _labels(persons[im_id], "real")
+            items.append({"image_id": im_id, "split": "train", "label_source": source, "person_ids": [p["id"] for p in ps]})
+            digest_rows.append((im["sha256"], "train", source, [p["keypoints"] for p in ps]))
+        for im in syn_rows:
+            lab = _labels(syn_persons[im["id"]], "synthetic")
+            if lab is None:
+                continue
+            source, ps = lab
+            items.append({"image_id": im["id"], "split": "train", "label_source": source,
+                          "person_ids": [p["id"] for p in ps]})
+            digest_rows.append((im["sha256"], "train", source, [p["keypoints"] for p in ps]))
+        for split in ("val", "test"):
+            for im_id, im in sorted(labelled.items()):
+                if im["split"] == split:
+                    source, ps = _labels(persons[im_id], "real")
+                    items.append({"image_id": im_id, "split": split, "label_source": source,
+                                  "person_ids": [p["id"] for p in ps]})
+                    digest_rows.append((im["sha256"], split, source, [p["keypoints"] for p in ps]))
+        if not any(it["split"] == "train" for it in items):
+            raise RealcalError("the manifest has no training images")
+        digest = hashlib.sha256(json.dumps(sorted(digest_rows), default=str).encode()).hexdigest()
+        counts = {"train_real": len(chosen_real), "train_synthetic": sum(1 for it in items if it["split"] == "train") - len(chosen_real),
+                  "val": sum(1 for it in items if it["split"] == "val"),
+                  "test": sum(1 for it in items if it["split"] == "test")}
+        existing = store_training.manifest_by_hash(db, digest)
+        if existing:
+            return {"id": existing["id"], "hash": digest, "counts": existing["counts"], "new": False}
+        with write_transaction(db):
+            mid = store_training.insert_manifest(db, digest, spec, counts, items)
+        return {"id": mid, "hash": digest, "counts": counts, "new": True}
+    finally:
+        db.close()
+
+
+def export_yolo(ws: Workspace, manifest_id: int, out: Path) -> Path:
+    """Write the manifest as an Ultralytics YOLO-pose folder; returns its data.yaml."""
+    from engine.io.yolo_pose import _label_line
+
+    out = Path(out).resolve()
+    db = ws.connect()
+    try:
+        m = store_training.manifest(db, manifest_id)
+        if m is None:
+            raise RealcalError(f"no manifest {manifest_id}")
+        ids = [it["image_id"] for it in m["items"]]
+        images = {im["id"]: im for im in store_images.images_with_ids(db, ids)}
+        persons = store_images.persons_for_images(db, ids)
+    finally:
+        db.close()
+    if out.exists():
+        shutil.rmtree(out)
+    for it in m["items"]:
+        im = images[it["image_id"]]
+        wanted = set(it["person_ids"])
+        lines = [line for p in persons[im["id"]] if p["id"] in wanted
+                 for line, _ in [_label_line(p, im["width"], im["height"])] if line]
+        stem = f"{im['id']:07d}"
+        img_out = out / "images" / it["split"] / f"{stem}.{im['ext']}"
+        img_out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ws.path(media.image_relpath(im["sha256"], im["ext"])), img_out)
+        lbl = out / "labels" / it["split"] / f"{stem}.txt"
+        lbl.parent.mkdir(parents=True, exist_ok=True)
+        lbl.write_text("".join(f"{line}\n" for line in lines))
+    splits = sorted({it["split"] for it in m["items"]})
+    data = {"path": str(out), **{s: f"images/{s}" for s in splits}, "kpt_shape": [poses.NUM_KEYPOINTS, 3],
+            "flip_idx": list(poses.FLIP_IDX), "names": {0: "person"}}
+    if "val" not in data:
+        raise RealcalError("the manifest has no val images: model selection needs a labelled val split")
+    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return out / "data.yaml"

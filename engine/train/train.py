@@ -1,0 +1,129 @@
+"""The ``train`` job: Ultralytics YOLO-pose on a manifest, progress per epoch, test evaluation.
+
+The default recipe is the low-data fine-tuning one measured not to wreck the pretrained model
+(freeze=10, AdamW lr0=2e-4, mosaic 0, warmup 0, imgsz 320), not Ultralytics' defaults. The
+weights Ultralytics selects on the **val** split (best.pt) are scored once on the **test** split.
+Progress comes from Ultralytics' ``on_train_epoch_end`` callback; a cancel stops training there.
+"""
+from __future__ import annotations
+
+import csv
+import platform
+from importlib import metadata
+from typing import Any
+
+from engine import assets, config, registry  # noqa: F401
+from engine.errors import RealcalError
+from engine.jobs import JobContext, job_kind
+from engine.workspace import Workspace
+from store import images as store_images
+from store import training as store_training
+from store.db import write_transaction
+
+RECIPE: dict[str, Any] = {
+    "model": "yolo11n-pose",     # an asset name, a .pt path, or a model .yaml (from scratch)
+    "epochs": 10, "imgsz": 320, "batch": 16, "lr0": 2e-4, "optimizer": "AdamW", "freeze": 10,
+    "mosaic": 0.0, "warmup_epochs": 0.0, "seed": 0, "patience": 100,
+}
+
+
+def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    unknown = set(overrides or {}) - set(RECIPE) - {"device"}
+    if unknown:
+        raise RealcalError(f"unknown training option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE)}, device")
+    params = {**RECIPE, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    db = ws.connect()
+    try:
+        if store_training.manifest(db, manifest_id) is None:
+            raise RealcalError(f"no manifest {manifest_id}")
+        params.setdefault("device", config.resolve(db)["device"])
+    finally:
+        db.close()
+    if not 1 <= int(params["epochs"]) <= 10_000:
+        raise RealcalError("epochs must be within 1..10,000")
+    m = str(params["model"])
+    params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
+    params["manifest_id"] = manifest_id
+    params["versions"] = {p: metadata.version(p) for p in ("ultralytics", "torch", "numpy")}
+    params["python"] = platform.python_version()
+    return params
+
+
+@job_kind("train", title="Train YOLO-pose")
+def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    from ultralytics import YOLO
+
+    from engine.train.evaluate import evaluate
+    from engine.train.manifest import export_yolo
+
+    ws = ctx.ws
+    db = ws.connect()
+    try:
+        with write_transaction(db):
+            run_id = store_training.create_run(db, ctx.job_id, params["manifest_id"], params)
+    finally:
+        db.close()
+    run_dir = ws.root / "runs" / f"train{run_id:05d}"
+    data_yaml = export_yolo(ws, params["manifest_id"], run_dir / "data")
+    device = config.resolve_device(params["device"])
+    epochs = int(params["epochs"])
+    model = YOLO(params["weights"], task="pose")
+
+    def on_epoch_end(trainer):
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if getattr(trainer, "tloss", None) is not None else {}
+        text = ", ".join(f"{k.split('/')[-1]} {float(v):.3f}" for k, v in (losses or {}).items())
+        ctx.progress(trainer.epoch + 1, epochs, f"epoch {trainer.epoch + 1}/{epochs}" + (f": {text}" if text else ""))
+
+    model.add_callback("on_train_epoch_end", on_epoch_end)
+    ctx.progress(0, epochs, "training", force=True)
+    try:
+        model.train(data=str(data_yaml), epochs=epochs, imgsz=int(params["imgsz"]), batch=int(params["batch"]),
+                    lr0=float(params["lr0"]), optimizer=params["optimizer"], freeze=int(params["freeze"]),
+                    mosaic=float(params["mosaic"]), warmup_epochs=float(params["warmup_epochs"]),
+                    seed=int(params["seed"]), deterministic=True, patience=int(params["patience"]),
+                    plots=False, project=str(run_dir), name="ultralytics", exist_ok=True, workers=0,
+                    device=device, amp=device.startswith("cuda"), verbose=False)
+    except Exception:
+        db = ws.connect()
+        try:
+            with write_transaction(db):
+                store_training.finish_run(db, run_id, status="failed", weights=None, curves=None, metrics=None)
+        finally:
+            db.close()
+        raise
+    out = run_dir / "ultralytics"
+    best = out / "weights" / "best.pt"
+    if not best.exists():
+        best = out / "weights" / "last.pt"
+    curves = []
+    if (out / "results.csv").exists():
+        with open(out / "results.csv") as fh:
+            curves = [{k.strip(): _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+    db = ws.connect()
+    try:
+        m = store_training.manifest(db, params["manifest_id"])
+        test_ids = [it["image_id"] for it in m["items"] if it["split"] == "test"]
+        wanted = {pid for it in m["items"] if it["split"] == "test" for pid in it["person_ids"]}
+        images = store_images.images_with_ids(db, test_ids)
+        persons = {k: [p for p in v if p["id"] in wanted]
+                   for k, v in store_images.persons_for_images(db, test_ids).items()}
+    finally:
+        db.close()
+    ctx.progress(epochs, epochs, f"evaluating on {len(images)} test images", force=True)
+    metrics, rows = (evaluate(YOLO(str(best), task="pose"), ws, images, persons, imgsz=int(params["imgsz"]),
+                              device=device) if images else ({"images": 0}, []))
+    db = ws.connect()
+    try:
+        with write_transaction(db):
+            store_training.put_eval_rows(db, run_id, rows)
+            store_training.finish_run(db, run_id, status="done", weights=str(best), curves=curves, metrics=metrics)
+    finally:
+        db.close()
+    return {"run_id": run_id, "weights": str(best), "metrics": metrics, "epochs": len(curves)}
+
+
+def _num(v: str):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return v

@@ -1,0 +1,55 @@
+"""Training: immutable manifests (hashed snapshots of a training set) and training runs."""
+from sqlite_utils.migrations import Migrations
+
+from store.migrations._sql import run_script
+
+ORDER = 50
+migrations = Migrations("realcal.training")
+
+
+@migrations()
+def m001_manifests_and_runs(db):
+    run_script(
+        db,
+        """
+        CREATE TABLE manifests (
+            id INTEGER PRIMARY KEY,
+            hash TEXT NOT NULL UNIQUE,          -- sha256 of the sorted (image, split, labels) entries
+            spec TEXT NOT NULL,                 -- JSON: how it was drawn (pools, counts, seeds)
+            counts TEXT NOT NULL,               -- JSON: images per split and kind
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        );
+        CREATE TABLE manifest_items (
+            manifest_id INTEGER NOT NULL REFERENCES manifests(id),
+            image_id INTEGER NOT NULL,
+            split TEXT NOT NULL CHECK (split IN ('train', 'val', 'test')),
+            label_source TEXT NOT NULL,         -- ground_truth | corrected | conditioning
+            person_ids TEXT NOT NULL,           -- JSON: the persons used as labels
+            PRIMARY KEY (manifest_id, image_id)
+        );
+        CREATE TRIGGER manifests_immutable BEFORE UPDATE ON manifests
+            BEGIN SELECT RAISE(ABORT, 'manifests are immutable'); END;
+        CREATE TRIGGER manifest_items_immutable BEFORE UPDATE ON manifest_items
+            BEGIN SELECT RAISE(ABORT, 'manifests are immutable'); END;
+        CREATE TABLE training_runs (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER,
+            manifest_id INTEGER NOT NULL REFERENCES manifests(id),
+            config TEXT NOT NULL,               -- JSON: resolved recipe, seed, package versions
+            status TEXT NOT NULL DEFAULT 'running',
+            weights TEXT,                       -- path of the selected (best on val) weights
+            curves TEXT,                        -- JSON: per-epoch metrics
+            metrics TEXT,                       -- JSON: test-split evaluation
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        );
+        CREATE TABLE eval_images (
+            run_id INTEGER NOT NULL REFERENCES training_runs(id) ON DELETE CASCADE,
+            image_id INTEGER NOT NULL,
+            person_id INTEGER NOT NULL,
+            oks REAL,                           -- best-matching prediction's OKS (0 if none)
+            pck REAL,                           -- PCK@0.2 over the person's labelled joints
+            pck_joints TEXT,                    -- JSON: per-joint 1/0/null
+            PRIMARY KEY (run_id, person_id)
+        );
+        """,
+    )

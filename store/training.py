@@ -1,0 +1,109 @@
+"""Manifests, training runs and per-image evaluation rows."""
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import sqlite_utils
+
+
+def manifest_by_hash(db: sqlite_utils.Database, digest: str) -> dict | None:
+    rows = list(db.query("SELECT * FROM manifests WHERE hash = ?", [digest]))
+    return _decode(rows[0]) if rows else None
+
+
+def _decode(r) -> dict:
+    r = dict(r)
+    for c in ("spec", "counts"):
+        r[c] = json.loads(r[c])
+    return r
+
+
+def insert_manifest(db: sqlite_utils.Database, digest: str, spec: dict, counts: dict,
+                    items: Sequence[dict]) -> int:
+    db.execute("INSERT INTO manifests (hash, spec, counts) VALUES (?, ?, ?)",
+               [digest, json.dumps(spec, sort_keys=True, default=str), json.dumps(counts, sort_keys=True)])
+    mid = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+    for it in items:
+        db.execute("INSERT INTO manifest_items (manifest_id, image_id, split, label_source, person_ids) "
+                   "VALUES (?, ?, ?, ?, ?)", [mid, it["image_id"], it["split"], it["label_source"],
+                                               json.dumps(it["person_ids"])])
+    return mid
+
+
+def manifest(db: sqlite_utils.Database, manifest_id: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM manifests WHERE id = ?", [manifest_id]))
+    if not rows:
+        return None
+    m = _decode(rows[0])
+    m["items"] = []
+    for r in db.query("SELECT * FROM manifest_items WHERE manifest_id = ? ORDER BY image_id", [manifest_id]):
+        r = dict(r)
+        r["person_ids"] = json.loads(r["person_ids"])
+        m["items"].append(r)
+    return m
+
+
+def list_manifests(db: sqlite_utils.Database) -> list[dict]:
+    return [_decode(r) for r in db.query("SELECT * FROM manifests ORDER BY id")]
+
+
+def honeypot_image_ids(db: sqlite_utils.Database) -> set[int]:
+    ids = {r[0] for r in db.execute("SELECT image_id FROM review_items WHERE honeypot = 1")}
+    ids |= {r[0] for r in db.execute(
+        "SELECT i.id FROM images i JOIN batches b ON b.id = i.batch_id WHERE b.kind = 'honeypot'")}
+    return ids
+
+
+def lineage_sources(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int, list[dict]]:
+    out: dict[int, list[dict]] = {i: [] for i in image_ids}
+    ids = list(image_ids)
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        for r in db.query(
+                f"SELECT s.image_id, s.source_image_id, s.role, i.split, i.kind FROM lineage_sources s "
+                f"LEFT JOIN images i ON i.id = s.source_image_id WHERE s.image_id IN "
+                f"({', '.join('?' for _ in chunk)})", chunk):
+            out[r["image_id"]].append(dict(r))
+    return out
+
+
+def review_states(db: sqlite_utils.Database) -> dict[int, str]:
+    return {r[0]: r[1] for r in db.execute("SELECT image_id, state FROM review_items")}
+
+
+def latest_selection_ids(db: sqlite_utils.Database) -> list[int]:
+    rows = list(db.query("SELECT id FROM curation_runs WHERE funnel != '[]' ORDER BY id DESC LIMIT 1"))
+    if not rows:
+        return []
+    return [r[0] for r in db.execute("SELECT image_id FROM selections WHERE run_id = ? ORDER BY rank",
+                                      [rows[0]["id"]])]
+
+
+def create_run(db: sqlite_utils.Database, job_id: int | None, manifest_id: int, config: dict) -> int:
+    db.execute("INSERT INTO training_runs (job_id, manifest_id, config) VALUES (?, ?, ?)",
+               [job_id, manifest_id, json.dumps(config, default=str)])
+    return db.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+
+def finish_run(db: sqlite_utils.Database, run_id: int, *, status: str, weights: str | None,
+               curves: Any, metrics: Any) -> None:
+    db.execute("UPDATE training_runs SET status = ?, weights = ?, curves = ?, metrics = ? WHERE id = ?",
+               [status, weights, json.dumps(curves, default=str), json.dumps(metrics, default=str), run_id])
+
+
+def put_eval_rows(db: sqlite_utils.Database, run_id: int, rows: Sequence[dict]) -> None:
+    for r in rows:
+        db.execute("INSERT OR REPLACE INTO eval_images (run_id, image_id, person_id, oks, pck, pck_joints) "
+                   "VALUES (?, ?, ?, ?, ?, ?)", [run_id, r["image_id"], r["person_id"], r["oks"], r["pck"],
+                                                  json.dumps(r["pck_joints"])])
+
+
+def run(db: sqlite_utils.Database, run_id: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM training_runs WHERE id = ?", [run_id]))
+    if not rows:
+        return None
+    r = dict(rows[0])
+    for c in ("config", "curves", "metrics"):
+        r[c] = json.loads(r[c]) if r[c] else None
+    return r

@@ -1,0 +1,89 @@
+"""Manifests, the leakage guard, and a tiny training job end to end, offline on the CPU."""
+import numpy as np
+import pytest
+
+from engine import jobs
+from engine.errors import RealcalError
+from engine.io import parse
+from engine.io.common import run_import
+from engine.train.manifest import build_manifest
+from store import training as store_training
+
+from tests.helpers import make_coco
+
+
+@pytest.fixture
+def tws(ws, lspet, coco_sample):
+    run_import(ws, parse("lsp", lspet), limit=24, split="train")
+    run_import(ws, parse("lsp", lspet), ids=[f"im{i:05d}.jpg" for i in range(100, 108)], split="val")
+    run_import(ws, parse("coco", coco_sample), split="test")
+    return ws
+
+
+def test_manifest_hash_is_stable_and_seeded(tws):
+    a = build_manifest(tws, {"real_train": {"count": 10, "seed": 1}})
+    b = build_manifest(tws, {"real_train": {"count": 10, "seed": 1}})
+    c = build_manifest(tws, {"real_train": {"count": 10, "seed": 2}})
+    assert a["id"] == b["id"] and a["hash"] == b["hash"] and not b["new"]
+    assert c["hash"] != a["hash"]
+    assert a["counts"] == {"train_real": 10, "train_synthetic": 0, "val": 8, "test": 4}
+    db = tws.connect()
+    try:
+        with pytest.raises(Exception, match="immutable"):
+            db.execute("UPDATE manifests SET hash = 'x'")
+    finally:
+        db.close()
+
+
+def test_leakage_guard_refuses_synthetic_from_val(tws, tmp_path):
+    from engine.generate.job import resolve_params as gen_params
+
+    final = jobs.run_foreground(tws, "generate", gen_params(tws, {
+        "count": 3, "generator_params": {"width": 128, "height": 128, "background": "procedural"}}))
+    assert final["status"] == "done", final["error"]
+    ok = build_manifest(tws, {"real_train": {"count": 5}, "synthetic": {"pool": "random", "count": 3}})
+    assert ok["counts"]["train_synthetic"] == 3
+    db = tws.connect()
+    try:  # pretend one cut-out came from a val image
+        val_id = next(r[0] for r in db.execute("SELECT id FROM images WHERE split = 'val'"))
+        db.execute("UPDATE lineage_sources SET source_image_id = ? WHERE rowid = (SELECT MIN(rowid) FROM lineage_sources)",
+                   [val_id])
+        db.conn.commit()
+    finally:
+        db.close()
+    with pytest.raises(RealcalError, match="leakage guard"):
+        build_manifest(tws, {"real_train": {"count": 5}, "synthetic": {"pool": "random", "count": 3}})
+
+
+def test_tiny_training_job_end_to_end_offline(tws):
+    from engine.train.train import resolve_params
+
+    m = build_manifest(tws, {"real_train": {"count": 16, "seed": 0}})
+    params = resolve_params(tws, m["id"], {"epochs": 1, "imgsz": 96, "batch": 8, "device": "cpu"})
+    final = jobs.run_foreground(tws, "train", params)
+    assert final["status"] == "done", final["error"]
+    r = final["result"]
+    assert r["epochs"] == 1 and r["weights"].endswith(".pt")
+    met = r["metrics"]
+    assert met["images"] == 4 and 0 <= met["AP50"] <= 1 and met["PCK@0.2"] is not None
+    db = tws.connect()
+    try:
+        run = store_training.run(db, r["run_id"])
+        assert run["status"] == "done" and run["config"]["freeze"] == 10 and run["config"]["optimizer"] == "AdamW"
+        rows = list(db.query("SELECT * FROM eval_images WHERE run_id = ?", [r["run_id"]]))
+        assert len(rows) == met["persons"] and all(0 <= x["oks"] <= 1 for x in rows)
+    finally:
+        db.close()
+
+
+def test_manifest_and_train_commands(tws):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "manifest", "build", "--real-count", "6"])
+    assert r.exit_code == 0 and "train_real 6" in r.output, r.output
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "manifest", "build", "--pool", "sideways"])
+    assert r.exit_code == 2
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "99"])
+    assert r.exit_code == 1 and "no manifest 99" in r.output
