@@ -65,3 +65,26 @@ def make_yolo(root: Path, n=2, lines=None, kpt_shape=(17, 3), extra_yaml="") -> 
         f"path: .\ntrain: images/train\nval: images/val\nkpt_shape: [{kpt_shape[0]}, {kpt_shape[1]}]\n"
         f"flip_idx: {list(poses.FLIP_IDX)}\nnames:\n  0: person\n{extra_yaml}")
     return root / "data.yaml"
+
+
+def queued_synthetic_workspace(ws, tmp_path: Path, n: int, overlap_every: int = 0):
+    """Import ``n`` images as synthetic with one conditioning person each and queue them for
+    review (every ``overlap_every``-th item gets two slots)."""
+    from engine.io import parse
+    from engine.io.common import run_import
+    from store import images as store_images
+    from store import review as store_review
+
+    run_import(ws, parse("coco", make_coco(tmp_path / "queued", n=n)), split="train", kind="synthetic")
+    db = ws.connect()
+    try:
+        db.execute("UPDATE persons SET source = 'conditioning'")
+        db.conn.commit()
+        with db.conn:
+            store_review.add_items(db, [
+                {"image_id": im["id"], "rank": i + 1,
+                 "slots": 2 if overlap_every and i % overlap_every == 0 else 1}
+                for i, im in enumerate(store_images.list_images(db))])
+    finally:
+        db.close()
+    return ws

@@ -1,4 +1,5 @@
 """The app in a real browser: `realcal app` on a free loopback port, Debian's chromium."""
+import contextlib
 import os
 import shutil
 import signal
@@ -14,7 +15,7 @@ import pytest
 from engine.io import parse
 from engine.io.common import run_import
 
-from tests.helpers import make_coco
+from tests.helpers import make_coco, queued_synthetic_workspace
 
 CHROMIUM = "/usr/bin/chromium"
 REPO = Path(__file__).resolve().parent.parent
@@ -41,9 +42,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def served(ws, tmp_path):
-    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=3, )), split="train")
+@contextlib.contextmanager
+def serve(ws):
+    """``realcal app`` on a free loopback port (no worker); yields its URL."""
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "engine", "-w", str(ws.root), "app", "--port", str(port), "--no-worker"],
@@ -60,9 +61,18 @@ def served(ws, tmp_path):
     else:
         proc.kill()
         pytest.fail(f"the app did not start: {proc.stdout.read().decode()[-2000:]}")
-    yield url
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(20)
+    try:
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(20)
+
+
+@pytest.fixture
+def served(ws, tmp_path):
+    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=3)), split="train")
+    with serve(ws) as url:
+        yield url
 
 
 def test_data_page_in_chromium(served, tmp_path):
@@ -111,40 +121,15 @@ def test_a_deep_link_on_a_fresh_server_goes_through_app_py(served):
 def served_review(ws, tmp_path):
     """A workspace with a review queue and an annotator account, served on a free port."""
     from engine import review
-    from store import images as store_images
-    from store import review as store_review
 
-    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=5)), split="train", kind="synthetic")
+    queued_synthetic_workspace(ws, tmp_path, n=5)
     db = ws.connect()
     try:
-        db.execute("UPDATE persons SET source = 'conditioning'")
-        db.conn.commit()
-        with db.conn:
-            store_review.add_items(db, [{"image_id": im["id"], "rank": i + 1, "slots": 1}
-                                        for i, im in enumerate(store_images.list_images(db))])
         review.add_user(db, "ann", "annotator", "annotator-pass")
     finally:
         db.close()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine", "-w", str(ws.root), "app", "--port", str(port), "--no-worker"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("the app did not start")
-    yield url, ws
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(20)
-
+    with serve(ws) as url:
+        yield url, ws
 
 def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, tmp_path):
     _require_browser()
@@ -179,19 +164,22 @@ def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, 
             page.get_by_label("Password", exact=True).fill("annotator-pass")
             page.get_by_role("button", name="Login").click()
             page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
-            page.get_by_text("Open slots").wait_for()
-            page.wait_for_timeout(800)
-            page.keyboard.press("a")
-            wait_for(1)
-            page.wait_for_timeout(800)
-            page.keyboard.press("x")
-            wait_for(2)
-            page.wait_for_timeout(800)
-            page.keyboard.press("a")
-            wait_for(3)
-            page.wait_for_timeout(800)
-            page.keyboard.press("u")
-            wait_for(2)
+
+            def settled(done: int) -> None:
+                """The page shows ``done`` decisions by me and its Accept button is back."""
+                from playwright.sync_api import expect
+
+                metric = page.locator('[data-testid="stMetric"]', has_text="Done by you").first
+                expect(metric.locator('[data-testid="stMetricValue"]')).to_have_text(str(done), timeout=30_000)
+                page.get_by_role("button", name="Accept").wait_for(timeout=30_000)
+                page.wait_for_timeout(300)
+
+            settled(0)
+            page.get_by_role("heading", name="Review").click()  # keyboard focus on the page
+            for key, expected in (("a", 1), ("x", 2), ("a", 3), ("u", 2)):
+                page.keyboard.press(key)
+                wait_for(expected)
+                settled(expected)
             page.reload()
             page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
             assert page.get_by_text("Signed in as").is_visible()        # the cookie kept the login

@@ -9,28 +9,16 @@ from click.testing import CliRunner
 from engine import review
 from engine.cli import main
 from engine.errors import RealcalError
-from engine.io import parse
-from engine.io.common import run_import
 from store import images as store_images
 from store import review as store_review
 
-from tests.helpers import make_coco
+from tests.helpers import queued_synthetic_workspace
 
 
 @pytest.fixture
 def queue_ws(ws, tmp_path):
     """40 synthetic images with one conditioning person each, queued; every 4th has two slots."""
-    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=40)), split="train", kind="synthetic")
-    db = ws.connect()
-    try:
-        db.execute("UPDATE persons SET source = 'conditioning'")
-        db.conn.commit()
-        ims = store_images.list_images(db)
-        with db.conn:
-            store_review.add_items(db, [{"image_id": im["id"], "rank": i + 1, "slots": 2 if i % 4 == 0 else 1}
-                                        for i, im in enumerate(ims)])
-    finally:
-        db.close()
+    queued_synthetic_workspace(ws, tmp_path, n=40, overlap_every=4)
     return ws
 
 

@@ -5,26 +5,18 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine import review
-from engine.io import parse
-from engine.io.common import run_import
-from store import images as store_images
 from store import review as store_review
 
-from tests.helpers import make_coco
+from tests.helpers import queued_synthetic_workspace
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
 def rws(ws, tmp_path, monkeypatch):
-    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=6)), split="train", kind="synthetic")
+    queued_synthetic_workspace(ws, tmp_path, n=6)
     db = ws.connect()
     try:
-        db.execute("UPDATE persons SET source = 'conditioning'")
-        db.conn.commit()
-        with db.conn:
-            store_review.add_items(db, [{"image_id": im["id"], "rank": i + 1, "slots": 1}
-                                        for i, im in enumerate(store_images.list_images(db))])
         review.add_user(db, "ann", "annotator", "annotator-pass")
         review.add_user(db, "boss", "admin", "admin-password")
     finally:

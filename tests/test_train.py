@@ -1,5 +1,4 @@
 """Manifests, the leakage guard, and a tiny training job end to end, offline on the CPU."""
-import numpy as np
 import pytest
 
 from engine import jobs
@@ -8,8 +7,6 @@ from engine.io import parse
 from engine.io.common import run_import
 from engine.train.manifest import build_manifest
 from store import training as store_training
-
-from tests.helpers import make_coco
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import platform
 from importlib import metadata
 from typing import Any
 
-from engine import assets, config, registry  # noqa: F401
+from engine import assets, config
 from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
 from engine.workspace import Workspace
