@@ -1,0 +1,56 @@
+"""Statistics on cases with known answers."""
+import numpy as np
+import pytest
+
+from engine import poses, stats
+
+
+def _gt_and_dets(n=30, noise=0.0, seed=0):
+    rng = np.random.default_rng(seed)
+    gt = {"images": [], "annotations": [], "categories": [poses.coco_category()]}
+    dets = []
+    for i in range(1, n + 1):
+        gt["images"].append({"id": i, "width": 200, "height": 200})
+        k = np.zeros((17, 3))
+        k[:, 0], k[:, 1], k[:, 2] = rng.uniform(20, 180, 17), rng.uniform(20, 180, 17), 2
+        gt["annotations"].append({"id": i, "image_id": i, "category_id": 1, "keypoints": k.reshape(-1).tolist(),
+                                  "num_keypoints": 17, "bbox": [10, 10, 180, 180], "area": 0.53 * 180 * 180,
+                                  "iscrowd": 0})
+        p = k.copy()
+        p[:, :2] += rng.normal(0, noise, (17, 2)) if noise else 0
+        dets.append({"image_id": i, "category_id": 1, "score": 0.9, "keypoints": p.reshape(-1).tolist()})
+    return gt, dets
+
+
+def test_bootstrap_perfect_predictions_give_ap_one_with_a_degenerate_interval():
+    gt, dets = _gt_and_dets()
+    r = stats.bootstrap_ap(gt, dets, n_boot=50)
+    assert r["AP"] == pytest.approx(1.0) and r["AP_ci"] == pytest.approx([1.0, 1.0])
+
+
+def test_bootstrap_interval_contains_the_point_estimate_and_narrows_with_more_images():
+    gt, dets = _gt_and_dets(n=40, noise=6.0)
+    r = stats.bootstrap_ap(gt, dets, n_boot=200)
+    assert r["AP_ci"][0] <= r["AP"] <= r["AP_ci"][1] and r["AP_ci"][0] < r["AP_ci"][1]
+    gt2, dets2 = _gt_and_dets(n=160, noise=6.0)
+    r2 = stats.bootstrap_ap(gt2, dets2, n_boot=200)
+    assert (r2["AP_ci"][1] - r2["AP_ci"][0]) < (r["AP_ci"][1] - r["AP_ci"][0])
+
+
+def test_permutation_test_known_answers():
+    clear = stats.paired_permutation([0.1 + 0.01 * (i % 3) for i in range(40)], n_perm=5000)
+    assert clear["p"] < 0.001 and clear["ci"][0] > 0
+    null = stats.paired_permutation(np.random.default_rng(1).normal(0, 1, 200), n_perm=5000)
+    assert null["p"] > 0.05
+    # all 2^4 sign patterns of four equal differences: exactly 2 are as extreme -> p ~ 1/8
+    small = stats.paired_permutation([1.0, 1.0, 1.0, 1.0], n_perm=20000, seed=3)
+    assert small["p"] == pytest.approx(2 / 16, abs=0.01)
+
+
+def test_holm_matches_a_worked_example():
+    assert stats.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+
+
+def test_verdicts_say_no_evidence_when_the_interval_includes_zero():
+    assert stats.verdict("mixed", "real-only", "AP50", 0.02, [-0.01, 0.05]).startswith("No evidence of a gain")
+    assert "beats real-only by +0.040" in stats.verdict("mixed", "real-only", "AP50", 0.04, [0.01, 0.07])
