@@ -58,6 +58,7 @@ def _load_kinds() -> None:
     import engine.generate.job  # noqa: F401
     import engine.curate.run  # noqa: F401
     import engine.train.train  # noqa: F401
+    import engine.experiment  # noqa: F401
 
 
 def get_kind(name: str) -> JobKind:

@@ -107,3 +107,42 @@ def run(db: sqlite_utils.Database, run_id: int) -> dict | None:
     for c in ("config", "curves", "metrics"):
         r[c] = json.loads(r[c]) if r[c] else None
     return r
+
+
+def experiment_by_name(db: sqlite_utils.Database, name: str) -> dict | None:
+    rows = list(db.query("SELECT * FROM experiments WHERE name = ? ORDER BY id DESC LIMIT 1", [name]))
+    if not rows:
+        return None
+    r = dict(rows[0])
+    r["config"] = json.loads(r["config"])
+    return r
+
+
+def create_experiment(db: sqlite_utils.Database, name: str, config: dict) -> int:
+    db.execute("INSERT INTO experiments (name, config) VALUES (?, ?)", [name, json.dumps(config, default=str)])
+    return db.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+
+def experiment_runs(db: sqlite_utils.Database, experiment_id: int) -> list[dict]:
+    out = []
+    for r in db.query("SELECT * FROM experiment_runs WHERE experiment_id = ? ORDER BY arm, seed", [experiment_id]):
+        r = dict(r)
+        r["result"] = json.loads(r["result"])
+        out.append(r)
+    return out
+
+
+def put_experiment_run(db: sqlite_utils.Database, experiment_id: int, arm: str, seed: int, *,
+                       manifest_id: int | None, training_run_id: int | None, status: str, result: dict) -> None:
+    db.execute("INSERT OR REPLACE INTO experiment_runs (experiment_id, arm, seed, manifest_id, training_run_id, "
+               "status, result) VALUES (?, ?, ?, ?, ?, ?, ?)",
+               [experiment_id, arm, seed, manifest_id, training_run_id, status, json.dumps(result, default=str)])
+
+
+def latest_experiment(db: sqlite_utils.Database) -> dict | None:
+    rows = list(db.query("SELECT * FROM experiments ORDER BY id DESC LIMIT 1"))
+    if not rows:
+        return None
+    r = dict(rows[0])
+    r["config"] = json.loads(r["config"])
+    return r

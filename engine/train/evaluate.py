@@ -54,6 +54,7 @@ def evaluate(model, ws, images: list[dict], persons: dict[int, list[dict]], *, i
                              "pck": float(np.nanmean(per_joint)) if np.isfinite(per_joint).any() else None,
                              "pck_joints": [None if np.isnan(v) else int(v) for v in per_joint]})
     metrics: dict[str, Any] = {"images": len(images), "persons": len(rows), "detections": len(dets)}
+    metrics["_coco"] = {"gt": gt, "dets": dets}  # kept for bootstrap intervals; dropped before storing
     if dets and gt["annotations"]:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO()

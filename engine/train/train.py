@@ -102,16 +102,21 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     db = ws.connect()
     try:
         m = store_training.manifest(db, params["manifest_id"])
-        test_ids = [it["image_id"] for it in m["items"] if it["split"] == "test"]
-        wanted = {pid for it in m["items"] if it["split"] == "test" for pid in it["person_ids"]}
-        images = store_images.images_with_ids(db, test_ids)
-        persons = {k: [p for p in v if p["id"] in wanted]
-                   for k, v in store_images.persons_for_images(db, test_ids).items()}
+        splits = {s: split_items(db, m, s) for s in ("val", "test")}
     finally:
         db.close()
-    ctx.progress(epochs, epochs, f"evaluating on {len(images)} test images", force=True)
-    metrics, rows = (evaluate(YOLO(str(best), task="pose"), ws, images, persons, imgsz=int(params["imgsz"]),
-                              device=device) if images else ({"images": 0}, []))
+    ctx.progress(epochs, epochs, f"evaluating on {len(splits['test'][0])} test images", force=True)
+    trained = YOLO(str(best), task="pose")
+    val_metrics, _ = evaluate(trained, ws, *splits["val"], imgsz=int(params["imgsz"]), device=device)
+    metrics, rows = evaluate(trained, ws, *splits["test"], imgsz=int(params["imgsz"]), device=device)
+    val_metrics.pop("_coco", None)
+    coco = metrics.pop("_coco")
+    if coco["dets"] and coco["gt"]["annotations"]:
+        from engine.stats import bootstrap_ap
+
+        ci = bootstrap_ap(coco["gt"], coco["dets"], n_boot=int(params.get("n_boot", 200)))
+        metrics.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
+    metrics["val"] = val_metrics
     db = ws.connect()
     try:
         with write_transaction(db):
@@ -120,6 +125,15 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     return {"run_id": run_id, "weights": str(best), "metrics": metrics, "epochs": len(curves)}
+
+
+def split_items(db, manifest: dict, split: str) -> tuple[list[dict], dict[int, list[dict]]]:
+    """The manifest's images of one split and, per image, the persons it labels."""
+    ids = [it["image_id"] for it in manifest["items"] if it["split"] == split]
+    wanted = {pid for it in manifest["items"] if it["split"] == split for pid in it["person_ids"]}
+    images = store_images.images_with_ids(db, ids)
+    persons = {k: [p for p in v if p["id"] in wanted] for k, v in store_images.persons_for_images(db, ids).items()}
+    return images, persons
 
 
 def _num(v: str):

@@ -53,3 +53,28 @@ def m001_manifests_and_runs(db):
         );
         """,
     )
+
+
+@migrations()
+def m002_experiments(db):
+    run_script(
+        db,
+        """
+        CREATE TABLE experiments (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            config TEXT NOT NULL,               -- JSON: the resolved experiment file
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        );
+        CREATE TABLE experiment_runs (
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            arm TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            manifest_id INTEGER,
+            training_run_id INTEGER,            -- NULL for the zero-shot arm
+            status TEXT NOT NULL,               -- done | failed
+            result TEXT NOT NULL,               -- JSON: test and val metrics, per-person rows, time
+            PRIMARY KEY (experiment_id, arm, seed)
+        );
+        """,
+    )

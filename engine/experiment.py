@@ -1,0 +1,216 @@
+"""Experiments: arms x seeds, trained at matched optimizer steps, compared with honest statistics.
+
+An experiment file names the arms (``zero_shot`` — the untouched pretrained model, always
+included — real-only, synthetic-only, mixed at given volumes, and pool ablations curated /
+random / unfiltered), the seeds (a seed redraws the real-anchor subset, the synthetic sample
+and the training noise) and the recipe. With ``step_matching`` (default) every arm trains for
+as many optimizer steps as the real-only arm: an arm with 4x the images gets 1/4 of the epochs,
+so no arm wins by taking more steps (epochs are whole numbers, so the match is to the nearest
+epoch; the report lists each run's actual steps). The experiment job is resumable: finished (arm, seed) runs
+are kept and skipped when it runs again.
+
+Comparisons against real-only use per-person OKS and PCK on the same test people, averaged over
+seeds, with a paired sign-flip permutation test and Holm's correction across arms. A real-only arm
+below zero-shot on val is flagged as a recipe problem.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from engine import jobs, stats
+from engine.errors import RealcalError
+from engine.jobs import JobContext, job_kind
+from engine.workspace import Workspace
+from store import training as store_training
+from store.db import write_transaction
+
+BASELINE = "real-only"
+
+
+def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    from engine.train.train import RECIPE
+
+    if not isinstance(config, dict) or not config.get("arms"):
+        raise RealcalError("an experiment file needs a list of arms")
+    cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", [0, 1, 2])),
+           "recipe": {**{k: v for k, v in RECIPE.items() if k != "model"}, **(config.get("recipe") or {})},
+           "step_matching": bool(config.get("step_matching", True)), "arms": []}
+    names = set()
+    for arm in config["arms"]:
+        if not isinstance(arm, dict) or "name" not in arm:
+            raise RealcalError("each arm needs a name")
+        kind = arm.get("kind", "train")
+        if kind not in ("train", "zero_shot"):
+            raise RealcalError(f"arm {arm['name']}: kind must be train or zero_shot")
+        names.add(arm["name"])
+        cfg["arms"].append({"name": arm["name"], "kind": kind, "real": arm.get("real"),
+                            "pool": arm.get("pool", "none"), "synthetic": arm.get("synthetic")})
+    if not any(a["kind"] == "zero_shot" for a in cfg["arms"]):
+        cfg["arms"].insert(0, {"name": "zero-shot", "kind": "zero_shot", "real": None, "pool": "none",
+                               "synthetic": None})
+    if BASELINE not in names:
+        raise RealcalError(f"an experiment needs a '{BASELINE}' arm (the baseline every arm is compared with)")
+    if not cfg["seeds"]:
+        raise RealcalError("an experiment needs at least one seed")
+    return cfg
+
+
+def _manifest_spec(arm: dict, seed: int) -> dict:
+    return {"real_train": {"count": arm["real"], "seed": seed},
+            "synthetic": {"pool": arm["pool"], "count": arm["synthetic"], "seed": seed}}
+
+
+def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str) -> dict:
+    from ultralytics import YOLO
+
+    from engine import assets, config
+    from engine.train.evaluate import evaluate
+    from engine.train.train import split_items
+
+    db = ws.connect()
+    try:
+        m = store_training.manifest(db, manifest_id)
+        splits = {s: split_items(db, m, s) for s in ("val", "test")}
+    finally:
+        db.close()
+    model = YOLO(str(assets.resolve("yolo11n-pose")), task="pose")
+    dev = config.resolve_device(device)
+    val, _ = evaluate(model, ws, *splits["val"], imgsz=int(recipe["imgsz"]), device=dev)
+    test, rows = evaluate(model, ws, *splits["test"], imgsz=int(recipe["imgsz"]), device=dev)
+    val.pop("_coco", None)
+    test.pop("_coco", None)
+    return {"test": test, "val": val, "rows": rows}
+
+
+@job_kind("experiment", title="Run an experiment", resumable=True)
+def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    from engine.train.manifest import build_manifest
+    from engine.train.train import resolve_params as train_params
+
+    ws, cfg = ctx.ws, params["config"]
+    db = ws.connect()
+    try:
+        exp = store_training.experiment_by_name(db, cfg["name"])
+        if exp is None or exp["config"] != cfg:
+            with write_transaction(db):
+                exp_id = store_training.create_experiment(db, cfg["name"], cfg)
+        else:
+            exp_id = exp["id"]
+        done = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
+    finally:
+        db.close()
+    pairs = [(a, s) for s in cfg["seeds"] for a in cfg["arms"]]
+    recipe = cfg["recipe"]
+    base_steps: dict[int, int] = {}
+    for n, (arm, seed) in enumerate(pairs):
+        ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}", force=True)
+        if (arm["name"], seed) in done:
+            continue
+        t0 = time.perf_counter()
+        real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
+        m = build_manifest(ws, _manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed))
+        n_train = m["counts"]["train_real"] + m["counts"]["train_synthetic"]
+        if arm["kind"] == "zero_shot":
+            result = _zero_shot(ws, m["id"], recipe, params.get("device", "auto"))
+            run_id = None
+        else:
+            batches = math.ceil(n_train / int(recipe["batch"]))
+            if seed not in base_steps:
+                base_m = build_manifest(ws, _manifest_spec(real_only, seed))
+                base_n = base_m["counts"]["train_real"] + base_m["counts"]["train_synthetic"]
+                base_steps[seed] = int(recipe["epochs"]) * math.ceil(base_n / int(recipe["batch"]))
+            epochs = (max(1, round(base_steps[seed] / batches)) if cfg["step_matching"] else int(recipe["epochs"]))
+            tp = train_params(ws, m["id"], {**{k: v for k, v in recipe.items() if k in ("imgsz", "batch", "lr0",
+                                                                                         "optimizer", "freeze", "mosaic",
+                                                                                         "warmup_epochs", "patience")},
+                                            "epochs": epochs, "seed": int(seed), "device": params.get("device")})
+            final = jobs.run_foreground(ws, "train", tp)
+            if final["status"] != "done":
+                raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
+                                   f"{(final.get('error') or '').splitlines()[0] if final.get('error') else ''}")
+            run_id = final["result"]["run_id"]
+            db = ws.connect()
+            try:
+                tr = store_training.run(db, run_id)
+                rows = [dict(r) for r in db.query("SELECT person_id, image_id, oks, pck FROM eval_images "
+                                                  "WHERE run_id = ?", [run_id])]
+            finally:
+                db.close()
+            test = dict(tr["metrics"])
+            val = test.pop("val", {})
+            result = {"test": test, "val": val, "rows": rows, "epochs": epochs,
+                      "steps": epochs * batches}
+        result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
+                       "manifest_hash": m["hash"]})
+        db = ws.connect()
+        try:
+            with write_transaction(db):
+                store_training.put_experiment_run(db, exp_id, arm["name"], seed, manifest_id=m["id"],
+                                                  training_run_id=run_id, status="done", result=result)
+        finally:
+            db.close()
+    ctx.progress(len(pairs), len(pairs), "summarising", force=True)
+    db = ws.connect()
+    try:
+        summary = summarise(store_training.experiment_runs(db, exp_id), cfg)
+    finally:
+        db.close()
+    return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary}
+
+
+def summarise(runs: list[dict], cfg: dict) -> dict[str, Any]:
+    arms: dict[str, dict] = {}
+    for r in runs:
+        a = arms.setdefault(r["arm"], {"seeds": [], "AP": [], "AP50": [], "PCK": [], "val_PCK": [], "val_AP50": [],
+                                       "seconds": [], "steps": [], "rows": {}})
+        t, v = r["result"]["test"], r["result"]["val"]
+        a["seeds"].append(r["seed"])
+        a["AP"].append(t.get("AP"))
+        a["AP50"].append(t.get("AP50"))
+        a["PCK"].append(t.get("PCK@0.2"))
+        a["val_PCK"].append(v.get("PCK@0.2"))
+        a["val_AP50"].append(v.get("AP50"))
+        a["seconds"].append(r["result"]["seconds"])
+        a["steps"].append(r["result"].get("steps"))
+        for row in r["result"]["rows"]:
+            a["rows"].setdefault(row["person_id"], {"oks": [], "pck": []})
+            a["rows"][row["person_id"]]["oks"].append(row["oks"])
+            if row["pck"] is not None:
+                a["rows"][row["person_id"]]["pck"].append(row["pck"])
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return float(np.mean(xs)) if xs else None
+
+    table = [{"arm": name, "seeds": len(a["seeds"]), "AP": mean(a["AP"]), "AP50": mean(a["AP50"]),
+              "PCK@0.2": mean(a["PCK"]), "val AP50": mean(a["val_AP50"]), "val PCK@0.2": mean(a["val_PCK"]),
+              "steps": mean(a["steps"]), "seconds per run": mean(a["seconds"])} for name, a in arms.items()]
+    comparisons = []
+    base = arms.get(BASELINE)
+    if base:
+        for name, a in arms.items():
+            if name == BASELINE:
+                continue
+            for metric in ("oks", "pck"):
+                diffs = [np.mean(a["rows"][pid][metric]) - np.mean(base["rows"][pid][metric])
+                         for pid in base["rows"] if pid in a["rows"] and a["rows"][pid][metric]
+                         and base["rows"][pid][metric]]
+                comparisons.append({"arm": name, "metric": "per-person OKS" if metric == "oks" else "PCK@0.2",
+                                    **stats.paired_permutation(diffs, n_perm=5000)})
+        adjusted = stats.holm([c["p"] for c in comparisons]) if comparisons else []
+        for c, p in zip(comparisons, adjusted):
+            c["p_holm"] = p
+            c["verdict"] = stats.verdict(c["arm"], BASELINE, c["metric"], c["mean_diff"], c["ci"], p)
+    flags = []
+    zs = next((t for t in table if t["arm"] == "zero-shot"), None)
+    ro = next((t for t in table if t["arm"] == BASELINE), None)
+    if zs and ro and zs["val PCK@0.2"] is not None and ro["val PCK@0.2"] is not None \
+            and ro["val PCK@0.2"] < zs["val PCK@0.2"] and (ro["val AP50"] or 0) < (zs["val AP50"] or 0):
+        flags.append("real-only is below zero-shot on val (AP50 and PCK@0.2): the training recipe is wrong "
+                     "for this data; fix it on val before reading any comparison")
+    return {"table": table, "comparisons": comparisons, "flags": flags,
+            "steps": "matched to real-only" if cfg["step_matching"] else "equal epochs"}

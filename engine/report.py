@@ -1,0 +1,73 @@
+"""The experiment report: Markdown and a self-contained HTML page (tables, verdicts, a chart)."""
+from __future__ import annotations
+
+import html
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}"
+    return str(v)
+
+
+def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], cost: dict | None = None) -> dict[str, str]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    versions = {p: metadata.version(p) for p in ("ultralytics", "torch", "numpy", "pycocotools")}
+    machine = f"{platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
+    cols = ["arm", "seeds", "AP", "AP50", "PCK@0.2", "val AP50", "val PCK@0.2", "steps", "seconds per run"]
+    md = [f"# Experiment: {experiment['name']}", "",
+          f"Arms were trained at **{summary['steps']}** optimizer steps. Test metrics are means over seeds; "
+          f"comparisons with real-only are paired over test people (per-person OKS and PCK@0.2, averaged over "
+          f"seeds), sign-flip permutation tests, Holm-adjusted.", ""]
+    for f in summary["flags"]:
+        md += [f"> **Warning:** {f}", ""]
+    md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in summary["table"]]
+    md += ["", "## Verdicts", ""]
+    md += [f"- {c['verdict']} (n = {c['n']}, effect dz = {_fmt(c['effect_dz'])})" for c in summary["comparisons"]]
+    if not summary["comparisons"]:
+        md.append("- No comparison: the experiment has no arm besides the baseline.")
+    md += ["", "## Human cost", ""]
+    if cost and cost.get("decisions"):
+        md.append(f"- Review: {cost['decisions']} decisions, {_fmt(cost.get('seconds_per_accepted_image'))} s "
+                  f"per accepted image.")
+    else:
+        md.append("- No review data.")
+    md += ["", "## Configuration", "", "```json", json.dumps(experiment["config"], indent=2), "```", "",
+           f"Machine: {machine}", "", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
+    md += ["## Runs", "", "| arm | seed | manifest | train images | steps | test AP50 | seconds |", "|---|---|---|---|---|---|---|"]
+    md += [f"| {r['arm']} | {r['seed']} | {r['result']['manifest_hash'][:12]} | {r['result']['train_images']} | "
+           f"{_fmt(r['result'].get('steps'))} | {_fmt(r['result']['test'].get('AP50'))} | {r['result']['seconds']} |"
+           for r in runs]
+    (out / "report.md").write_text("\n".join(md) + "\n")
+
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for r in summary["table"]:
+        per_seed = [x["result"]["test"].get("AP50") for x in runs if x["arm"] == r["arm"]]
+        fig.add_bar(name=r["arm"], x=[r["arm"]], y=[r["AP50"]],
+                    error_y={"type": "data", "array": [float(__import__("numpy").std(per_seed))]} if len(per_seed) > 1 else None)
+    fig.update_layout(title="Test AP50 per arm (mean over seeds, error bar = SD over seeds)", showlegend=False)
+    table_html = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in summary["table"]) + "</table>"
+    page = ["<!doctype html><html><head><meta charset='utf-8'><title>realcal experiment</title>",
+            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
+            f"<h1>Experiment: {html.escape(experiment['name'])}</h1>",
+            f"<p>Arms trained at {html.escape(summary['steps'])} optimizer steps.</p>"]
+    page += [f"<p><b>Warning:</b> {html.escape(f)}</p>" for f in summary["flags"]]
+    page += [table_html, "<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])}</li>" for c in summary["comparisons"]]
+    page += ["</ul>", fig.to_html(full_html=False, include_plotlyjs=True),
+             f"<h2>Configuration</h2><pre>{html.escape(json.dumps(experiment['config'], indent=2))}</pre>",
+             f"<p>Machine: {html.escape(machine)}<br>Versions: {html.escape(json.dumps(versions))}</p></body></html>"]
+    (out / "report.html").write_text("\n".join(page))
+    return {"markdown": str(out / "report.md"), "html": str(out / "report.html")}

@@ -1,0 +1,70 @@
+"""A tiny experiment end to end: arms x seeds at matched steps, resume, statistics, report."""
+import pytest
+from click.testing import CliRunner
+
+from engine import jobs
+from engine.cli import main
+from engine.errors import RealcalError
+from engine.experiment import resolve
+from engine.io import parse
+from engine.io.common import run_import
+from store import training as store_training
+
+
+@pytest.fixture
+def ews(ws, lspet, coco_sample):
+    from engine.generate.job import resolve_params as gen_params
+
+    run_import(ws, parse("lsp", lspet), limit=16, split="train")
+    run_import(ws, parse("lsp", lspet), ids=[f"im{i:05d}.jpg" for i in range(100, 106)], split="val")
+    run_import(ws, parse("coco", coco_sample), split="test")
+    g = jobs.run_foreground(ws, "generate", gen_params(ws, {
+        "count": 8, "generator_params": {"width": 128, "height": 128, "background": "procedural"}}))
+    assert g["status"] == "done", g["error"]
+    return ws
+
+
+CONFIG = {"name": "t", "seeds": [0, 1], "recipe": {"epochs": 2, "imgsz": 96, "batch": 8},
+          "arms": [{"name": "real-only", "real": 8}, {"name": "mixed", "real": 8, "pool": "random", "synthetic": 8}]}
+
+
+def test_experiment_runs_resumes_and_reports(ews, tmp_path):
+    cfg = resolve(CONFIG)
+    assert cfg["arms"][0]["name"] == "zero-shot"                 # always included
+    final = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
+    assert final["status"] == "done", final["error"]
+    s = final["result"]["summary"]
+    arms = {r["arm"]: r for r in s["table"]}
+    assert set(arms) == {"zero-shot", "real-only", "mixed"} and all(r["seeds"] == 2 for r in arms.values())
+    assert arms["mixed"]["steps"] == arms["real-only"]["steps"]   # matched optimizer steps
+    assert {c["arm"] for c in s["comparisons"]} == {"zero-shot", "mixed"}
+    assert all("p_holm" in c and c["verdict"] for c in s["comparisons"])
+    db = ews.connect()
+    try:
+        exp_id = final["result"]["experiment_id"]
+        n_runs = db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0]
+        assert n_runs == 4                                        # 2 trained arms x 2 seeds
+        db.execute("DELETE FROM experiment_runs WHERE experiment_id = ? AND arm = 'mixed' AND seed = 1", [exp_id])
+        db.conn.commit()
+    finally:
+        db.close()
+    again = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
+    assert again["status"] == "done"
+    db = ews.connect()
+    try:
+        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs + 1   # only the missing run
+        assert len(store_training.experiment_runs(db, exp_id)) == 6
+    finally:
+        db.close()
+    r = CliRunner().invoke(main, ["-w", str(ews.root), "report", "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep/report.md").read_text()
+    assert "matched to real-only" in md and "| real-only |" in md and "No review data" in md
+    assert "<html>" in (tmp_path / "rep/report.html").read_text()[:200].lower() or "<!doctype html>" in (tmp_path / "rep/report.html").read_text()[:50]
+
+
+def test_bad_experiment_files():
+    with pytest.raises(RealcalError, match="'real-only' arm"):
+        resolve({"arms": [{"name": "mixed", "real": 5}]})
+    with pytest.raises(RealcalError, match="list of arms"):
+        resolve({"name": "x"})
