@@ -1,9 +1,77 @@
-"""Results: not built yet (the page says so plainly)."""
+"""Results: augmentation vs baseline with intervals, learning curves, cost, funnel."""
+import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
-from ui.common import workspace
+from engine import review
+from engine.experiment import BASELINE, summarise
+from store import curation as store_curation
+from store import training as store_training
+from ui.common import connect, workspace
 
-workspace()
+ws = workspace()
 st.title("Results")
-st.warning("Not built yet: this capability is planned but not available in this version.")
-st.markdown("Augmentation-vs-baseline dashboards with confidence intervals and the human cost of every gain.")
+
+with connect(ws) as db:
+    exp = store_training.latest_experiment(db)
+    runs = store_training.experiment_runs(db, exp["id"]) if exp else []
+    training = {r["training_run_id"]: store_training.run(db, r["training_run_id"]) for r in runs if r["training_run_id"]}
+    cost = review.stats(db)
+    curation = store_curation.latest_run(db)
+
+if not exp or not runs:
+    st.info("No experiment yet. Run one with `realcal experiment run experiments/example_tiny.yaml` "
+            "(it needs labelled real train, val and test images).")
+    st.stop()
+
+summary = summarise(runs, exp["config"])
+st.subheader(f"Experiment: {exp['name']}")
+st.caption(f"Arms trained at {summary['steps']} optimizer steps; means over seeds; comparisons with "
+           f"{BASELINE} are paired over test people, permutation-tested and Holm-adjusted.")
+for flag in summary["flags"]:
+    st.error(flag)
+st.dataframe(summary["table"], hide_index=True, width="stretch")
+
+st.markdown("**Verdicts**")
+for c in summary["comparisons"]:
+    st.markdown(f"- {c['verdict']}")
+
+fig = go.Figure()
+for c in [c for c in summary["comparisons"] if c["metric"] == "per-person OKS"]:
+    fig.add_trace(go.Scatter(x=[c["mean_diff"]], y=[c["arm"]], mode="markers",
+                             error_x={"type": "data", "symmetric": False,
+                                      "array": [c["ci"][1] - c["mean_diff"]],
+                                      "arrayminus": [c["mean_diff"] - c["ci"][0]]}, name=c["arm"]))
+fig.add_vline(x=0, line_dash="dash")
+fig.update_layout(title=f"Change in per-person OKS vs {BASELINE} (95% CI)", showlegend=False, height=300)
+st.plotly_chart(fig, width="stretch")
+
+per_seed = go.Figure()
+for arm in sorted({r["arm"] for r in runs}):
+    vals = [r["result"]["test"].get("AP50") for r in runs if r["arm"] == arm]
+    per_seed.add_bar(name=arm, x=[arm], y=[float(np.mean([v for v in vals if v is not None] or [0]))],
+                     error_y={"type": "data", "array": [float(np.std([v for v in vals if v is not None] or [0]))]})
+per_seed.update_layout(title="Test AP50 per arm (mean, SD over seeds)", showlegend=False, height=300)
+st.plotly_chart(per_seed, width="stretch")
+
+curves = go.Figure()
+for r in runs:
+    tr = training.get(r["training_run_id"])
+    if not tr or not tr["curves"]:
+        continue
+    ys = [c.get("metrics/mAP50(P)") for c in tr["curves"]]
+    if any(y is not None for y in ys):
+        curves.add_scatter(x=[c.get("epoch") for c in tr["curves"]], y=ys, name=f"{r['arm']} s{r['seed']}")
+curves.update_layout(title="Learning curves: val pose mAP50 per epoch (Ultralytics)", height=300)
+st.plotly_chart(curves, width="stretch")
+
+st.markdown("**Human cost**")
+if cost.get("decisions"):
+    st.write(f"{cost['decisions']} review decisions; {cost['seconds_per_accepted_image']} s of reviewer time per "
+             f"accepted image.")
+else:
+    st.write("No review data.")
+if curation:
+    st.markdown("**Curation funnel** (latest run)")
+    st.dataframe(curation["funnel"], hide_index=True)
+st.caption("Not yet here: gain vs synthetic volume, AP50 points per reviewer-hour, pose coverage panels.")

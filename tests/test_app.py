@@ -65,7 +65,7 @@ def test_data_page_deletes_a_batch(app_ws):
 
 
 def test_placeholder_pages_say_not_built(app_ws):
-    for page in ("train", "results"):
+    for page in ("train",):
         at = _run(f"app_pages/{page}.py")
         assert "Not built yet" in at.warning[0].value
 
@@ -139,3 +139,8 @@ def test_curate_page_without_and_with_a_run(app_ws, lspet):
     assert any("Unavailable" in w.value and "clip" in w.value for w in at.warning)
     at.slider[0].set_value(at.slider[0].min).run()
     assert not at.exception
+
+
+def test_results_page_without_an_experiment(app_ws):
+    at = _run("app_pages/results.py")
+    assert any("No experiment yet" in i.value for i in at.info)

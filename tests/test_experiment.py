@@ -68,3 +68,18 @@ def test_bad_experiment_files():
         resolve({"arms": [{"name": "mixed", "real": 5}]})
     with pytest.raises(RealcalError, match="list of arms"):
         resolve({"name": "x"})
+
+
+def test_results_page_shows_the_experiment(ews, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    cfg = resolve({**CONFIG, "seeds": [0]})
+    assert jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})["status"] == "done"
+    monkeypatch.setenv("REALCAL_WORKSPACE", str(ews.root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages/results.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Experiment: t" in s.value for s in at.subheader)
+    assert any("real-only" in m.value or "No evidence" in m.value or "beats" in m.value for m in at.markdown)
