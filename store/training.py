@@ -146,3 +146,9 @@ def latest_experiment(db: sqlite_utils.Database) -> dict | None:
     r = dict(rows[0])
     r["config"] = json.loads(r["config"])
     return r
+
+
+def mark_interrupted(db: sqlite_utils.Database) -> int:
+    """Training runs left 'running' by a process that died are marked 'interrupted'."""
+    return db.execute("UPDATE training_runs SET status = 'interrupted' WHERE status = 'running' AND "
+                      "(job_id IS NULL OR job_id NOT IN (SELECT id FROM jobs WHERE status = 'running'))").rowcount

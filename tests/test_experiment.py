@@ -83,3 +83,53 @@ def test_results_page_shows_the_experiment(ews, monkeypatch):
     assert not at.exception, at.exception
     assert any("Experiment: t" in s.value for s in at.subheader)
     assert any("real-only" in m.value or "No evidence" in m.value or "beats" in m.value for m in at.markdown)
+
+
+def test_experiment_resumes_after_the_worker_is_killed(ews):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parent.parent
+    cfg = resolve({**CONFIG, "name": "killed"})
+    job_id = jobs.submit(ews, "experiment", {"config": cfg, "device": "cpu"})
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ews.root), "worker"], cwd=repo,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:
+            db = ews.connect()
+            try:
+                done = db.execute("SELECT COUNT(*) FROM experiment_runs").fetchone()[0]
+            finally:
+                db.close()
+            if done >= 2:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the worker finished no experiment run in time")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    actions = dict(jobs.recover(ews))
+    assert actions.pop(job_id) == "requeued"                 # the experiment resumes
+    assert set(actions.values()) <= {"failed"}               # a training job it was running died with it
+    from engine.worker import run_worker
+
+    assert run_worker(ews, once=True, log=lambda m: None) == 1
+    db = ews.connect()
+    try:
+        assert db.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()[0] == "done"
+        runs = store_training.experiment_runs(db, store_training.experiment_by_name(db, "killed")["id"])
+        assert len(runs) == 6 and all(r["status"] == "done" for r in runs)
+        pairs = [(r["arm"], r["seed"]) for r in runs]
+        assert len(set(pairs)) == 6                          # each (arm, seed) once
+        statuses = [r[0] for r in db.execute("SELECT status FROM training_runs")]
+        assert "running" not in statuses                     # the killed one is marked interrupted
+    finally:
+        db.close()

@@ -60,6 +60,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     db = ws.connect()
     try:
         with write_transaction(db):
+            store_training.mark_interrupted(db)
             run_id = store_training.create_run(db, ctx.job_id, params["manifest_id"], params)
     finally:
         db.close()
