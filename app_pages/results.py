@@ -65,13 +65,33 @@ for r in runs:
 curves.update_layout(title="Learning curves: val pose mAP50 per epoch (Ultralytics)", height=300)
 st.plotly_chart(curves, width="stretch")
 
+arm_cfg = {a["name"]: a for a in exp["config"]["arms"]}
+vol = [(arm_cfg[t["arm"]].get("synthetic") or 0, t["AP50"], t["arm"]) for t in summary["table"]
+       if t["arm"] in arm_cfg and arm_cfg[t["arm"]]["kind"] == "train" and (arm_cfg[t["arm"]].get("real") or 0) > 0
+       and t["AP50"] is not None]
+if len(vol) > 1:
+    vfig = go.Figure(go.Scatter(x=[v[0] for v in sorted(vol)], y=[v[1] for v in sorted(vol)], mode="markers+lines",
+                                text=[v[2] for v in sorted(vol)]))
+    vfig.update_layout(title="Test AP50 vs synthetic images added to the real anchors", height=300,
+                       xaxis_title="synthetic images", yaxis_title="AP50")
+    st.plotly_chart(vfig, width="stretch")
+
 st.markdown("**Human cost**")
 if cost.get("decisions"):
-    st.write(f"{cost['decisions']} review decisions; {cost['seconds_per_accepted_image']} s of reviewer time per "
-             f"accepted image.")
+    hours = sum(u["active_s"] for u in cost["per_reviewer"].values()) / 3600
+    st.write(f"{cost['decisions']} review decisions, {hours:.2f} reviewer-hours; "
+             f"{cost['seconds_per_accepted_image']} s of reviewer time per accepted image.")
+    base = next((t["AP50"] for t in summary["table"] if t["arm"] == BASELINE), None)
+    gains = [(t["arm"], t["AP50"] - base) for t in summary["table"]
+             if base is not None and t["AP50"] is not None and t["arm"] not in (BASELINE, "zero-shot")]
+    if gains and hours > 0:
+        st.dataframe([{"arm": a, "AP50 gain vs real-only": round(g, 4),
+                       "AP50 points per reviewer-hour": round(100 * g / hours, 2)} for a, g in gains],
+                     hide_index=True)
 else:
     st.write("No review data.")
 if curation:
     st.markdown("**Curation funnel** (latest run)")
     st.dataframe(curation["funnel"], hide_index=True)
-st.caption("Not yet here: gain vs synthetic volume, AP50 points per reviewer-hour, pose coverage panels.")
+st.caption("Not yet here: the pose coverage panels (limb angles and body orientation, real vs accepted vs "
+           "rejected synthetic).")

@@ -68,7 +68,7 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str) -> di
     from ultralytics import YOLO
 
     from engine import assets, config
-    from engine.train.evaluate import evaluate
+    from engine.train.evaluate import evaluate, unannotated_regions
     from engine.train.train import split_items
 
     db = ws.connect()
@@ -79,8 +79,10 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str) -> di
         db.close()
     model = YOLO(str(assets.resolve("yolo11n-pose")), task="pose")
     dev = config.resolve_device(device)
-    val, _ = evaluate(model, ws, *splits["val"], imgsz=int(recipe["imgsz"]), device=dev)
-    test, rows = evaluate(model, ws, *splits["test"], imgsz=int(recipe["imgsz"]), device=dev)
+    ignore = {s: unannotated_regions(ws, *splits[s], device=dev) for s in ("val", "test")}
+    val, _ = evaluate(model, ws, *splits["val"], imgsz=int(recipe["imgsz"]), device=dev, ignore_regions=ignore["val"])
+    test, rows = evaluate(model, ws, *splits["test"], imgsz=int(recipe["imgsz"]), device=dev,
+                          ignore_regions=ignore["test"])
     val.pop("_coco", None)
     test.pop("_coco", None)
     return {"test": test, "val": val, "rows": rows}

@@ -54,3 +54,23 @@ def test_holm_matches_a_worked_example():
 def test_verdicts_say_no_evidence_when_the_interval_includes_zero():
     assert stats.verdict("mixed", "real-only", "AP50", 0.02, [-0.01, 0.05]).startswith("No evidence of a gain")
     assert "beats real-only by +0.040" in stats.verdict("mixed", "real-only", "AP50", 0.04, [0.01, 0.07])
+
+
+def test_ignore_regions_stop_unannotated_people_counting_as_false_positives():
+    from engine.train.evaluate import add_ignore_regions
+
+    gt, dets = _gt_and_dets(n=10)
+    extra = []
+    for im in gt["images"]:   # a confident detection of an unannotated person in every image
+        k = np.zeros((17, 3))
+        k[:, 0], k[:, 1], k[:, 2] = np.linspace(300, 340, 17), np.linspace(300, 380, 17), 1
+        extra.append({"image_id": im["id"], "category_id": 1, "score": 0.95, "keypoints": k.reshape(-1).tolist()})
+    for im in gt["images"]:
+        im["width"] = im["height"] = 400
+    plain = stats.bootstrap_ap(gt, dets + extra, n_boot=10)["AP"]
+    assert plain < 0.9
+    import copy
+
+    gt2 = copy.deepcopy(gt)
+    assert add_ignore_regions(gt2, {im["id"]: [[290.0, 290.0, 60.0, 100.0]] for im in gt["images"]}) == 10
+    assert stats.bootstrap_ap(gt2, dets + extra, n_boot=10)["AP"] == pytest.approx(1.0)

@@ -107,9 +107,14 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     ctx.progress(epochs, epochs, f"evaluating on {len(splits['test'][0])} test images", force=True)
+    from engine.train.evaluate import unannotated_regions
+
     trained = YOLO(str(best), task="pose")
-    val_metrics, _ = evaluate(trained, ws, *splits["val"], imgsz=int(params["imgsz"]), device=device)
-    metrics, rows = evaluate(trained, ws, *splits["test"], imgsz=int(params["imgsz"]), device=device)
+    ignore = {s: unannotated_regions(ws, *splits[s], device=device) for s in ("val", "test")}
+    val_metrics, _ = evaluate(trained, ws, *splits["val"], imgsz=int(params["imgsz"]), device=device,
+                              ignore_regions=ignore["val"])
+    metrics, rows = evaluate(trained, ws, *splits["test"], imgsz=int(params["imgsz"]), device=device,
+                             ignore_regions=ignore["test"])
     val_metrics.pop("_coco", None)
     coco = metrics.pop("_coco")
     if coco["dets"] and coco["gt"]["annotations"]:
