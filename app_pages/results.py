@@ -93,5 +93,32 @@ else:
 if curation:
     st.markdown("**Curation funnel** (latest run)")
     st.dataframe(curation["funnel"], hide_index=True)
-st.caption("Not yet here: the pose coverage panels (limb angles and body orientation, real vs accepted vs "
-           "rejected synthetic).")
+st.markdown("**Pose coverage**: real train anchors vs accepted and rejected synthetic people")
+from engine import poses as _poses  # noqa: E402
+from store import images as _images  # noqa: E402
+
+with connect(ws) as db:
+    real = [p for p in _images.train_anchor_persons(db, ("ground_truth", "corrected"), 4)]
+    states = store_training.review_states(db)
+    syn_ids = [i for i, s_ in states.items() if s_ in ("accepted", "rejected")]
+    syn_persons = _images.persons_for_images(db, syn_ids, ["conditioning", "corrected"])
+groups = {"real anchors": [_poses.as_keypoints(p["keypoints"]) for p in real]}
+for label in ("accepted", "rejected"):
+    groups[f"{label} synthetic"] = [_poses.as_keypoints(p["keypoints"]) for i in syn_ids if states[i] == label
+                                    for p in syn_persons[i]]
+cov = go.Figure()
+for name, ks in groups.items():
+    vals = [o for o in (_poses.body_orientation(k) for k in ks) if o is not None]
+    if vals:
+        cov.add_histogram(x=vals, name=f"{name} (n={len(vals)})", opacity=0.6, histnorm="probability",
+                          xbins={"start": -180, "end": 180, "size": 15})
+cov.update_layout(barmode="overlay", title="Body orientation (degrees from upright)", height=280)
+st.plotly_chart(cov, width="stretch")
+limbs = go.Figure()
+for name, ks in groups.items():
+    vals = [v for k in ks for v in _poses.limb_angles(k).values()]
+    if vals:
+        limbs.add_histogram(x=vals, name=name, opacity=0.6, histnorm="probability",
+                            xbins={"start": -180, "end": 180, "size": 15})
+limbs.update_layout(barmode="overlay", title="Limb directions, all limbs (degrees from straight down)", height=280)
+st.plotly_chart(limbs, width="stretch")

@@ -336,3 +336,39 @@ def openpose_map(people: Iterable[tuple[np.ndarray, dict | None]], width: int, h
             if op[i, 2] > 0:
                 cv2.circle(canvas, (int(op[i, 0]), int(op[i, 1])), 4, OPENPOSE_COLOURS[i], thickness=-1)
     return canvas
+
+
+# ----------------------------------------------------------------------------- pose coverage
+
+COVERAGE_LIMBS = {
+    "left upper arm": (KP["left_shoulder"], KP["left_elbow"]),
+    "right upper arm": (KP["right_shoulder"], KP["right_elbow"]),
+    "left forearm": (KP["left_elbow"], KP["left_wrist"]),
+    "right forearm": (KP["right_elbow"], KP["right_wrist"]),
+    "left thigh": (KP["left_hip"], KP["left_knee"]),
+    "right thigh": (KP["right_hip"], KP["right_knee"]),
+    "left shin": (KP["left_knee"], KP["left_ankle"]),
+    "right shin": (KP["right_knee"], KP["right_ankle"]),
+}
+
+
+def limb_angles(kpts: np.ndarray) -> dict[str, float]:
+    """Each labelled limb's direction in degrees from straight down (image y axis), in (-180, 180]."""
+    k = np.asarray(kpts, dtype=float)
+    out = {}
+    for name, (a, b) in COVERAGE_LIMBS.items():
+        if k[a, 2] > 0 and k[b, 2] > 0:
+            dx, dy = k[b, 0] - k[a, 0], k[b, 1] - k[a, 1]
+            out[name] = float(np.degrees(np.arctan2(dx, dy)))
+    return out
+
+
+def body_orientation(kpts: np.ndarray) -> float | None:
+    """Direction of the hips-to-shoulders axis in degrees from upright (0 = standing, 180 = inverted)."""
+    k = np.asarray(kpts, dtype=float)
+    sh = [k[i, :2] for i in (KP["left_shoulder"], KP["right_shoulder"]) if k[i, 2] > 0]
+    hp = [k[i, :2] for i in (KP["left_hip"], KP["right_hip"]) if k[i, 2] > 0]
+    if not sh or not hp:
+        return None
+    v = np.mean(sh, axis=0) - np.mean(hp, axis=0)
+    return float(np.degrees(np.arctan2(v[0], -v[1])))

@@ -147,3 +147,17 @@ def test_draw_skeleton_marks_joints_and_limbs():
     assert np.asarray(img).sum() == 0      # the input is not modified
     half = poses.draw_skeleton(Image.new("RGB", (100, 100)), [k], scale=0.5)
     assert np.asarray(half)[25, 25].tolist() == list(poses.LEFT_COLOUR)
+
+
+def test_limb_angles_and_body_orientation_hand_worked():
+    k = _person({"left_shoulder": (10, 10), "left_elbow": (10, 30), "right_shoulder": (30, 10),
+                 "right_elbow": (50, 10), "left_hip": (12, 50), "right_hip": (28, 50)})
+    a = poses.limb_angles(k)
+    assert a["left upper arm"] == pytest.approx(0)        # hanging straight down
+    assert a["right upper arm"] == pytest.approx(90)      # pointing to +x
+    assert "left forearm" not in a
+    assert poses.body_orientation(k) == pytest.approx(0)  # upright
+    inverted = k.copy()
+    inverted[:, 1] = 100 - inverted[:, 1]
+    inverted[~(k[:, 2] > 0)] = 0
+    assert abs(poses.body_orientation(inverted)) == pytest.approx(180)
