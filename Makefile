@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export YOLO_OFFLINE ?= True
 export YOLO_AUTOINSTALL ?= False
 
-.PHONY: install test app clean
+.PHONY: install test app clean benchmark benchmark-quick
 
 DEMO ?= demo-workspace
 PORT ?= 8501
@@ -36,3 +36,10 @@ app: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# The LSPET low-data benchmark (needs ../shared/data/lspet): full (hours on 2 CPU cores) or --quick.
+benchmark: $(VENV)/.installed
+	$(PY) bench/lspet_benchmark.py
+
+benchmark-quick: $(VENV)/.installed
+	$(PY) bench/lspet_benchmark.py --quick

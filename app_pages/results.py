@@ -24,7 +24,7 @@ if not exp or not runs:
             "(it needs labelled real train, val and test images).")
     st.stop()
 
-summary = summarise(runs, exp["config"])
+summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
 st.subheader(f"Experiment: {exp['name']}")
 st.caption(f"Arms trained at {summary['steps']} optimizer steps; means over seeds; comparisons with "
            f"{BASELINE} are paired over test people, permutation-tested and Holm-adjusted.")

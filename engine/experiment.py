@@ -3,7 +3,11 @@
 An experiment file names the arms (``zero_shot`` — the untouched pretrained model, always
 included — real-only, synthetic-only, mixed at given volumes, and pool ablations curated /
 random / unfiltered), the seeds (a seed redraws the real-anchor subset, the synthetic sample
-and the training noise) and the recipe. With ``step_matching`` (default) every arm trains for
+and the training noise) and the recipe. With ``anchor_pool: N`` each seed draws N real train images
+as its anchor pool; real arms use a prefix of that draw and synthetic images are eligible only when
+every real image in their lineage (anchor, cut-out, background) is in the pool, so an arm never
+sees real people beyond its seed's anchors through the synthetic data (generate per seed with
+``anchor_image_ids`` = :func:`engine.train.manifest.anchor_pool`). With ``step_matching`` (default) every arm trains for
 as many optimizer steps as the real-only arm: an arm with 4x the images gets 1/4 of the epochs,
 so no arm wins by taking more steps (epochs are whole numbers, so the match is to the nearest
 epoch; the report lists each run's actual steps). The experiment job is resumable: finished (arm, seed) runs
@@ -38,7 +42,11 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise RealcalError("an experiment file needs a list of arms")
     cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", [0, 1, 2])),
            "recipe": {**{k: v for k, v in RECIPE.items() if k != "model"}, **(config.get("recipe") or {})},
-           "step_matching": bool(config.get("step_matching", True)), "arms": []}
+           "step_matching": bool(config.get("step_matching", True)), "arms": [],
+           "anchor_pool": config.get("anchor_pool")}
+    pool = cfg["anchor_pool"]
+    if pool is not None and (not isinstance(pool, int) or isinstance(pool, bool) or pool < 1):
+        raise RealcalError("anchor_pool must be a positive number of real train images")
     names = set()
     for arm in config["arms"]:
         if not isinstance(arm, dict) or "name" not in arm:
@@ -47,6 +55,8 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         if kind not in ("train", "zero_shot"):
             raise RealcalError(f"arm {arm['name']}: kind must be train or zero_shot")
         names.add(arm["name"])
+        if pool is not None and kind == "train" and (arm.get("real") is None or arm["real"] > pool):
+            raise RealcalError(f"arm {arm['name']}: with anchor_pool {pool}, real must be a number <= {pool}")
         cfg["arms"].append({"name": arm["name"], "kind": kind, "real": arm.get("real"),
                             "pool": arm.get("pool", "none"), "synthetic": arm.get("synthetic")})
     if not any(a["kind"] == "zero_shot" for a in cfg["arms"]):
@@ -59,12 +69,15 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _manifest_spec(arm: dict, seed: int) -> dict:
-    return {"real_train": {"count": arm["real"], "seed": seed},
+def _manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict:
+    spec = {"real_train": {"count": arm["real"], "seed": seed},
             "synthetic": {"pool": arm["pool"], "count": arm["synthetic"], "seed": seed}}
+    if anchor_pool is not None:
+        spec["synthetic"]["within"] = {"count": anchor_pool, "seed": seed}
+    return spec
 
 
-def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str) -> dict:
+def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_path) -> dict:
     from ultralytics import YOLO
 
     from engine import assets, config
@@ -84,8 +97,16 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str) -> di
     test, rows = evaluate(model, ws, *splits["test"], imgsz=int(recipe["imgsz"]), device=dev,
                           ignore_regions=ignore["test"])
     val.pop("_coco", None)
-    test.pop("_coco", None)
-    return {"test": test, "val": val, "rows": rows}
+    coco = test.pop("_coco", None)
+    if coco and coco["dets"] and coco["gt"]["annotations"]:
+        from engine.stats import bootstrap_ap
+        from engine.train.train import save_coco
+
+        ci = bootstrap_ap(coco["gt"], coco["dets"], n_boot=200)
+        test.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
+        eval_path.parent.mkdir(parents=True, exist_ok=True)
+        save_coco(eval_path, coco)
+    return {"test": test, "val": val, "rows": rows, "test_eval": str(eval_path)}
 
 
 @job_kind("experiment", title="Run an experiment", resumable=True)
@@ -114,15 +135,17 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             continue
         t0 = time.perf_counter()
         real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
-        m = build_manifest(ws, _manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed))
+        m = build_manifest(ws, _manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
+                                          cfg.get("anchor_pool")))
         n_train = m["counts"]["train_real"] + m["counts"]["train_synthetic"]
         if arm["kind"] == "zero_shot":
-            result = _zero_shot(ws, m["id"], recipe, params.get("device", "auto"))
+            result = _zero_shot(ws, m["id"], recipe, params.get("device", "auto"),
+                                ws.root / "experiments" / f"{exp_id:05d}" / f"zero-shot-seed{seed}.json.gz")
             run_id = None
         else:
             batches = math.ceil(n_train / int(recipe["batch"]))
             if seed not in base_steps:
-                base_m = build_manifest(ws, _manifest_spec(real_only, seed))
+                base_m = build_manifest(ws, _manifest_spec(real_only, seed, cfg.get("anchor_pool")))
                 base_n = base_m["counts"]["train_real"] + base_m["counts"]["train_synthetic"]
                 base_steps[seed] = int(recipe["epochs"]) * math.ceil(base_n / int(recipe["batch"]))
             epochs = (max(1, round(base_steps[seed] / batches)) if cfg["step_matching"] else int(recipe["epochs"]))
@@ -145,7 +168,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             test = dict(tr["metrics"])
             val = test.pop("val", {})
             result = {"test": test, "val": val, "rows": rows, "epochs": epochs,
-                      "steps": epochs * batches}
+                      "steps": epochs * batches, "test_eval": final["result"].get("test_eval")}
         result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
                        "manifest_hash": m["hash"]})
         db = ws.connect()
@@ -155,16 +178,49 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                                   training_run_id=run_id, status="done", result=result)
         finally:
             db.close()
-    ctx.progress(len(pairs), len(pairs), "summarising", force=True)
+    ctx.progress(len(pairs), len(pairs), "paired AP50 bootstrap over test images", force=True)
     db = ws.connect()
     try:
-        summary = summarise(store_training.experiment_runs(db, exp_id), cfg)
+        runs = store_training.experiment_runs(db, exp_id)
+        ap50 = ap50_comparisons(runs, n_boot=int(params.get("n_boot", 200)))
+        with write_transaction(db):
+            store_training.set_experiment_ap50(db, exp_id, ap50)
+        summary = summarise(runs, cfg, ap50)
     finally:
         db.close()
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary}
 
 
-def summarise(runs: list[dict], cfg: dict) -> dict[str, Any]:
+def ap50_comparisons(runs: list[dict], n_boot: int = 200) -> list[dict]:
+    """AP50 of every arm minus real-only, paired over the same test images (and seeds), bootstrap CI."""
+    from engine.train.train import load_coco
+
+    by_arm: dict[str, dict[int, str]] = {}
+    for r in runs:
+        if r["status"] == "done" and r["result"].get("test_eval"):
+            by_arm.setdefault(r["arm"], {})[r["seed"]] = r["result"]["test_eval"]
+    base = by_arm.get(BASELINE, {})
+    out = []
+    for arm, seeds in by_arm.items():
+        if arm == BASELINE:
+            continue
+        pairs = []
+        for seed, path in sorted(seeds.items()):
+            a, b = load_coco(path), load_coco(base.get(seed))
+            if a and b:
+                pairs.append((b["gt"], a["dets"], b["dets"]))
+        if not pairs:
+            continue
+        try:
+            res = stats.paired_bootstrap_ap50(pairs, n_boot=n_boot)
+        except ValueError:
+            continue
+        out.append({"arm": arm, "metric": "AP50", **res,
+                    "verdict": stats.verdict(arm, BASELINE, "AP50", res["mean_diff"], res["ci"])})
+    return out
+
+
+def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> dict[str, Any]:
     arms: dict[str, dict] = {}
     for r in runs:
         a = arms.setdefault(r["arm"], {"seeds": [], "AP": [], "AP50": [], "PCK": [], "val_PCK": [], "val_AP50": [],
@@ -214,5 +270,5 @@ def summarise(runs: list[dict], cfg: dict) -> dict[str, Any]:
             and ro["val PCK@0.2"] < zs["val PCK@0.2"] and (ro["val AP50"] or 0) < (zs["val AP50"] or 0):
         flags.append("real-only is below zero-shot on val (AP50 and PCK@0.2): the training recipe is wrong "
                      "for this data; fix it on val before reading any comparison")
-    return {"table": table, "comparisons": comparisons, "flags": flags,
+    return {"table": table, "comparisons": comparisons, "flags": flags, "ap50": ap50 or [],
             "steps": "matched to real-only" if cfg["step_matching"] else "equal epochs"}

@@ -17,7 +17,12 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], cost: dict | None = None) -> dict[str, str]:
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
+def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], cost: dict | None = None,
+                 extra: dict | None = None) -> dict[str, str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     versions = {p: metadata.version(p) for p in ("ultralytics", "torch", "numpy", "pycocotools")}
@@ -31,7 +36,10 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         md += [f"> **Warning:** {f}", ""]
     md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     md += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in summary["table"]]
-    md += ["", "## Verdicts", ""]
+    md += ["", "## Verdicts", "", "AP50 differences: paired bootstrap over the same test images (all seeds together).", ""]
+    md += [f"- {c['verdict']} ({c.get('seeds', 0)} seeds x {c['n']} test images, {c.get('n_boot')} resamples)"
+           for c in summary.get("ap50", [])]
+    md += ["", "Per-person OKS and PCK@0.2 (paired permutation test, Holm-adjusted across comparisons):", ""]
     md += [f"- {c['verdict']} (n = {c['n']}, effect dz = {_fmt(c['effect_dz'])})" for c in summary["comparisons"]]
     if not summary["comparisons"]:
         md.append("- No comparison: the experiment has no arm besides the baseline.")
@@ -41,11 +49,23 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                   f"per accepted image.")
     else:
         md.append("- No review data.")
+    for title, value in (extra or {}).items():
+        md += ["", f"## {title[0].upper()}{title[1:]}", ""]
+        if isinstance(value, dict):
+            md += [f"- {k}: {_fmt(v)}" for k, v in value.items()]
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            keys = list(value[0])
+            md += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            md += ["| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |" for row in value]
+        else:
+            md.append(_fmt(value))
     md += ["", "## Configuration", "", "```json", json.dumps(experiment["config"], indent=2), "```", "",
            f"Machine: {machine}", "", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    md += ["## Runs", "", "| arm | seed | manifest | train images | steps | test AP50 | seconds |", "|---|---|---|---|---|---|---|"]
+    md += ["## Runs", "", "| arm | seed | manifest | train images | steps | test AP50 [95% CI] | val AP50 | seconds |",
+           "|---|---|---|---|---|---|---|---|"]
     md += [f"| {r['arm']} | {r['seed']} | {r['result']['manifest_hash'][:12]} | {r['result']['train_images']} | "
-           f"{_fmt(r['result'].get('steps'))} | {_fmt(r['result']['test'].get('AP50'))} | {r['result']['seconds']} |"
+           f"{_fmt(r['result'].get('steps'))} | {_fmt(r['result']['test'].get('AP50'))} {_ci(r['result']['test'].get('AP50_ci'))} | "
+           f"{_fmt(r['result']['val'].get('AP50'))} | {r['result']['seconds']} |"
            for r in runs]
     (out / "report.md").write_text("\n".join(md) + "\n")
 
@@ -65,8 +85,12 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
             f"<h1>Experiment: {html.escape(experiment['name'])}</h1>",
             f"<p>Arms trained at {html.escape(summary['steps'])} optimizer steps.</p>"]
     page += [f"<p><b>Warning:</b> {html.escape(f)}</p>" for f in summary["flags"]]
-    page += [table_html, "<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])}</li>" for c in summary["comparisons"]]
+    page += [table_html, "<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])} (AP50, paired bootstrap over test images)</li>"
+                                                     for c in summary.get("ap50", [])]
+    page += [f"<li>{html.escape(c['verdict'])}</li>" for c in summary["comparisons"]]
     page += ["</ul>", fig.to_html(full_html=False, include_plotlyjs=True),
+             *[f"<h2>{html.escape(t)}</h2><pre>{html.escape(json.dumps(v, indent=2, default=str))}</pre>"
+               for t, v in (extra or {}).items()],
              f"<h2>Configuration</h2><pre>{html.escape(json.dumps(experiment['config'], indent=2))}</pre>",
              f"<p>Machine: {html.escape(machine)}<br>Versions: {html.escape(json.dumps(versions))}</p></body></html>"]
     (out / "report.html").write_text("\n".join(page))

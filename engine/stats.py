@@ -66,6 +66,50 @@ def bootstrap_ap(gt: dict, dets: list[dict], n_boot: int = 1000, seed: int = 0) 
             "n_boot": n_boot, "images": n_img}
 
 
+def _per_image_evals(gt: dict, dets: list[dict]):
+    ev = coco_eval(gt, dets)
+    pe = ev._paramsEval
+    return ev, list(pe.imgIds), len(pe.areaRng), len(pe.catIds) if pe.useCats else 1, list(ev.evalImgs)
+
+
+def _ap50_on(ev, base, img_ids, n_area, n_cat, pick) -> float:
+    n_img = len(img_ids)
+    ev.evalImgs = [base[k * n_area * n_img + a * n_img + i] for k in range(n_cat) for a in range(n_area) for i in pick]
+    ids = [img_ids[i] for i in pick]
+    ev._paramsEval.imgIds = ids
+    ev.params.imgIds = ids
+    ev.accumulate()
+    return _ap_from_eval(ev)[1]
+
+
+def paired_bootstrap_ap50(pairs: Sequence[tuple[dict, list[dict], list[dict]]], n_boot: int = 200,
+                          seed: int = 0) -> dict[str, float]:
+    """AP50(arm) - AP50(baseline), averaged over seeds, with a 95 % interval from resampling the
+    *same* test images for both arms and every seed (``pairs``: one (gt, arm dets, baseline dets) per
+    seed, all on the same test images)."""
+    runs = []
+    for gt, dets_a, dets_b in pairs:
+        a, b = _per_image_evals(gt, dets_a), _per_image_evals(gt, dets_b)
+        if a[1] != b[1] or (runs and runs[0][0][1] != a[1]):
+            raise ValueError("paired AP50 needs the same test images in every run")
+        runs.append((a, b))
+    if not runs:
+        return {"mean_diff": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
+    n_img = len(runs[0][0][1])
+    full = np.arange(n_img)
+    with contextlib.redirect_stdout(io.StringIO()):
+        obs = float(np.mean([_ap50_on(a[0], a[4], a[1], a[2], a[3], full) - _ap50_on(b[0], b[4], b[1], b[2], b[3], full)
+                             for a, b in runs]))
+        rng = np.random.default_rng(seed)
+        boot = []
+        for _ in range(n_boot):
+            pick = rng.integers(0, n_img, n_img)
+            boot.append(np.mean([_ap50_on(a[0], a[4], a[1], a[2], a[3], pick) - _ap50_on(b[0], b[4], b[1], b[2], b[3], pick)
+                                 for a, b in runs]))
+    return {"mean_diff": obs, "ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
+            "n": n_img, "seeds": len(runs), "n_boot": n_boot}
+
+
 def paired_permutation(diffs: Sequence[float], n_perm: int = 10000, seed: int = 0) -> dict[str, float]:
     d = np.asarray([x for x in diffs if x is not None and np.isfinite(x)], dtype=float)
     if len(d) == 0:

@@ -113,9 +113,18 @@ def experiment_by_name(db: sqlite_utils.Database, name: str) -> dict | None:
     rows = list(db.query("SELECT * FROM experiments WHERE name = ? ORDER BY id DESC LIMIT 1", [name]))
     if not rows:
         return None
-    r = dict(rows[0])
+    return _experiment(rows[0])
+
+
+def _experiment(row) -> dict:
+    r = dict(row)
     r["config"] = json.loads(r["config"])
+    r["ap50_comparisons"] = json.loads(r["ap50_comparisons"]) if r.get("ap50_comparisons") else None
     return r
+
+
+def set_experiment_ap50(db: sqlite_utils.Database, experiment_id: int, comparisons: list[dict]) -> None:
+    db.execute("UPDATE experiments SET ap50_comparisons = ? WHERE id = ?", [json.dumps(comparisons), experiment_id])
 
 
 def create_experiment(db: sqlite_utils.Database, name: str, config: dict) -> int:
@@ -143,9 +152,7 @@ def latest_experiment(db: sqlite_utils.Database) -> dict | None:
     rows = list(db.query("SELECT * FROM experiments ORDER BY id DESC LIMIT 1"))
     if not rows:
         return None
-    r = dict(rows[0])
-    r["config"] = json.loads(r["config"])
-    return r
+    return _experiment(rows[0])
 
 
 def mark_interrupted(db: sqlite_utils.Database) -> int:

@@ -33,7 +33,7 @@ def experiment_run(state: State, config_path, device, background) -> None:
         for row in s["table"]:
             click.echo(f"{row['arm']:<20} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
                        f"({row['seeds']} seeds)")
-        for c in s["comparisons"]:
+        for c in s["ap50"] + s["comparisons"]:
             click.echo(f"  {c['verdict']}")
         for f in s["flags"]:
             click.echo(f"  WARNING: {f}")
@@ -59,5 +59,5 @@ def report(state: State, out, name) -> None:
         cost = review.stats(db)
     finally:
         db.close()
-    paths = write_report(out, exp, summarise(runs, exp["config"]), runs, cost)
+    paths = write_report(out, exp, summarise(runs, exp["config"], exp.get("ap50_comparisons")), runs, cost)
     click.echo(f"written {paths['html']} and {paths['markdown']}")

@@ -35,6 +35,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "pose_source": {},
     "anchor_sources": ["ground_truth", "corrected"],
+    "anchor_image_ids": None,      # restrict anchors and backgrounds to these real train images
     "prompt": {"template": DEFAULT_TEMPLATE, "axes": DEFAULT_AXES},
     "image_format": "jpg",
     "jpeg_quality": 95,
@@ -64,6 +65,19 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     bad = set(params["anchor_sources"]) - {"ground_truth", "corrected", "predicted"}
     if bad:
         raise RealcalError(f"anchor_sources may name ground_truth, corrected, predicted; not {sorted(bad)}")
+    ids = params["anchor_image_ids"]
+    if ids is not None:
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise RealcalError("anchor_image_ids must be a non-empty list of image ids")
+        db = ws.connect()
+        try:
+            splits = store_images.splits_of(db, ids)
+        finally:
+            db.close()
+        bad = sorted(i for i in ids if splits.get(i) != "train")
+        if bad:
+            raise RealcalError(f"anchor_image_ids must be real train images; not {bad[:10]}"
+                               f"{' ...' if len(bad) > 10 else ''}")
     check_axes(params["prompt"].get("axes", DEFAULT_AXES))
     PoseSourceConfig.from_dict(params["pose_source"])
     gen = registry.build("generator", params["generator"], params["generator_params"])  # checks names
@@ -144,12 +158,17 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             raise RealcalError(
                 f"no real anchors: generation needs labelled people ({', '.join(params['anchor_sources'])}) "
                 f"on train-split real images. Import labelled data first (realcal import ...)")
+        only = set(params.get("anchor_image_ids") or [])
+        if only:
+            anchors = [a for a in anchors if a["image_id"] in only]
+            if not anchors:
+                raise RealcalError("none of anchor_image_ids has a usable labelled person")
         for a in anchors:
             a["path"] = ws.path(media.image_relpath(a["sha256"], a["ext"]))
         gen = registry.build("generator", params["generator"], params["generator_params"])
         backgrounds = []
         if not gen.uses_poses and gen.background != "procedural":
-            backgrounds = store_images.train_background_images(db)
+            backgrounds = [b for b in store_images.train_background_images(db) if not only or b["id"] in only]
             for b in backgrounds:
                 b["path"] = ws.path(media.image_relpath(b["sha256"], b["ext"]))
         count = int(params["count"])

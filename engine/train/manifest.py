@@ -36,6 +36,10 @@ def _pick(ids: list[int], count: int | None, seed: int, shuffle: bool = True) ->
     return ids if count is None else ids[:count]
 
 
+def seed_of(spec: dict) -> int:
+    return int(spec.get("seed", 0))
+
+
 def _labels(persons: list[dict], kind: str) -> tuple[str, list[dict]] | None:
     usable = [p for p in persons if not p["iscrowd"]]
     for source in (("corrected", "ground_truth") if kind == "real" else ("corrected", "conditioning")):
@@ -43,6 +47,20 @@ def _labels(persons: list[dict], kind: str) -> tuple[str, list[dict]] | None:
         if chosen:
             return source, chosen
     return None
+
+
+def anchor_pool(ws: Workspace, count: int | None, seed: int) -> list[int]:
+    """The real train images a seed draws (the same draw as ``build_manifest``'s real subset)."""
+    db = ws.connect()
+    try:
+        real = store_images.list_images(db, kinds=["real"], splits=["train"])
+        persons = store_images.persons_for_images(db, [im["id"] for im in real])
+    finally:
+        db.close()
+    ids = [im["id"] for im in real if _labels(persons[im["id"]], "real")]
+    if count is not None and len(ids) < count:
+        raise RealcalError(f"asked for {count} real train images, only {len(ids)} are labelled")
+    return _pick(ids, count, seed)
 
 
 def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +81,15 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         honeypots = store_training.honeypot_image_ids(db)
         syn_all = [im for im in store_images.list_images(db, kinds=["synthetic"]) if im["id"] not in honeypots]
         syn_ids = [im["id"] for im in syn_all]
+        within = syn_spec.get("within")
+        if within and syn_ids:
+            # synthetic images must derive only from this seed's anchor pool (the same draw as the
+            # real subset, of which the real train images are a prefix)
+            pool_ids = set(_pick(train_ids, within.get("count"), int(within.get("seed", seed_of(real_spec)))))
+            if not set(chosen_real) <= pool_ids:
+                raise RealcalError("the real train images must be part of the anchor pool (same seed, count <= pool)")
+            src = store_training.lineage_sources(db, syn_ids)
+            syn_ids = [i for i in syn_ids if src[i] and all(s["source_image_id"] in pool_ids for s in src[i])]
         count = syn_spec.get("count")
         seed = int(syn_spec.get("seed", 0))
         if pool == "none":

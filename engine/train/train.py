@@ -117,6 +117,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                              ignore_regions=ignore["test"])
     val_metrics.pop("_coco", None)
     coco = metrics.pop("_coco")
+    save_coco(run_dir / "test_eval.json.gz", coco)
     if coco["dets"] and coco["gt"]["annotations"]:
         from engine.stats import bootstrap_ap
 
@@ -130,7 +131,28 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             store_training.finish_run(db, run_id, status="done", weights=str(best), curves=curves, metrics=metrics)
     finally:
         db.close()
-    return {"run_id": run_id, "weights": str(best), "metrics": metrics, "epochs": len(curves)}
+    return {"run_id": run_id, "weights": str(best), "metrics": metrics, "epochs": len(curves),
+            "test_eval": str(run_dir / "test_eval.json.gz")}
+
+
+def save_coco(path, coco: dict) -> None:
+    """Test ground truth + detections of one evaluation (for paired AP comparisons later)."""
+    import gzip
+    import json
+
+    with gzip.open(path, "wt") as fh:
+        json.dump(coco, fh)
+
+
+def load_coco(path) -> dict | None:
+    import gzip
+    import json
+    from pathlib import Path
+
+    if not path or not Path(path).exists():
+        return None
+    with gzip.open(path, "rt") as fh:
+        return json.load(fh)
 
 
 def split_items(db, manifest: dict, split: str) -> tuple[list[dict], dict[int, list[dict]]]:

@@ -78,3 +78,8 @@ def m002_experiments(db):
         );
         """,
     )
+
+
+@migrations()
+def m003_experiment_ap50(db):
+    run_script(db, "ALTER TABLE experiments ADD COLUMN ap50_comparisons TEXT;  -- JSON, paired bootstrap")

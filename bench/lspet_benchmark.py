@@ -1,0 +1,184 @@
+"""The LSPET low-data benchmark, end to end: import the fixed split, generate per seed from that
+seed's anchors, curate, run the experiment (resumable), write the report and the wall times.
+
+    .venv/bin/python bench/lspet_benchmark.py [--quick] [--workspace DIR] [--out DIR] [--device cpu]
+
+Every step is resumable: rerunning the command continues where it stopped (finished imports,
+generations, the curation run and finished (arm, seed) runs are kept). ``--fresh`` starts over.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+# offline unless told otherwise (as `make` sets it): no hub retries for weights that are not here
+for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
+               ("YOLO_AUTOINSTALL", "False")):
+    __import__("os").environ.setdefault(_k, _v)
+
+from engine import jobs  # noqa: E402
+from engine.errors import RealcalError  # noqa: E402
+from engine.workspace import Workspace  # noqa: E402
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def progress(label: str):
+    last = [0.0]
+
+    def cb(done, total, message):
+        now = time.monotonic()
+        if now - last[0] >= 15:
+            last[0] = now
+            log(f"  {label}: {message or ''} ({done:.0f}/{total or '?'})")
+    return cb
+
+
+def run_job(ws: Workspace, kind: str, params: dict, label: str) -> dict:
+    final = jobs.run_foreground(ws, kind, params, progress(label))
+    if final["status"] != "done":
+        raise RealcalError(f"{label}: job {final['id']} {final['status']}: {(final.get('error') or '')[-2000:]}")
+    return final["result"]
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="one seed, fewer arms, 10 epochs (< 30 min on 2 CPU cores)")
+    ap.add_argument("--config", type=Path, help="experiment YAML (default: experiments/lspet_lowdata[_quick].yaml)")
+    ap.add_argument("--workspace", type=Path, help="default: .cache/benchmark/<experiment name>")
+    ap.add_argument("--out", type=Path, help="report folder (default: the config's benchmark.report)")
+    ap.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
+    ap.add_argument("--fresh", action="store_true", help="delete the benchmark workspace first")
+    args = ap.parse_args()
+
+    cfg_path = args.config or ROOT / "experiments" / ("lspet_lowdata_quick.yaml" if args.quick else "lspet_lowdata.yaml")
+    config = yaml.safe_load(cfg_path.read_text())
+    bench = config.get("benchmark") or {}
+    dataset = (ROOT / bench.get("dataset", "../shared/data/lspet")).resolve()
+    if not (dataset / "joints.mat").exists():
+        sys.exit(f"LSPET not found at {dataset} (expected joints.mat and images/); see ../shared/data/README.md")
+    split_dir = ROOT / bench.get("split_dir", "experiments/lspet_split")
+    ws_root = args.workspace or ROOT / ".cache" / "benchmark" / config["name"]
+    out = args.out or ROOT / bench.get("report", f"docs/results/{config['name']}")
+    if args.fresh and ws_root.exists():
+        shutil.rmtree(ws_root)
+    ws = Workspace.open(ws_root) if (ws_root / "realcal.db").exists() else Workspace.init(ws_root)
+    state_path = ws_root / "benchmark_state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"timings": {}}
+
+    def done(step: str, seconds: float, **extra) -> None:
+        state["timings"][step] = round(seconds, 1)
+        state.update(extra)
+        state_path.write_text(json.dumps(state, indent=2))
+
+    t_all = time.perf_counter()
+    log(f"workspace {ws_root}, config {cfg_path.name}")
+
+    # 1. the fixed split, one import per split file (re-imports skip identical images)
+    if "import" not in state["timings"]:
+        from engine.io import parse
+        from engine.io.common import read_ids_file, run_import
+
+        t0 = time.perf_counter()
+        parsed = parse("lsp", dataset)
+        for split in ("train", "val", "test"):
+            ids = read_ids_file(split_dir / f"{split}.txt")
+            rep = run_import(ws, parsed, split=split, ids=ids)
+            log(f"imported {split}: {rep.images} images, {rep.persons} persons, {len(rep.skipped)} skipped")
+        done("import", time.perf_counter() - t0)
+
+    # 2. per seed: generate from that seed's anchor pool only
+    from engine.experiment import resolve
+    from engine.generate.job import resolve_params as gen_params
+    from engine.train.manifest import anchor_pool
+
+    exp_cfg = resolve(config)
+    gen = dict(bench.get("generate") or {})
+    for seed in exp_cfg["seeds"]:
+        key = f"generate seed {seed}"
+        if key in state["timings"]:
+            continue
+        t0 = time.perf_counter()
+        pool = anchor_pool(ws, exp_cfg["anchor_pool"], int(seed))
+        params = gen_params(ws, {**gen, "seed": 1000 + int(seed), "anchor_image_ids": pool})
+        log(f"generating {params['count']} images for seed {seed} from its {len(pool)} anchors")
+        res = run_job(ws, "generate", params, key)
+        done(key, time.perf_counter() - t0)
+        log(f"  {res.get('images')} stored in {time.perf_counter() - t0:.0f} s")
+
+    # 3. curation over every synthetic image (thresholds calibrated on the train anchors)
+    if "curate" not in state["timings"]:
+        from engine.curate.run import resolve_params as cur_params
+
+        t0 = time.perf_counter()
+        res = run_job(ws, "curate", cur_params(ws, bench.get("curate") or {}), "curate")
+        for f in res["funnel"]:
+            log(f"  {f['stage']:<18} entered {f['entered']:>5} passed {f['passed']:>5} failed {f['failed']:>5}"
+                f"{' unavailable ' + str(f['unavailable']) if f['unavailable'] else ''}")
+        done("curate", time.perf_counter() - t0, funnel=res["funnel"])
+
+    # 4. the experiment (resumable job: finished arm x seed runs are skipped)
+    t0 = time.perf_counter()
+    result = run_job(ws, "experiment", {"config": exp_cfg, "device": args.device}, "experiment")
+    done("experiment (this invocation)", time.perf_counter() - t0)
+
+    # 5. the report, with the machine and the wall times
+    from engine import review
+    from engine.report import write_report
+    from store import training as store_training
+
+    db = ws.connect()
+    try:
+        exp = store_training.experiment_by_name(db, exp_cfg["name"])
+        runs = store_training.experiment_runs(db, exp["id"])
+        cost = review.stats(db)
+    finally:
+        db.close()
+    from engine.experiment import summarise
+
+    summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
+    state["timings"]["total (this invocation)"] = round(time.perf_counter() - t_all, 1)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    machine = {"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "python": platform.python_version(),
+               "platform": platform.platform(), "device": args.device or "auto", "peak_rss_mb": round(rss)}
+    extra = {"wall times (s)": state["timings"], "machine": machine, "funnel": state.get("funnel"),
+             "split": {s: str((split_dir / f"{s}.txt").relative_to(ROOT)) for s in ("train", "val", "test")}}
+    paths = write_report(out, exp, summary, runs, cost, extra=extra)
+    (Path(out) / "benchmark.json").write_text(json.dumps({"summary": summary, **extra}, indent=2, default=str))
+    state_path.write_text(json.dumps(state, indent=2))
+    log(f"report: {paths['markdown']} and {paths['html']}")
+    for row in summary["table"]:
+        log(f"  {row['arm']:<22} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
+            f"val AP50 {row['val AP50'] or 0:.3f}  ({row['seeds']} seeds)")
+    for c in summary["ap50"] + summary["comparisons"]:
+        log(f"  {c['verdict']}")
+    for f in summary["flags"]:
+        log(f"  WARNING: {f}")
+    log(f"total {time.perf_counter() - t_all:.0f} s this invocation; peak RSS {rss:.0f} MB")
+    del result
+
+
+if __name__ == "__main__":
+    main()
