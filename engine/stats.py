@@ -138,12 +138,18 @@ def holm(pvalues: Sequence[float]) -> list[float]:
     return adjusted.tolist()
 
 
-def verdict(arm: str, baseline: str, metric: str, diff: float, ci: Sequence[float], p_adj: float | None = None) -> str:
+def verdict(arm: str, baseline: str, metric: str, diff: float, ci: Sequence[float], p_adj: float | None = None,
+            alpha: float = 0.05) -> str:
+    """Plain words. A gain or loss is claimed only when the 95 % interval excludes zero *and*, where a
+    multiplicity-adjusted p-value is given, it is below ``alpha``."""
     lo, hi = ci
     tail = f" (Holm-adjusted p = {p_adj:.3g})" if p_adj is not None else ""
+    rng = f"95% CI [{lo:+.3f}, {hi:+.3f}]"
+    if (lo > 0 or hi < 0) and p_adj is not None and not p_adj < alpha:
+        return (f"No evidence of a {'gain' if lo > 0 else 'loss'} after correction for multiple comparisons: "
+                f"{arm} vs {baseline} {diff:+.3f} {metric}, {rng}{tail}.")
     if lo > 0:
-        return f"{arm} beats {baseline} by {diff:+.3f} {metric}, 95% CI [{lo:+.3f}, {hi:+.3f}]{tail}."
+        return f"{arm} beats {baseline} by {diff:+.3f} {metric}, {rng}{tail}."
     if hi < 0:
-        return f"{arm} is worse than {baseline} by {diff:+.3f} {metric}, 95% CI [{lo:+.3f}, {hi:+.3f}]{tail}."
-    return (f"No evidence of a gain: {arm} vs {baseline} {diff:+.3f} {metric}, "
-            f"95% CI [{lo:+.3f}, {hi:+.3f}] includes zero{tail}.")
+        return f"{arm} is worse than {baseline} by {diff:+.3f} {metric}, {rng}{tail}."
+    return f"No evidence of a gain: {arm} vs {baseline} {diff:+.3f} {metric}, {rng} includes zero{tail}."

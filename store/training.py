@@ -109,6 +109,20 @@ def run(db: sqlite_utils.Database, run_id: int) -> dict | None:
     return r
 
 
+def list_runs(db: sqlite_utils.Database, limit: int = 200) -> list[dict]:
+    out = []
+    for r in db.query("SELECT * FROM training_runs ORDER BY id DESC LIMIT ?", [limit]):
+        r = dict(r)
+        for c in ("config", "curves", "metrics"):
+            r[c] = json.loads(r[c]) if r[c] else None
+        out.append(r)
+    return out
+
+
+def list_experiments(db: sqlite_utils.Database) -> list[dict]:
+    return [_experiment(r) for r in db.query("SELECT * FROM experiments ORDER BY id DESC")]
+
+
 def experiment_by_name(db: sqlite_utils.Database, name: str) -> dict | None:
     rows = list(db.query("SELECT * FROM experiments WHERE name = ? ORDER BY id DESC LIMIT 1", [name]))
     if not rows:

@@ -54,6 +54,23 @@ def test_holm_matches_a_worked_example():
 def test_verdicts_say_no_evidence_when_the_interval_includes_zero():
     assert stats.verdict("mixed", "real-only", "AP50", 0.02, [-0.01, 0.05]).startswith("No evidence of a gain")
     assert "beats real-only by +0.040" in stats.verdict("mixed", "real-only", "AP50", 0.04, [0.01, 0.07])
+    # an interval that excludes zero is not a claim when the Holm-adjusted p is not significant
+    assert stats.verdict("mixed", "real-only", "OKS", 0.01, [0.001, 0.02], p_adj=0.09).startswith("No evidence")
+    assert stats.verdict("mixed", "real-only", "OKS", 0.01, [0.001, 0.02], p_adj=0.01).startswith("mixed beats")
+
+
+def test_paired_ap50_bootstrap_known_answers():
+    gt, perfect = _gt_and_dets(n=40)
+    _, noisy = _gt_and_dets(n=40, noise=12.0)
+    same = stats.paired_bootstrap_ap50([(gt, noisy, noisy)], n_boot=50)
+    assert same["mean_diff"] == pytest.approx(0.0) and same["ci"] == pytest.approx([0.0, 0.0])
+    better = stats.paired_bootstrap_ap50([(gt, perfect, noisy), (gt, perfect, noisy)], n_boot=100)
+    ap50_noisy = stats.bootstrap_ap(gt, noisy, n_boot=2)["AP50"]
+    assert better["mean_diff"] == pytest.approx(1.0 - ap50_noisy) and better["seeds"] == 2
+    assert 0 < better["ci"][0] <= better["mean_diff"] <= better["ci"][1]
+    other_gt, other = _gt_and_dets(n=20)
+    with pytest.raises(ValueError, match="same test images"):
+        stats.paired_bootstrap_ap50([(gt, perfect, noisy), (other_gt, other, other)], n_boot=5)
 
 
 def test_ignore_regions_stop_unannotated_people_counting_as_false_positives():

@@ -1,4 +1,6 @@
 """Manifests, the leakage guard, and a tiny training job end to end, offline on the CPU."""
+from pathlib import Path
+
 import pytest
 
 from engine import jobs
@@ -71,6 +73,65 @@ def test_tiny_training_job_end_to_end_offline(tws):
         assert len(rows) == met["persons"] and all(0 <= x["oks"] <= 1 for x in rows)
     finally:
         db.close()
+    assert Path(r["test_eval"]).exists()  # ground truth + detections kept for paired AP comparisons
+    # the trained model as ONNX: runs in onnxruntime and matches the PyTorch model
+    import numpy as np
+    import onnxruntime as ort
+    import torch
+    from ultralytics import YOLO
+
+    from engine.train.train import export_model
+
+    assert export_model(tws, r["run_id"], "pt") == Path(r["weights"])
+    onnx_path = export_model(tws, r["run_id"], "onnx")
+    assert onnx_path.suffix == ".onnx" and onnx_path.stat().st_size > 100_000
+    x = np.random.default_rng(0).random((1, 3, 96, 96), dtype=np.float32)
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
+    net = YOLO(r["weights"], task="pose").model.float().eval()
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))
+    want = (want[0] if isinstance(want, (list, tuple)) else want).numpy()
+    assert got.shape == want.shape and np.allclose(got, want, atol=1e-3, rtol=1e-3)
+    with pytest.raises(RealcalError, match="no training run"):
+        export_model(tws, 999, "onnx")
+
+
+def test_anchor_pool_restricts_generation_and_manifests(tws):
+    """A seed's synthetic images come from its own anchors only; manifests enforce it."""
+    from engine.generate.job import resolve_params as gen_params
+    from engine.train.manifest import anchor_pool
+
+    pool0, pool1 = anchor_pool(tws, 6, 0), anchor_pool(tws, 6, 1)
+    assert len(pool0) == 6 and set(pool0) != set(pool1)
+    assert anchor_pool(tws, 4, 0) == pool0[:4]  # the real subset is a prefix of the pool draw
+    gp = {"count": 4, "generator_params": {"width": 96, "height": 96, "background": "procedural"}}
+    for seed, pool in ((0, pool0), (1, pool1)):
+        final = jobs.run_foreground(tws, "generate", gen_params(tws, {**gp, "seed": seed, "anchor_image_ids": pool}))
+        assert final["status"] == "done", final["error"]
+    db = tws.connect()
+    try:
+        val_id = next(r[0] for r in db.execute("SELECT id FROM images WHERE split = 'val'"))
+        srcs = store_training.lineage_sources(db, [r[0] for r in db.execute("SELECT id FROM images WHERE kind = 'synthetic'")])
+    finally:
+        db.close()
+    used = {s["source_image_id"] for v in srcs.values() for s in v}
+    assert used <= set(pool0) | set(pool1)
+    with pytest.raises(RealcalError, match="real train images"):
+        gen_params(tws, {**gp, "anchor_image_ids": [val_id]})
+    m = build_manifest(tws, {"real_train": {"count": 4, "seed": 0},
+                             "synthetic": {"pool": "random", "seed": 0, "within": {"count": 6, "seed": 0}}})
+    db = tws.connect()
+    try:
+        items = store_training.manifest(db, m["id"])["items"]
+        syn = [it["image_id"] for it in items if it["split"] == "train" and it["image_id"] not in pool0]
+        src = store_training.lineage_sources(db, syn)
+    finally:
+        db.close()
+    assert len(syn) == 4 and all(s["source_image_id"] in set(pool0) for v in src.values() for s in v)
+    with pytest.raises(RealcalError, match="fewer than"):  # seed 1's images are not eligible for seed 0
+        build_manifest(tws, {"real_train": {"count": 4, "seed": 0},
+                             "synthetic": {"pool": "random", "count": 5, "within": {"count": 6, "seed": 0}}})
 
 
 def test_manifest_and_train_commands(tws):

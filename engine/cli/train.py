@@ -86,3 +86,45 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, freeze, seed, mo
         m = r["metrics"]
         click.echo(f"training run {r['run_id']}: {r['epochs']} epochs; test AP {m.get('AP', 0):.3f}, "
                    f"AP50 {m.get('AP50', 0):.3f}, PCK@0.2 {m.get('PCK@0.2') or 0:.3f}; weights {r['weights']}")
+
+
+@main.group()
+def model() -> None:
+    """Trained models: list them, export them."""
+
+
+@model.command("list")
+@pass_state
+def model_list(state: State) -> None:
+    from store import training as store_training
+
+    db = state.workspace().connect()
+    try:
+        rows = store_training.list_runs(db)
+    finally:
+        db.close()
+    for r in rows:
+        m = r["metrics"] or {}
+        click.echo(f"{r['id']:>4}  {r['status']:<11} manifest {r['manifest_id']:>4}  "
+                   f"test AP50 {m.get('AP50', float('nan')):.3f}  {r['created_at'][:19]}")
+    if not rows:
+        click.echo("no training runs yet: `realcal train --manifest ID`")
+
+
+@model.command("export")
+@click.argument("run_id", type=int)
+@click.option("--format", "fmt", type=click.Choice(["pt", "onnx"]), default="pt", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Copy the file here.")
+@pass_state
+def model_export(state: State, run_id, fmt, out) -> None:
+    """The trained model of a run as .pt or ONNX."""
+    import shutil
+
+    from engine.train.train import export_model
+
+    path = export_model(state.workspace(), run_id, fmt)
+    if out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, out)
+        path = out
+    click.echo(f"written {path}")

@@ -135,6 +135,43 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             "test_eval": str(run_dir / "test_eval.json.gz")}
 
 
+def export_model(ws: Workspace, run_id: int, fmt: str = "pt") -> "Path":
+    """The trained model of a finished run as ``.pt`` (Ultralytics checkpoint) or ``.onnx``.
+
+    ONNX goes through Ultralytics' exporter (static shape at the run's image size, no simplifier,
+    needs the ``onnx`` package) and is made once, next to the weights."""
+    from pathlib import Path
+
+    db = ws.connect()
+    try:
+        r = store_training.run(db, run_id)
+    finally:
+        db.close()
+    if r is None:
+        raise RealcalError(f"no training run {run_id}")
+    if r["status"] != "done" or not r.get("weights") or not Path(r["weights"]).exists():
+        raise RealcalError(f"training run {run_id} has no trained weights (status {r['status']})")
+    weights = Path(r["weights"])
+    if fmt == "pt":
+        return weights
+    if fmt != "onnx":
+        raise RealcalError(f"unknown model format {fmt!r}; valid: pt, onnx")
+    onnx_path = weights.with_suffix(".onnx")
+    if not onnx_path.exists():
+        try:
+            import onnx  # noqa: F401
+        except ImportError as e:
+            raise RealcalError("ONNX export needs the onnx package: pip install onnx") from e
+        from ultralytics import YOLO
+
+        out = YOLO(str(weights), task="pose").export(format="onnx", imgsz=int(r["config"]["imgsz"]),
+                                                      simplify=False, dynamic=False, device="cpu", verbose=False)
+        if not out or not Path(out).exists():
+            raise RealcalError(f"ONNX export of run {run_id} produced no file")
+        onnx_path = Path(out)
+    return onnx_path
+
+
 def save_coco(path, coco: dict) -> None:
     """Test ground truth + detections of one evaluation (for paired AP comparisons later)."""
     import gzip
