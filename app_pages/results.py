@@ -6,6 +6,7 @@ import streamlit as st
 from engine import review
 from engine.experiment import BASELINE, summarise
 from store import curation as store_curation
+from store import jobs as store_jobs
 from store import training as store_training
 from ui.common import connect, workspace
 
@@ -13,19 +14,37 @@ ws = workspace()
 st.title("Results")
 
 with connect(ws) as db:
-    exp = store_training.latest_experiment(db)
+    experiments = store_training.list_experiments(db)
+    exp = experiments[0] if experiments else None
+    if len(experiments) > 1:
+        chosen = st.selectbox("Experiment", [e["id"] for e in experiments],
+                              format_func=lambda i: next(f"{e['name']} (#{e['id']}, {e['created_at'][:16]})"
+                                                         for e in experiments if e["id"] == i))
+        exp = next(e for e in experiments if e["id"] == chosen)
     runs = store_training.experiment_runs(db, exp["id"]) if exp else []
+    running = [j for j in store_jobs.list_jobs(db, limit=100)
+               if j["kind"] == "experiment" and j["status"] in ("queued", "running")]
     training = {r["training_run_id"]: store_training.run(db, r["training_run_id"]) for r in runs if r["training_run_id"]}
     cost = review.stats(db)
     curation = store_curation.latest_run(db)
 
+for j in running:
+    st.progress(min(1.0, j["progress"] / j["total"]) if j["total"] else 0.0,
+                text=f"Experiment job {j['id']} is {j['status']}: {j['message'] or ''} (reload for new results)")
 if not exp or not runs:
-    st.info("No experiment yet. Run one with `realcal experiment run experiments/example_tiny.yaml` "
-            "(it needs labelled real train, val and test images).")
+    if not running:
+        st.info("No experiment yet. Run one from the Train page or with `realcal experiment run "
+                "experiments/example_tiny.yaml` (it needs labelled real train, val and test images).")
     st.stop()
 
 summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
 st.subheader(f"Experiment: {exp['name']}")
+expected = len(exp["config"]["arms"]) * len(exp["config"]["seeds"])
+if len(runs) < expected:
+    st.warning(f"{len(runs)} of {expected} arm x seed runs finished so far; statistics cover those only.")
+if exp["name"] == "demo-tiny":
+    st.warning("Demo experiment: 24 real images, 1 epoch, tiny image size. It shows the machinery "
+               "(arms, seeds, matched steps, intervals, verdicts); its numbers are not a result.")
 st.caption(f"Arms trained at {summary['steps']} optimizer steps; means over seeds; comparisons with "
            f"{BASELINE} are paired over test people, permutation-tested and Holm-adjusted.")
 for flag in summary["flags"]:
@@ -33,8 +52,37 @@ for flag in summary["flags"]:
 st.dataframe(summary["table"], hide_index=True, width="stretch")
 
 st.markdown("**Verdicts**")
+for c in summary["ap50"]:
+    st.markdown(f"- {c['verdict']} *(paired bootstrap over the same {c['n']} test images, {c.get('seeds')} seeds)*")
 for c in summary["comparisons"]:
     st.markdown(f"- {c['verdict']}")
+
+if summary["ap50"]:
+    ap = go.Figure()
+    for c in summary["ap50"]:
+        ap.add_trace(go.Scatter(x=[c["mean_diff"]], y=[c["arm"]], mode="markers",
+                                error_x={"type": "data", "symmetric": False, "array": [c["ci"][1] - c["mean_diff"]],
+                                         "arrayminus": [c["mean_diff"] - c["ci"][0]]}, name=c["arm"]))
+    ap.add_vline(x=0, line_dash="dash")
+    ap.update_layout(title=f"Augmentation vs baseline: test AP50 minus {BASELINE} (95% CI)", showlegend=False,
+                     height=320, xaxis_title="AP50 difference")
+    st.plotly_chart(ap, width="stretch")
+    arm_cfg0 = {a["name"]: a for a in exp["config"]["arms"]}
+    by_volume: dict = {}
+    for c in summary["ap50"]:
+        a = arm_cfg0.get(c["arm"], {})
+        if a.get("kind") == "train" and (a.get("real") or 0) > 0 and a.get("pool") in ("curated", "random", "unfiltered", "accepted"):
+            by_volume.setdefault(a.get("synthetic"), []).append((a["pool"], c))
+    panels = {v: cs for v, cs in by_volume.items() if len({p for p, _ in cs}) > 1}
+    if panels:
+        abl = go.Figure()
+        for vol, cs in sorted(panels.items(), key=lambda x: x[0] or 0):
+            abl.add_bar(x=[p for p, _ in cs], y=[c["mean_diff"] for _, c in cs], name=f"{vol} synthetic",
+                        error_y={"type": "data", "symmetric": False, "array": [c["ci"][1] - c["mean_diff"] for _, c in cs],
+                                 "arrayminus": [c["mean_diff"] - c["ci"][0] for _, c in cs]})
+        abl.update_layout(title="Curation ablation at matched synthetic volume: AP50 gain over real-only (95% CI)",
+                          barmode="group", height=320, yaxis_title="AP50 difference")
+        st.plotly_chart(abl, width="stretch")
 
 fig = go.Figure()
 for c in [c for c in summary["comparisons"] if c["metric"] == "per-person OKS"]:
@@ -64,6 +112,13 @@ for r in runs:
         curves.add_scatter(x=[c.get("epoch") for c in tr["curves"]], y=ys, name=f"{r['arm']} s{r['seed']}")
 curves.update_layout(title="Learning curves: val pose mAP50 per epoch (Ultralytics)", height=300)
 st.plotly_chart(curves, width="stretch")
+
+with st.expander("Every run (per-seed test AP50 with its bootstrap interval)"):
+    st.dataframe([{"arm": r["arm"], "seed": r["seed"], "train images": r["result"]["train_images"],
+                   "steps": r["result"].get("steps"), "test AP50": r["result"]["test"].get("AP50"),
+                   "AP50 95% CI": (lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")(r["result"]["test"].get("AP50_ci")),
+                   "test PCK@0.2": r["result"]["test"].get("PCK@0.2"), "val AP50": r["result"]["val"].get("AP50"),
+                   "seconds": r["result"]["seconds"]} for r in runs], hide_index=True, width="stretch")
 
 arm_cfg = {a["name"]: a for a in exp["config"]["arms"]}
 vol = [(arm_cfg[t["arm"]].get("synthetic") or 0, t["AP50"], t["arm"]) for t in summary["table"]

@@ -1,12 +1,209 @@
-"""Train: not built yet (the page says so plainly)."""
+"""Train: build manifests, queue training runs and experiments, download trained models."""
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
+import yaml
 
-from ui.common import workspace
+from engine import jobs
+from engine.errors import RealcalError
+from engine.train.manifest import POOLS
+from engine.train.train import RECIPE
+from engine.worker import ensure_worker
+from store import images as store_images
+from store import jobs as store_jobs
+from store import training as store_training
+from ui.common import connect, workspace
 
-workspace()
+ws = workspace()
 st.title("Train")
-st.warning("Not built yet: this page (starting training and experiments from the browser) is planned. "
-           "Training and experiments run from the command line today: `realcal manifest build`, "
-           "`realcal train`, `realcal experiment run experiments/example_tiny.yaml`; results appear on "
-           "the Results page.")
-st.markdown("Ultralytics YOLO-pose on real-only, synthetic-only and mixed data with seeds and ablations, evaluated on the real test split.")
+st.caption("Ultralytics YOLO-pose on an immutable manifest (real anchors + a synthetic pool + the real "
+           "val/test splits). Model selection uses **val**; **test** is scored once, at the end. "
+           "Default recipe: the low-data fine-tuning one (freeze 10, AdamW lr0 2e-4, no mosaic, no "
+           "warmup, imgsz 320), not Ultralytics' defaults.")
+
+with connect(ws) as db:
+    counts = store_images.counts(db)
+    manifests = store_training.list_manifests(db)
+    runs = store_training.list_runs(db)
+    experiments = store_training.list_experiments(db)
+    exp_runs = {e["id"]: store_training.experiment_runs(db, e["id"]) for e in experiments}
+    active = [j for j in store_jobs.list_jobs(db, limit=50)
+              if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
+    labelled = {s: n for s, n in db.execute(
+        "SELECT i.split, COUNT(DISTINCT i.id) FROM images i JOIN persons p ON p.image_id = i.id "
+        "WHERE i.kind = 'real' AND p.source IN ('ground_truth', 'corrected') AND p.iscrowd = 0 GROUP BY i.split")}
+
+c = st.columns(4)
+c[0].metric("Labelled real train", labelled.get("train", 0))
+c[1].metric("Labelled real val", labelled.get("val", 0))
+c[2].metric("Labelled real test", labelled.get("test", 0))
+c[3].metric("Synthetic images", counts["images"]["by_kind"].get("synthetic", 0))
+if not labelled.get("val") or not labelled.get("test"):
+    st.warning("Training needs labelled real **val** (model selection) and **test** (the score) images. "
+               "Import labelled data with a split, e.g. `realcal import lsp DIR --split test --ids-file ...`. "
+               "Machine labels (pseudo-labels) are never used as val/test ground truth.")
+
+
+def queue(kind: str, params: dict) -> None:
+    job_id = jobs.submit(ws, kind, params)
+    ensure_worker(ws)
+    st.success(f"Queued job {job_id} ({kind}). Progress below and on the Jobs page.")
+
+
+@st.fragment(run_every=2)
+def live() -> None:
+    with connect(ws) as db:
+        rows = [j for j in store_jobs.list_jobs(db, limit=50)
+                if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
+    for j in rows:
+        st.progress(min(1.0, j["progress"] / j["total"]) if j["total"] else 0.0,
+                    text=f"job {j['id']} ({j['kind']}): {j['message'] or j['status']}")
+    if active and not rows:
+        st.info("A job finished: reload the page to see its results.")
+
+
+if active:
+    live()
+
+tab_exp, tab_train, tab_manifest, tab_models = st.tabs(["Experiment", "Single training run", "Manifests",
+                                                         "Trained models"])
+
+with tab_exp:
+    st.markdown("Arms x seeds trained at **matched optimizer steps**, the untouched pretrained model as the "
+                "zero-shot arm, paired statistics against real-only. Results appear on the Results page.")
+    example = Path(__file__).resolve().parents[1] / "experiments" / "example_tiny.yaml"
+    default_text = example.read_text() if example.exists() else ""
+    text = st.text_area("Experiment (YAML)", default_text, height=300,
+                        help="name, seeds, step_matching, anchor_pool, recipe, arms (kind zero_shot or "
+                             "train; real, pool: none/accepted/curated/random/unfiltered, synthetic)")
+    c = st.columns([1, 1, 2])
+    device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="exp_device")
+    if c[1].button("Queue experiment", type="primary"):
+        from engine.experiment import resolve
+
+        try:
+            cfg = resolve(yaml.safe_load(text))
+            queue("experiment", {"config": cfg, "device": device})
+        except yaml.YAMLError as exc:
+            st.error(f"That is not valid YAML: {exc}")
+        except RealcalError as exc:
+            st.error(str(exc))
+    if experiments:
+        st.subheader("Experiments")
+        st.dataframe(pd.DataFrame([{
+            "id": e["id"], "name": e["name"], "arms": len(e["config"]["arms"]), "seeds": len(e["config"]["seeds"]),
+            "runs done": f"{sum(r['status'] == 'done' for r in exp_runs[e['id']])} / "
+                         f"{len(e['config']['arms']) * len(e['config']['seeds'])}",
+            "steps": "matched" if e["config"].get("step_matching", True) else "equal epochs",
+            "created": e["created_at"][:19]} for e in experiments]), hide_index=True, width="stretch")
+        st.page_link("app_pages/results.py", label="Open the Results page", icon=":material/insights:")
+    st.caption("Or from the command line: `realcal -w WS experiment run exp.yaml`, then `realcal -w WS report --out DIR`.")
+
+with tab_manifest:
+    st.markdown("A manifest is an immutable, hashed snapshot: the same selection always gives the same "
+                "manifest. The leakage guard refuses synthetic images with a val/test image in their "
+                "lineage; honeypots never enter.")
+    with st.form("manifest"):
+        c = st.columns(3)
+        real_all = c[0].checkbox("All labelled real train images", True)
+        real_count = c[1].number_input("…or this many", 0, 1_000_000, 100)
+        real_seed = c[2].number_input("Real seed", 0, 2**31 - 1, 0)
+        c = st.columns(3)
+        pool = c[0].selectbox("Synthetic pool", POOLS, help="accepted = reviewed and accepted; curated = the "
+                              "curation order; random = a seeded sample; unfiltered = the first N generated")
+        syn_count = c[1].number_input("Synthetic images (0 = the whole pool)", 0, 1_000_000, 0)
+        syn_seed = c[2].number_input("Synthetic seed", 0, 2**31 - 1, 0)
+        built = st.form_submit_button("Build manifest")
+    if built:
+        from engine.train.manifest import build_manifest
+
+        try:
+            r = build_manifest(ws, {"real_train": {"count": None if real_all else int(real_count), "seed": int(real_seed)},
+                                    "synthetic": {"pool": pool, "count": int(syn_count) or None, "seed": int(syn_seed)}})
+            st.success(f"Manifest {r['id']} ({'new' if r['new'] else 'already existed'}, {r['hash'][:12]}): "
+                       + ", ".join(f"{k} {v}" for k, v in r["counts"].items()))
+            with connect(ws) as db:
+                manifests = store_training.list_manifests(db)
+        except RealcalError as exc:
+            st.error(str(exc))
+    if manifests:
+        st.dataframe(pd.DataFrame([{"id": m["id"], "hash": m["hash"][:12], **m["counts"],
+                                    "created": m["created_at"][:19]} for m in manifests]),
+                     hide_index=True, width="stretch")
+    else:
+        st.info("No manifests yet.")
+
+with tab_train:
+    if not manifests:
+        st.info("Build a manifest first (Manifests tab).")
+    else:
+        with st.form("train"):
+            mid = st.selectbox("Manifest", [m["id"] for m in manifests],
+                               format_func=lambda i: next(f"{m['id']}: " + ", ".join(f"{k} {v}" for k, v in m["counts"].items())
+                                                          for m in manifests if m["id"] == i))
+            c = st.columns(4)
+            epochs = c[0].number_input("Epochs", 1, 10_000, int(RECIPE["epochs"]))
+            imgsz = c[1].number_input("Image size", 32, 2048, int(RECIPE["imgsz"]), step=32)
+            batch = c[2].number_input("Batch", 1, 1024, int(RECIPE["batch"]))
+            seed = c[3].number_input("Seed", 0, 2**31 - 1, 0)
+            c = st.columns(4)
+            lr0 = c[0].number_input("lr0", 0.0, 1.0, float(RECIPE["lr0"]), format="%.5f")
+            optimizer = c[1].selectbox("Optimizer", ["AdamW", "SGD", "Adam", "auto"])
+            freeze = c[2].number_input("Freeze first N layers", 0, 30, int(RECIPE["freeze"]))
+            mosaic = c[3].number_input("Mosaic", 0.0, 1.0, float(RECIPE["mosaic"]))
+            c = st.columns(2)
+            model = c[0].text_input("Model", RECIPE["model"], help="yolo11n-pose (pretrained), a .pt path, "
+                                    "or a model .yaml to train from scratch")
+            device = c[1].selectbox("Device", ["auto", "cpu", "cuda"])
+            go_train = st.form_submit_button("Queue training", type="primary")
+        if go_train:
+            from engine.train.train import resolve_params
+
+            try:
+                queue("train", resolve_params(ws, int(mid), {
+                    "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
+                    "lr0": float(lr0), "optimizer": optimizer, "freeze": int(freeze), "mosaic": float(mosaic),
+                    "model": model.strip(), "device": device}))
+            except RealcalError as exc:
+                st.error(str(exc))
+
+with tab_models:
+    done = [r for r in runs if r["status"] == "done"]
+    if not runs:
+        st.info("No training runs yet.")
+    else:
+        st.dataframe(pd.DataFrame([{
+            "run": r["id"], "status": r["status"], "manifest": r["manifest_id"],
+            "epochs": (r["config"] or {}).get("epochs"), "seed": (r["config"] or {}).get("seed"),
+            "test AP": (r["metrics"] or {}).get("AP"), "test AP50": (r["metrics"] or {}).get("AP50"),
+            "test PCK@0.2": (r["metrics"] or {}).get("PCK@0.2"),
+            "val AP50": ((r["metrics"] or {}).get("val") or {}).get("AP50"),
+            "created": r["created_at"][:19]} for r in runs]), hide_index=True, width="stretch")
+    if done:
+        rid = st.selectbox("Run", [r["id"] for r in done])
+        r = next(x for x in done if x["id"] == rid)
+        curves = pd.DataFrame(r["curves"] or [])
+        if not curves.empty and "epoch" in curves:
+            fig = go.Figure()
+            for col in [c for c in curves.columns if c.startswith(("train/", "val/"))]:
+                fig.add_scatter(x=curves["epoch"], y=curves[col], name=col, mode="lines+markers")
+            for col in [c for c in curves.columns if c.startswith("metrics/") and "(P)" in c]:
+                fig.add_scatter(x=curves["epoch"], y=curves[col], name=col, mode="lines", yaxis="y2")
+            fig.update_layout(title=f"Run {rid}: losses and val pose metrics per epoch", height=360,
+                              yaxis2={"overlaying": "y", "side": "right", "title": "val metric"})
+            st.plotly_chart(fig, width="stretch")
+        weights = Path(r["weights"]) if r.get("weights") else None
+        c = st.columns(2)
+        if weights and weights.exists():
+            c[0].download_button("Download .pt", weights.read_bytes(), file_name=f"realcal-run{rid}.pt",
+                                 mime="application/octet-stream")
+            onnx = weights.with_suffix(".onnx")
+            if onnx.exists():
+                c[1].download_button("Download ONNX", onnx.read_bytes(), file_name=f"realcal-run{rid}.onnx",
+                                     mime="application/octet-stream")
+            elif c[1].button("Export ONNX (job)"):
+                queue("export_model", {"run_id": rid, "format": "onnx"})
+        else:
+            st.warning(f"The weights of run {rid} are no longer on disk.")

@@ -5,6 +5,14 @@ installed with realcal's dependencies). They carry no labels: the teacher labels
 app shows those skeletons as machine labels. A small copy-paste batch is then generated from those
 people, so the Generate page has something to show; its lineage records that the anchors' poses
 are machine labels.
+
+No registry package ships *labelled* pose data, and an experiment needs labelled val/test images
+(machine labels are never used as ground truth). When an LSPET folder is available
+(``$REALCAL_DEMO_LSPET``, else ``../shared/data/lspet`` beside the checkout) the demo also imports a
+small labelled slice of it — the first images of the committed benchmark split — generates from
+those people too, and queues a tiny experiment (``demo-tiny``: 1 epoch, 3 seeds) for the worker, so
+the Results page fills within minutes. It is a demonstration of the machinery, not a result. Without
+LSPET the demo says so and has no experiment.
 """
 from __future__ import annotations
 
@@ -34,8 +42,44 @@ def demo_photos() -> list[Path]:
     return found
 
 
+REPO = Path(__file__).resolve().parents[1]
+DEMO_SLICE = {"train": 24, "val": 16, "test": 32}
+DEMO_EXPERIMENT = {
+    "name": "demo-tiny", "seeds": [0, 1, 2], "step_matching": True,
+    "recipe": {"epochs": 1, "imgsz": 128, "batch": 8},
+    "arms": [{"name": "zero-shot", "kind": "zero_shot"},
+             {"name": "real-only", "real": 24},
+             {"name": "mixed-curated", "real": 24, "pool": "curated", "synthetic": 6},
+             {"name": "mixed-random", "real": 24, "pool": "random", "synthetic": 6}],
+}
+
+
+def lspet_folder() -> Path | None:
+    import os
+
+    env = os.environ.get("REALCAL_DEMO_LSPET")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "data" / "lspet"]:
+        if (cand / "joints.mat").is_file():
+            return cand
+    return None
+
+
+def _import_lspet_slice(ws: Workspace, folder: Path, log: Callable[[str], None]) -> None:
+    from engine.io import parse
+    from engine.io.common import read_ids_file, run_import
+
+    parsed = parse("lsp", folder)
+    for split, n in DEMO_SLICE.items():
+        ids_file = REPO / "experiments" / "lspet_split" / f"{split}.txt"
+        ids = read_ids_file(ids_file)[:n] if ids_file.exists() else None
+        if ids is None:
+            return
+        rep = run_import(ws, parsed, split=split, ids=ids)
+        log(f"demo: imported {rep.images} labelled LSPET images as {split}")
+
+
 def build_demo(root: str | Path, log: Callable[[str], None] = print,
-               on_progress=None) -> Workspace:
+               on_progress=None, experiment: bool = True) -> Workspace:
     """Create (or complete) the demo workspace at ``root``; safe to run again."""
     from engine import jobs
     from engine.io import parse
@@ -62,6 +106,11 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
                 shutil.copyfile(p, folder / p.name)
             report = run_import(ws, parse("images", folder), split="train")
         log(f"demo: imported {report.images} photographs")
+        lspet = lspet_folder()
+        if lspet:
+            _import_lspet_slice(ws, lspet, log)
+        else:
+            log("demo: no LSPET folder (set REALCAL_DEMO_LSPET): no labelled val/test, so no demo experiment")
     db = ws.connect()
     try:
         todo = len(store_images.unlabelled_real_images(db))
@@ -83,10 +132,18 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
     if not has_synthetic:
         from engine.generate.job import resolve_params as generation_params
 
-        log("demo: generating 8 copy-paste images from the demo people (anchors are machine labels)")
+        db = ws.connect()
+        try:
+            labelled = len(store_images.train_anchor_persons(db))
+        finally:
+            db.close()
+        count = 24 if labelled else 8
+        log(f"demo: generating {count} copy-paste images from the demo people (the photos' anchors are machine labels)")
         params = generation_params(ws, {
-            "generator": "copy_paste", "count": 8, "seed": 0, "anchor_sources": ["predicted"],
-            "generator_params": {"width": 384, "height": 384, "people": [1, 2]}})
+            "generator": "copy_paste", "count": count, "seed": 0,
+            "anchor_sources": ["predicted", "ground_truth"],
+            "generator_params": {"width": 384 if not labelled else 256, "height": 384 if not labelled else 256,
+                                 "people": [1, 2]}})
         final = jobs.run_foreground(ws, "generate", params, on_progress)
         if final["status"] != "done":
             from engine.errors import RealcalError
@@ -127,4 +184,31 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
             log(f"demo: {r['added']} images queued for review")
     finally:
         db.close()
+    if experiment:
+        queue_demo_experiment(ws, log)
     return ws
+
+
+def queue_demo_experiment(ws: Workspace, log: Callable[[str], None] = print) -> int | None:
+    """Queue the tiny demo experiment once (the worker runs it); None when there is nothing to do."""
+    from engine import jobs
+    from engine.experiment import resolve
+    from store import jobs as store_jobs
+    from store import training as store_training
+
+    db = ws.connect()
+    try:
+        has_test = db.execute("SELECT COUNT(*) FROM images i JOIN persons p ON p.image_id = i.id WHERE "
+                              "i.kind = 'real' AND i.split = 'test' AND p.source = 'ground_truth'").fetchone()[0]
+        exp = store_training.experiment_by_name(db, DEMO_EXPERIMENT["name"])
+        pending = [j for j in store_jobs.list_jobs(db, limit=200)
+                   if j["kind"] == "experiment" and j["status"] in ("queued", "running")]
+        done = exp is not None and len(store_training.experiment_runs(db, exp["id"])) >= \
+            len(DEMO_EXPERIMENT["arms"]) * len(DEMO_EXPERIMENT["seeds"])
+    finally:
+        db.close()
+    if not has_test or done or pending:
+        return None
+    job_id = jobs.submit(ws, "experiment", {"config": resolve(DEMO_EXPERIMENT), "device": "auto"})
+    log(f"demo: queued the tiny demo experiment (job {job_id}; 1 epoch x 3 seeds, a few minutes on a CPU)")
+    return job_id

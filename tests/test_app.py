@@ -64,10 +64,64 @@ def test_data_page_deletes_a_batch(app_ws):
         db.close()
 
 
-def test_placeholder_pages_say_not_built(app_ws):
-    for page in ("train",):
-        at = _run(f"app_pages/{page}.py")
-        assert "Not built yet" in at.warning[0].value
+def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws, tmp_path):
+    at = _run("app_pages/train.py")
+    assert any("needs labelled real **val**" in w.value for w in at.warning)
+    run_import(app_ws, parse("coco", make_coco(tmp_path / "v", n=2, seed=10)), split="val")
+    run_import(app_ws, parse("coco", make_coco(tmp_path / "t", n=2, seed=20)), split="test")
+    at = _run("app_pages/train.py")
+    assert not at.warning
+    assert any("Build a manifest first" in i.value for i in at.info)
+    next(b for b in at.button if b.label == "Build manifest").click().run()
+    assert not at.exception
+    assert any("Manifest 1 (new" in s.value for s in at.success), [s.value for s in at.success]
+    at = _run("app_pages/train.py")
+    epochs = next(n for n in at.number_input if n.label == "Epochs")
+    assert epochs.value == 10 and next(n for n in at.number_input if n.label == "Freeze first N layers").value == 10
+    epochs.set_value(1)
+    next(b for b in at.button if b.label == "Queue training").click().run()
+    assert not at.exception and any("Queued job" in s.value for s in at.success)
+    # experiments: a broken file is refused with the reason, the example one is queued
+    area = next(t for t in at.text_area if t.label == "Experiment (YAML)")
+    assert "real-only" in area.value
+    area.set_value("name: x\narms: [{name: mixed, real: 2}]").run()
+    next(b for b in at.button if b.label == "Queue experiment").click().run()
+    assert any("needs a 'real-only' arm" in e.value for e in at.error)
+    area.set_value("arms: [unclosed").run()
+    next(b for b in at.button if b.label == "Queue experiment").click().run()
+    assert any("not valid YAML" in e.value for e in at.error)
+    area.set_value((REPO / "experiments" / "example_tiny.yaml").read_text()).run()
+    next(b for b in at.button if b.label == "Queue experiment").click().run()
+    assert not at.exception
+    db = app_ws.connect()
+    try:
+        rows = [tuple(r) for r in db.execute("SELECT kind, status FROM jobs ORDER BY id")]
+    finally:
+        db.close()
+    assert rows == [("train", "queued"), ("experiment", "queued")]
+
+
+def test_train_page_shows_a_finished_run_with_downloads(app_ws, tmp_path):
+    from engine import jobs
+    from engine.train.manifest import build_manifest
+    from engine.train.train import resolve_params
+
+    run_import(app_ws, parse("coco", make_coco(tmp_path / "v", n=2, seed=10)), split="val")
+    run_import(app_ws, parse("coco", make_coco(tmp_path / "t", n=2, seed=20)), split="test")
+    m = build_manifest(app_ws, {})
+    final = jobs.run_foreground(app_ws, "train", resolve_params(app_ws, m["id"], {
+        "epochs": 1, "imgsz": 64, "batch": 2, "device": "cpu"}))
+    assert final["status"] == "done", final["error"]
+    at = _run("app_pages/train.py")
+    assert len(at.dataframe) >= 2  # manifests and runs
+    assert at.get("download_button")
+    next(b for b in at.button if b.label == "Export ONNX (job)").click().run()
+    assert not at.exception
+    db = app_ws.connect()
+    try:
+        assert db.execute("SELECT kind FROM jobs ORDER BY id DESC").fetchone()[0] == "export_model"
+    finally:
+        db.close()
 
 
 def test_settings_are_saved_in_the_workspace(app_ws):

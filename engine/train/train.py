@@ -172,6 +172,14 @@ def export_model(ws: Workspace, run_id: int, fmt: str = "pt") -> "Path":
     return onnx_path
 
 
+@job_kind("export_model", title="Export a trained model")
+def export_job(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    ctx.progress(0, 1, f"exporting run {params['run_id']} as {params['format']}", force=True)
+    path = export_model(ctx.ws, int(params["run_id"]), params["format"])
+    return {"run_id": int(params["run_id"]), "format": params["format"], "path": str(path),
+            "bytes": path.stat().st_size}
+
+
 def save_coco(path, coco: dict) -> None:
     """Test ground truth + detections of one evaluation (for paired AP comparisons later)."""
     import gzip
