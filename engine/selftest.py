@@ -18,3 +18,19 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if params.get("fail"):
         raise RealcalError(str(params["fail"]))
     return {"steps": steps}
+
+
+def square_fn(delay_s: float = 0.0, pid_dir: str | None = None):
+    """A diagnostic batch function for executors (no model): items -> (item, item**2, worker pid).
+    With ``pid_dir`` each instance leaves a file named after its process id there (to test
+    recovery from a killed worker)."""
+    import os
+    from pathlib import Path
+
+    if pid_dir:
+        Path(pid_dir, str(os.getpid())).touch()
+
+    def run(items):
+        time.sleep(delay_s * len(items))
+        return [(x, x * x, os.getpid()) for x in items]
+    return run

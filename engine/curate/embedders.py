@@ -120,6 +120,26 @@ class OpenClipEmbedder:
         return _normalise(t)
 
 
+def embed_fn(name: str, params: dict | None = None):
+    """Batch-function factory for executors: items ``{sha256, path}`` -> embedding vectors."""
+    import cv2
+
+    from engine import registry
+
+    emb = registry.build("embedder", name, params or {})
+    emb.setup()
+
+    def run(items):
+        pix = []
+        for it in items:
+            bgr = cv2.imread(it["path"], cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise RealcalError(f"cannot read image {it['path']}")
+            pix.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        return list(emb.embed(pix))
+    return run
+
+
 def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=None) -> dict[int, np.ndarray]:
     """Embeddings by image id, computing only those not cached for this embedder."""
     from engine import media
@@ -130,6 +150,21 @@ def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=No
 
     have = store_curation.get_embeddings(db, embedder.id, [im["sha256"] for im in images])
     todo = [im for im in images if im["sha256"] not in have]
+    executor = getattr(embedder, "executor", None)
+    if todo and executor is not None:
+        # mapped over the executor's workers; each chunk is written as it arrives (idempotent by sha)
+        items = [{"sha256": im["sha256"], "path": str(ws.path(media.image_relpath(im["sha256"], im["ext"])))}
+                 for im in todo]
+        done = 0
+        for chunk, vecs in executor.map("engine.curate.embedders:embed_fn", embedder.spec, items):
+            new = {it["sha256"]: np.asarray(v, dtype=np.float32) for it, v in zip(chunk, vecs)}
+            with write_transaction(db):
+                store_curation.put_embeddings(db, embedder.id, new)
+            have.update(new)
+            done += len(chunk)
+            if progress:
+                progress(done, len(todo))
+        return {im["id"]: have[im["sha256"]] for im in images}
     if todo and embedder.model is None:
         embedder.setup()
     step = 64

@@ -34,6 +34,7 @@ DEFAULTS: dict[str, Any] = {
     "embedder": {"name": "effnet-lite0", "params": {}},
     "stages": DEFAULT_STAGES,
     "selection": {"weights": DEFAULT_WEIGHTS, "flip_tta": True},
+    "executor": None,                      # None/"local", or {name: ray, address, actors, ...}
 }
 
 
@@ -46,6 +47,9 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
         raise RealcalError(f"unknown curation option(s) {', '.join(sorted(unknown))}; valid: {', '.join(DEFAULTS)}")
     params = {**DEFAULTS, **{k: v for k, v in (overrides or {}).items() if v is not None}}
     registry.get("embedder", params["embedder"]["name"])
+    from engine.executors import ExecutorConfig
+
+    params["executor"] = ExecutorConfig.from_dict(params.get("executor")).as_dict()
     for s in params["stages"]:
         if not isinstance(s, dict) or "name" not in s:
             raise RealcalError("each curation stage is {name: ..., params: {...}}")
@@ -90,9 +94,16 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         real_all = store_images.list_images(db, kinds=["real"])
         real_train = _with_persons(db, [r for r in real_all if r["split"] == "train"])
         emb_spec = params["embedder"]
+        embedder = registry.build("embedder", emb_spec["name"], emb_spec.get("params") or {})
         teacher = Teacher(params["teacher_weights"], params["device"])
-        sctx = StageContext(ws=ws, db=db, embedder=registry.build("embedder", emb_spec["name"], emb_spec.get("params") or {}),
-                            teacher=teacher, real_train=real_train, real_all=real_all)
+        if (params.get("executor") or {}).get("name") == "ray":
+            from engine import executors
+            from engine.curate.teacher import MappedTeacher
+
+            exe = executors.build(params["executor"])
+            embedder.executor, embedder.spec = exe, {"name": emb_spec["name"], "params": emb_spec.get("params") or {}}
+            teacher = MappedTeacher(exe, params["teacher_weights"], params["device"])
+        sctx = StageContext(ws=ws, db=db, embedder=embedder, teacher=teacher, real_train=real_train, real_all=real_all)
         stages = [(s["name"], registry.build("stage", s["name"], s.get("params") or {})) for s in params["stages"]]
         total = len(stages) + 2
         with write_transaction(db):

@@ -34,3 +34,28 @@ class Teacher:
                             "boxes": r.boxes.xyxy.cpu().numpy().astype(float),
                             "scores": r.boxes.conf.cpu().numpy().astype(float)})
         return out
+
+
+def teacher_fn(weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
+    """Batch-function factory for executors: items are ``(index, RGB image)``; results keep the index."""
+    teacher = Teacher(weights, device, imgsz, conf)
+
+    def run(items):
+        preds = teacher([im for _, im in items])
+        return [(i, p) for (i, _), p in zip(items, preds)]
+    return run
+
+
+class MappedTeacher:
+    """The teacher through an executor (e.g. Ray actors, one model load per actor), results in order."""
+
+    def __init__(self, executor, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
+        self.executor = executor
+        self.kwargs = {"weights": weights, "device": device, "imgsz": imgsz, "conf": conf}
+
+    def __call__(self, images: Sequence[np.ndarray]) -> list[dict]:
+        out: list = [None] * len(images)
+        for _, results in self.executor.map("engine.curate.teacher:teacher_fn", self.kwargs, list(enumerate(images))):
+            for i, p in results:
+                out[i] = p
+        return out

@@ -12,6 +12,7 @@ in pixel-index coordinates, so keypoints are shifted by 0.5 around every warp.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Any, Callable
@@ -80,6 +81,9 @@ def grabcut_mask(image_bgr: np.ndarray, k: np.ndarray, extra: dict, bbox, iterat
         out[by0 + y0:by1 + y0, bx0 + x0:bx1 + x0] = 1
         return out
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+    # GrabCut's GMM initialisation draws from OpenCV's global RNG: seed it from the input so a
+    # cut-out never depends on what this process computed before (same image in any worker)
+    cv2.setRNGSeed(int(np.frombuffer(hashlib.sha256(crop.tobytes() + mask.tobytes()).digest()[:4], np.uint32)[0] % (2**31)))
     try:
         cv2.grabCut(crop, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:

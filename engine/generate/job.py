@@ -40,6 +40,7 @@ DEFAULTS: dict[str, Any] = {
     "image_format": "jpg",
     "jpeg_quality": 95,
     "chunk": 8,
+    "executor": None,              # None/"local", or {name: ray, address, actors, cpus_per_actor, gpus_per_actor}
 }
 
 
@@ -78,6 +79,9 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
         if bad:
             raise RealcalError(f"anchor_image_ids must be real train images; not {bad[:10]}"
                                f"{' ...' if len(bad) > 10 else ''}")
+    from engine.executors import ExecutorConfig
+
+    params["executor"] = ExecutorConfig.from_dict(params["executor"]).as_dict()
     check_axes(params["prompt"].get("axes", DEFAULT_AXES))
     PoseSourceConfig.from_dict(params["pose_source"])
     gen = registry.build("generator", params["generator"], params["generator_params"])  # checks names
@@ -112,6 +116,17 @@ def _teacher_detector(weights: str, device: str):
                 for x0, y0, x1, y1 in r.boxes.xyxy.cpu().numpy()]
 
     return detect
+
+
+def generator_fn(params: dict[str, Any]):
+    """Batch-function factory for executors: generation requests -> results (model loaded once)."""
+    gen = registry.build("generator", params["generator"], params["generator_params"])
+    if gen.uses_poses:
+        gen.setup()
+    else:
+        gen.setup(_teacher_detector(params["teacher_weights"], params["device"])
+                  if gen.background != "procedural" else None)
+    return gen.generate
 
 
 def build_requests(params: dict[str, Any], gen, anchors: list[dict], backgrounds: list[dict],
@@ -190,18 +205,38 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             ctx.progress(done + (step / steps) * min(chunk, count - done), count,
                          f"{done}/{count} images; denoising step {step}/{steps}")
 
-        if gen.uses_poses:
-            gen.setup(on_step=on_step)
+        exe_cfg = params.get("executor") or {"name": "local"}
+        mapped = exe_cfg.get("name") == "ray"
+        if mapped:
+            from engine import executors
+
+            exe = executors.build(exe_cfg)
+
+            def chunks():  # results arrive per actor batch, in any order; seeds are per sample
+                reqs = build_requests(params, gen, anchors, backgrounds, done, count)
+                n = done
+                for _, results in exe.map("engine.generate.job:generator_fn", {"params": params}, reqs,
+                                          batch_size=chunk):
+                    n += len(results)
+                    yield n, results
         else:
-            gen.setup(_teacher_detector(params["teacher_weights"], params["device"])
-                      if gen.background != "procedural" else None)
+            if gen.uses_poses:
+                gen.setup(on_step=on_step)
+            else:
+                gen.setup(_teacher_detector(params["teacher_weights"], params["device"])
+                          if gen.background != "procedural" else None)
+
+            def chunks():
+                start = done
+                while start < count:
+                    stop = min(count, start + chunk)
+                    yield stop, gen.generate(build_requests(params, gen, anchors, backgrounds, start, stop))
+                    start = stop
         stored = skipped = 0
         seconds = 0.0
         background_kinds: dict[str, int] = {}
         t_start = time.perf_counter()
-        while done < count:
-            stop = min(count, done + chunk)
-            results = gen.generate(build_requests(params, gen, anchors, backgrounds, done, stop))
+        for stop, results in chunks():
             with write_transaction(db):
                 for res in results:
                     stored_now = _store(ws, db, batch_id, params, res)
@@ -212,8 +247,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                         background_kinds[kind] = background_kinds.get(kind, 0) + 1
                     seconds += res.seconds
             done = stop
+            # with the ray executor a restart regenerates the remaining range; identical images
+            # (same per-sample seeds) are recognised by content hash and not stored twice
             ctx.progress(done, count, f"generated {done}/{count} images",
-                         state={"batch_id": batch_id, "done": done})
+                         state={"batch_id": batch_id, "done": done if not mapped else ctx.state.get("done", 0)})
         wall = time.perf_counter() - t_start
         leaks = {s: n for s, n in store_synthetic.source_splits(db, batch_id).items() if s != "train"}
         report = {"generator": params["generator"], "images": stored, "duplicates_not_stored": skipped,
