@@ -90,3 +90,4 @@ from engine.cli import curate as _curate  # noqa: E402,F401  (registers curate/s
 from engine.cli import review as _review  # noqa: E402,F401  (registers user/review)
 from engine.cli import train as _train  # noqa: E402,F401  (registers manifest/train)
 from engine.cli import experiment as _experiment  # noqa: E402,F401  (registers experiment/report)
+from engine.cli import pipeline as _pipeline  # noqa: E402,F401  (registers run)

@@ -14,15 +14,23 @@ from engine.errors import RealcalError
               help="YAML with batches, embedder, stages (name + params, thresholds fixed or "
                    "{real_percentile: P}) and selection weights.")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where batches run (default local).")
+@click.option("--ray-address", help="An existing Ray cluster (ray://host:10001 or auto); default: start one here.")
 @pass_state
-def curate(state: State, config_path, background) -> None:
+def curate(state: State, config_path, background, executor, ray_address) -> None:
     """Filter synthetic images in stages (calibrated on real train anchors) and rank the survivors."""
     from engine.cli.generate import _load_config
     from engine.cli.jobs import run_or_queue
     from engine.curate.run import resolve_params
 
     ws = state.workspace()
-    params = resolve_params(ws, _load_config(config_path))
+    from engine.cli.pipeline import executor_override
+
+    overrides = _load_config(config_path)
+    exe = executor_override(executor, ray_address, None)
+    if exe:
+        overrides["executor"] = exe
+    params = resolve_params(ws, overrides)
     final = run_or_queue(ws, "curate", params, background, "curate")
     if final:
         r = final["result"]

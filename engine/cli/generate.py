@@ -31,8 +31,10 @@ def _load_config(path: Path | None) -> dict:
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML with generator_params, pose_source, prompt, anchor_sources, image_format.")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Where batches run (default local).")
+@click.option("--ray-address", help="An existing Ray cluster (ray://host:10001 or auto); default: start one here.")
 @pass_state
-def generate(state: State, generator, count, seed, config_path, background) -> None:
+def generate(state: State, generator, count, seed, config_path, background, executor, ray_address) -> None:
     """Generate labelled synthetic people from the real train anchors (the pose is the label)."""
     from engine.cli.jobs import run_or_queue
     from engine.generate.job import resolve_params
@@ -41,6 +43,11 @@ def generate(state: State, generator, count, seed, config_path, background) -> N
     overrides = _load_config(config_path)
     overrides.update({k: v for k, v in {"generator": generator, "count": count, "seed": seed}.items()
                       if v is not None})
+    from engine.cli.pipeline import executor_override
+
+    exe = executor_override(executor, ray_address, None)
+    if exe:
+        overrides["executor"] = exe
     params = resolve_params(ws, overrides)
     final = run_or_queue(ws, "generate", params, background, "generate")
     if final:

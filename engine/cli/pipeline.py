@@ -1,0 +1,53 @@
+"""``run``: a pipeline file end to end, resumable, stopping at the review gate."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from engine.cli import State, main, pass_state
+
+
+def executor_override(executor: str | None, ray_address: str | None, actors: int | None) -> dict | None:
+    if executor is None and ray_address is None and actors is None:
+        return None
+    cfg: dict = {"name": executor or "ray"}
+    if ray_address:
+        cfg["address"] = ray_address
+    if actors:
+        cfg["actors"] = actors
+    return cfg
+
+
+@main.command("run")
+@click.argument("pipeline_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--from", "from_step", help="Rerun from this step (and everything after it).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), help="Override the pipeline's executor.")
+@click.option("--ray-address", help="An existing Ray cluster (e.g. ray://head:10001 or auto).")
+@click.option("--actors", type=click.IntRange(min=1), help="Ray actor pool size.")
+@click.option("--check", is_flag=True, help="Only resolve and check the pipeline; print it and run nothing.")
+@pass_state
+def run_pipeline(state: State, pipeline_path, from_step, executor, ray_address, actors, check) -> None:
+    """Run a pipeline file (generate, curate, select, review, experiment, report) as jobs."""
+    import json
+
+    import yaml
+
+    from engine import pipeline
+    from engine.cli.generate import _load_config
+
+    ws = state.workspace()
+    cfg = _load_config(pipeline_path)
+    override = executor_override(executor, ray_address, actors)
+    if override:
+        cfg["executor"] = {**(cfg.get("executor") if isinstance(cfg.get("executor"), dict) else {}), **override}
+    if check:
+        click.echo(yaml.safe_dump(json.loads(json.dumps(pipeline.resolve(ws, cfg), default=str)), sort_keys=False))
+        return
+    try:
+        pipeline.run(ws, cfg, from_step=from_step, log=lambda m: click.echo(m, err=True))
+    except pipeline.ReviewGate as gate:
+        click.echo(f"stopped at the review gate: {gate}", err=True)
+        sys.exit(3)
+    click.echo("pipeline finished")
