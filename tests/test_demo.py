@@ -1,6 +1,7 @@
 """The demo workspace: built from packaged photos (pseudo-labelled) and, where LSPET is present, a
 small labelled slice with a tiny experiment that the worker finishes."""
 
+import os
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -57,4 +58,40 @@ def test_demo_with_lspet_finishes_a_tiny_experiment_for_the_results_page(tmp_pat
     assert at.subheader[0].value == "Experiment: demo-tiny"
     assert any("not a result" in w.value for w in at.warning)
     assert any("AP50" in m.value and "real-only" in m.value for m in at.markdown)
+    _results_and_train_in_chromium(ws, tmp_path)
+
+
+def _results_and_train_in_chromium(ws, tmp_path):
+    """The dashboards render in a real browser (plotly charts drawn, not just scripts run)."""
+    from tests.test_browser import CHROMIUM, FLAGS, _require_browser, serve
+
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with serve(ws) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 3200})
+            page.goto(f"{url}/results")
+            page.get_by_role("heading", name="Experiment: demo-tiny").wait_for(timeout=90_000)
+            page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+            page.wait_for_timeout(1500)
+            assert page.locator(".js-plotly-plot").count() >= 4
+            assert page.get_by_text("not a result", exact=False).first.is_visible()
+            page.screenshot(path=str(tmp_path / "results-page.png"))
+            page.goto(f"{url}/train")
+            page.get_by_role("heading", name="Train").wait_for(timeout=60_000)
+            page.get_by_text("Experiment (YAML)").wait_for(timeout=30_000)
+            page.get_by_role("tab", name="Trained models").click()
+            page.get_by_role("button", name="Download .pt").wait_for(timeout=30_000)
+            page.screenshot(path=str(tmp_path / "train-page.png"))
+        finally:
+            browser.close()
+    artifacts = os.environ.get("REALCAL_TEST_ARTIFACTS")
+    if artifacts:
+        import shutil
+
+        Path(artifacts).mkdir(parents=True, exist_ok=True)
+        for name in ("results-page.png", "train-page.png"):
+            shutil.copyfile(tmp_path / name, Path(artifacts) / name)
 
