@@ -151,7 +151,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             epochs = (max(1, round(base_steps[seed] / batches)) if cfg["step_matching"] else int(recipe["epochs"]))
             tp = train_params(ws, m["id"], {**{k: v for k, v in recipe.items() if k in ("imgsz", "batch", "lr0",
                                                                                          "optimizer", "freeze", "mosaic",
-                                                                                         "warmup_epochs", "patience")},
+                                                                                         "warmup_epochs", "patience",
+                                                                                         "mask_unannotated")},
                                             "epochs": epochs, "seed": int(seed), "device": params.get("device")})
             final = jobs.run_foreground(ws, "train", tp)
             if final["status"] != "done":

@@ -145,3 +145,26 @@ def test_manifest_and_train_commands(tws):
     assert r.exit_code == 2
     r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "99"])
     assert r.exit_code == 1 and "no manifest 99" in r.output
+
+
+def test_unannotated_people_are_masked_in_exported_train_images(tws, tmp_path):
+    import cv2
+    import numpy as np
+
+    from engine.train.manifest import export_yolo
+
+    m = build_manifest(tws, {"real_train": {"count": 4, "seed": 0}})
+    db = tws.connect()
+    try:
+        items = store_training.manifest(db, m["id"])["items"]
+    finally:
+        db.close()
+    train_id = next(it["image_id"] for it in items if it["split"] == "train")
+    val_id = next(it["image_id"] for it in items if it["split"] == "val")
+    out = export_yolo(tws, m["id"], tmp_path / "y", mask_regions={train_id: [[5, 6, 20, 30]], val_id: [[0, 0, 9, 9]]})
+    masked = cv2.imread(str(out.parent / "images" / "train" / f"{train_id:07d}.png"))
+    assert masked is not None
+    patch = masked[7:35, 6:24].reshape(-1, 3)
+    assert np.ptp(patch, axis=0).max() == 0  # one flat fill colour
+    assert (out.parent / "images" / "val" / f"{val_id:07d}.jpg").exists()  # val/test are never altered
+    assert (out.parent / "labels" / "train" / f"{train_id:07d}.txt").read_text().strip()

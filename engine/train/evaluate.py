@@ -3,7 +3,9 @@
 Choice for images with unannotated people (LSP-style data annotates one person): people the
 pretrained teacher finds (confidence >= 0.5) whose box overlaps no annotated person (IoU < 0.3)
 are added to the ground truth as **ignore (crowd) regions**, so COCO AP does not count a model
-that finds them as wrong; their number is reported. Per-person OKS and PCK use the
+that finds them as wrong; their number is reported. In training (``mask_unannotated``, on by
+default) the same regions are filled with the image's mean colour in the exported real train
+images, so the model is never taught that a visible person is background. Per-person OKS and PCK use the
 best-matching prediction for each annotated person and ignore every other detection.
 """
 from __future__ import annotations
@@ -29,32 +31,36 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
                         conf: float = 0.5, iou_max: float = 0.3) -> dict[int, list[list[float]]]:
     """Boxes of people the pretrained teacher finds that no annotation covers, per image.
 
-    Cached per set of images (content hashes) under the workspace's ``cache/`` folder.
+    The teacher's boxes are cached per image content under the workspace's ``cache/`` folder.
     """
-    import hashlib
     import json
+    import os
 
     from engine import assets
     from engine.curate.teacher import Teacher
 
-    key = hashlib.sha256(json.dumps(sorted(im["sha256"] for im in images)).encode()).hexdigest()[:16]
-    cache = ws.root / "cache" / f"unannotated-{key}.json"
-    if cache.exists():
-        return {int(k): v for k, v in json.loads(cache.read_text()).items()}
-    import cv2
+    cache = ws.root / "cache" / f"unannotated-c{conf:g}-iou{iou_max:g}.json"   # by image content
+    known: dict[str, list] = json.loads(cache.read_text()) if cache.exists() else {}
+    todo = [im for im in images if im["sha256"] not in known]
+    if todo:
+        import cv2
 
-    teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf)
+        teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf)
+        for start in range(0, len(todo), 16):
+            chunk = todo[start:start + 16]
+            rgb = [cv2.cvtColor(cv2.imread(str(ws.path(media.image_relpath(im["sha256"], im["ext"])))), cv2.COLOR_BGR2RGB)
+                   for im in chunk]
+            for im, pred in zip(chunk, teacher(rgb)):
+                known[im["sha256"]] = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
+                                       for x0, y0, x1, y1 in pred["boxes"]]
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known))
+        os.replace(tmp, cache)
     out: dict[int, list[list[float]]] = {}
-    for start in range(0, len(images), 16):
-        chunk = images[start:start + 16]
-        rgb = [cv2.cvtColor(cv2.imread(str(ws.path(media.image_relpath(im["sha256"], im["ext"])))), cv2.COLOR_BGR2RGB)
-               for im in chunk]
-        for im, pred in zip(chunk, teacher(rgb)):
-            annotated = [(p["bbox_x"], p["bbox_y"], p["bbox_w"], p["bbox_h"]) for p in persons[im["id"]]]
-            boxes = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)] for x0, y0, x1, y1 in pred["boxes"]]
-            out[im["id"]] = [b for b in boxes if all(_iou(b, a) < iou_max for a in annotated)]
-    cache.parent.mkdir(exist_ok=True)
-    cache.write_text(json.dumps(out))
+    for im in images:
+        annotated = [(p["bbox_x"], p["bbox_y"], p["bbox_w"], p["bbox_h"]) for p in persons[im["id"]]]
+        out[im["id"]] = [b for b in known[im["sha256"]] if all(_iou(b, a) < iou_max for a in annotated)]
     return out
 
 

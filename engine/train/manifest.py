@@ -154,8 +154,12 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         db.close()
 
 
-def export_yolo(ws: Workspace, manifest_id: int, out: Path) -> Path:
-    """Write the manifest as an Ultralytics YOLO-pose folder; returns its data.yaml."""
+def export_yolo(ws: Workspace, manifest_id: int, out: Path,
+                mask_regions: dict[int, list[list[float]]] | None = None) -> Path:
+    """Write the manifest as an Ultralytics YOLO-pose folder; returns its data.yaml.
+
+    ``mask_regions`` (image id -> boxes x, y, w, h): regions filled with the image's mean colour
+    in the exported copy (unannotated people in real train images)."""
     from engine.io.yolo_pose import _label_line
 
     out = Path(out).resolve()
@@ -179,7 +183,19 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path) -> Path:
         stem = f"{im['id']:07d}"
         img_out = out / "images" / it["split"] / f"{stem}.{im['ext']}"
         img_out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ws.path(media.image_relpath(im["sha256"], im["ext"])), img_out)
+        src = ws.path(media.image_relpath(im["sha256"], im["ext"]))
+        boxes = (mask_regions or {}).get(im["id"]) if it["split"] == "train" else None
+        if boxes:
+            import cv2
+
+            img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+            fill = tuple(int(v) for v in img.reshape(-1, 3).mean(axis=0))
+            for x, y, w, h in boxes:
+                cv2.rectangle(img, (int(x), int(y)), (int(np.ceil(x + w)), int(np.ceil(y + h))), fill, -1)
+            img_out = img_out.with_suffix(".png")
+            cv2.imwrite(str(img_out), img)
+        else:
+            shutil.copyfile(src, img_out)
         lbl = out / "labels" / it["split"] / f"{stem}.txt"
         lbl.parent.mkdir(parents=True, exist_ok=True)
         lbl.write_text("".join(f"{line}\n" for line in lines))

@@ -24,6 +24,7 @@ RECIPE: dict[str, Any] = {
     "model": "yolo11n-pose",     # an asset name, a .pt path, or a model .yaml (from scratch)
     "epochs": 10, "imgsz": 320, "batch": 16, "lr0": 2e-4, "optimizer": "AdamW", "freeze": 10,
     "mosaic": 0.0, "warmup_epochs": 0.0, "seed": 0, "patience": 100,
+    "mask_unannotated": True,    # fill people the teacher finds but nobody labelled in real train images
 }
 
 
@@ -65,7 +66,22 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     run_dir = ws.root / "runs" / f"train{run_id:05d}"
-    data_yaml = export_yolo(ws, params["manifest_id"], run_dir / "data")
+    regions = None
+    if params.get("mask_unannotated", True):
+        from engine.train.evaluate import unannotated_regions
+
+        db = ws.connect()
+        try:
+            m = store_training.manifest(db, params["manifest_id"])
+            real_ids = {im["id"] for im in store_images.list_images(db, kinds=["real"], splits=["train"])}
+            images, persons = split_items(db, m, "train")
+        finally:
+            db.close()
+        images = [im for im in images if im["id"] in real_ids]
+        ctx.progress(0, int(params["epochs"]), f"finding unannotated people in {len(images)} real train images",
+                     force=True)
+        regions = unannotated_regions(ws, images, persons, device=config.resolve_device(params["device"]))
+    data_yaml = export_yolo(ws, params["manifest_id"], run_dir / "data", mask_regions=regions)
     device = config.resolve_device(params["device"])
     epochs = int(params["epochs"])
     model = YOLO(params["weights"], task="pose")
@@ -124,6 +140,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         ci = bootstrap_ap(coco["gt"], coco["dets"], n_boot=int(params.get("n_boot", 200)))
         metrics.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
     metrics["val"] = val_metrics
+    metrics["masked_unannotated_regions"] = sum(len(v) for v in (regions or {}).values())
     db = ws.connect()
     try:
         with write_transaction(db):
