@@ -139,12 +139,28 @@ def main() -> None:
                 f"{' unavailable ' + str(f['unavailable']) if f['unavailable'] else ''}")
         done("curate", time.perf_counter() - t0, funnel=res["funnel"])
 
-    # 4. the experiment (resumable job: finished arm x seed runs are skipped)
+    # 4. every arm x seed training set can be built (enough curated images per seed?) before hours of training
+    from engine.experiment import _manifest_spec
+    from engine.train.manifest import build_manifest
+
+    problems = []
+    for seed in exp_cfg["seeds"]:
+        for arm in exp_cfg["arms"]:
+            if arm["kind"] == "train":
+                try:
+                    build_manifest(ws, _manifest_spec(arm, int(seed), exp_cfg.get("anchor_pool")))
+                except RealcalError as exc:
+                    problems.append(f"{arm['name']} seed {seed}: {exc}")
+    if problems:
+        sys.exit("cannot build every training set; generate more (benchmark.generate.count) or ask for fewer "
+                 "synthetic images:\n  " + "\n  ".join(problems))
+
+    # 5. the experiment (resumable job: finished arm x seed runs are skipped)
     t0 = time.perf_counter()
     result = run_job(ws, "experiment", {"config": exp_cfg, "device": args.device}, "experiment")
     done("experiment (this invocation)", time.perf_counter() - t0)
 
-    # 5. the report, with the machine and the wall times
+    # 6. the report, with the machine and the wall times
     from engine import review
     from engine.report import write_report
     from store import training as store_training
