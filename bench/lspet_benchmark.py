@@ -158,7 +158,9 @@ def main() -> None:
     # 5. the experiment (resumable job: finished arm x seed runs are skipped)
     t0 = time.perf_counter()
     result = run_job(ws, "experiment", {"config": exp_cfg, "device": args.device}, "experiment")
-    done("experiment (this invocation)", time.perf_counter() - t0)
+    state["timings"].pop("experiment (this invocation)", None)
+    done("experiment", state["timings"].get("experiment", 0.0) * (state.get("experiment_name") == exp_cfg["name"])
+         + time.perf_counter() - t0, experiment_name=exp_cfg["name"])
 
     # 6. the report, with the machine and the wall times
     from engine import review
@@ -175,7 +177,9 @@ def main() -> None:
     from engine.experiment import summarise
 
     summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
-    state["timings"]["total (this invocation)"] = round(time.perf_counter() - t_all, 1)
+    state["timings"].pop("total (this invocation)", None)
+    state["timings"]["total (all steps, all invocations)"] = round(sum(
+        v for k, v in state["timings"].items() if not k.startswith("total")), 1)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     machine = {"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "device": args.device or "auto", "peak_rss_mb": round(rss)}

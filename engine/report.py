@@ -29,7 +29,7 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     machine = f"{platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
     cols = ["arm", "seeds", "AP", "AP50", "PCK@0.2", "val AP50", "val PCK@0.2", "steps", "seconds per run"]
     md = [f"# Experiment: {experiment['name']}", "",
-          f"Arms were trained at **{summary['steps']}** optimizer steps. Test metrics are means over seeds; "
+          f"Optimizer steps: **{summary['steps']}**. Test metrics are means over seeds; "
           f"comparisons with real-only are paired over test people (per-person OKS and PCK@0.2, averaged over "
           f"seeds), sign-flip permutation tests, Holm-adjusted.", ""]
     for f in summary["flags"]:
@@ -83,7 +83,7 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
             f"<h1>Experiment: {html.escape(experiment['name'])}</h1>",
-            f"<p>Arms trained at {html.escape(summary['steps'])} optimizer steps.</p>"]
+            f"<p>Optimizer steps: {html.escape(summary['steps'])}.</p>"]
     page += [f"<p><b>Warning:</b> {html.escape(f)}</p>" for f in summary["flags"]]
     page += [table_html, "<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])} (AP50, paired bootstrap over test images)</li>"
                                                      for c in summary.get("ap50", [])]
