@@ -80,7 +80,14 @@ def _import_lspet_slice(ws: Workspace, folder: Path, log: Callable[[str], None])
 
 def build_demo(root: str | Path, log: Callable[[str], None] = print,
                on_progress=None, experiment: bool = True) -> Workspace:
-    """Create (or complete) the demo workspace at ``root``; safe to run again."""
+    """Create (or complete) the demo workspace at ``root``; safe to run again.
+
+    The demo works offline: unless the caller set it, ``HF_HUB_OFFLINE=1`` for this process and
+    the worker it starts, so stages whose weights are not cached (CLIP) report "unavailable" at
+    once instead of retrying a hub for a minute."""
+    import os
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from engine import jobs
     from engine.io import parse
     from engine.io.common import run_import
