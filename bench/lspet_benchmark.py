@@ -163,20 +163,8 @@ def main() -> None:
          + time.perf_counter() - t0, experiment_name=exp_cfg["name"])
 
     # 6. the report, with the machine and the wall times
-    from engine import review
-    from engine.report import write_report
-    from store import training as store_training
+    from engine.report import write_experiment_report
 
-    db = ws.connect()
-    try:
-        exp = store_training.experiment_by_name(db, exp_cfg["name"])
-        runs = store_training.experiment_runs(db, exp["id"])
-        cost = review.stats(db)
-    finally:
-        db.close()
-    from engine.experiment import summarise
-
-    summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
     state["timings"].pop("total (this invocation)", None)
     state["timings"]["total (all steps, all invocations)"] = round(sum(
         v for k, v in state["timings"].items() if not k.startswith("total")), 1)
@@ -185,7 +173,8 @@ def main() -> None:
                "platform": platform.platform(), "device": args.device or "auto", "peak_rss_mb": round(rss)}
     extra = {"wall times (s)": state["timings"], "machine": machine, "funnel": state.get("funnel"),
              "split": {s: str((split_dir / f"{s}.txt").relative_to(ROOT)) for s in ("train", "val", "test")}}
-    paths = write_report(out, exp, summary, runs, cost, extra=extra)
+    paths = write_experiment_report(ws, out, exp_cfg["name"], extra_fn=lambda exp: extra)
+    summary = paths["summary"]
     (Path(out) / "benchmark.json").write_text(json.dumps({"summary": summary, **extra}, indent=2, default=str))
     state_path.write_text(json.dumps(state, indent=2))
     log(f"report: {paths['markdown']} and {paths['html']}")

@@ -24,7 +24,7 @@ import hashlib
 import json
 from typing import Any, Callable
 
-from engine import jobs, registry
+from engine import jobs
 from engine.errors import RealcalError
 from engine.workspace import Workspace
 from store import pipeline as store_pipeline
@@ -253,25 +253,17 @@ def _run_step(ws: Workspace, name: str, cfg: dict, results: dict, tag: dict, log
     # report
     from pathlib import Path
 
-    from engine import review as review_mod
-    from engine.experiment import summarise
-    from engine.report import write_report
-    from store import training as store_training
+    from engine.report import write_experiment_report
 
-    db = ws.connect()
-    try:
-        exp_name = (results.get("experiment") or {}).get("name")
-        exp = store_training.experiment_by_name(db, exp_name) if exp_name else store_training.latest_experiment(db)
-        if exp is None:
-            raise RealcalError("step report: no experiment to report (add an experiment step)")
-        runs = store_training.experiment_runs(db, exp["id"])
-        cost = review_mod.stats(db)
-    finally:
-        db.close()
     out = Path(cfg["out"])
     out = out if out.is_absolute() else ws.root / out
-    paths = write_report(out, exp, summarise(runs, exp["config"], exp.get("ap50_comparisons")), runs, cost,
-                         extra={"pipeline": {"name": tag["name"], "hash": tag["hash"],
-                                             "review policy": exp["config"].get("review_policy", "n/a")}})
+    try:
+        paths = write_experiment_report(
+            ws, out, (results.get("experiment") or {}).get("name"),
+            extra_fn=lambda exp: {"pipeline": {"name": tag["name"], "hash": tag["hash"],
+                                               "review policy": exp["config"].get("review_policy", "n/a")}})
+    except RealcalError as exc:
+        raise RealcalError(f"step report: {exc} (add an experiment step)") from None
+    paths = {"markdown": paths["markdown"], "html": paths["html"]}
     log(f"report: {paths['markdown']}")
     return paths

@@ -95,3 +95,29 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
              f"<p>Machine: {html.escape(machine)}<br>Versions: {html.escape(json.dumps(versions))}</p></body></html>"]
     (out / "report.html").write_text("\n".join(page))
     return {"markdown": str(out / "report.md"), "html": str(out / "report.html")}
+
+
+def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=None) -> dict[str, Any]:
+    """Load an experiment (by name, else the latest), summarise it and write its report.
+
+    ``extra_fn(experiment) -> dict`` adds sections. Returns the paths plus the experiment, its
+    runs and summary (for callers that print them). Raises when there is no such experiment."""
+    from engine import review
+    from engine.errors import RealcalError
+    from engine.experiment import summarise
+    from store import training as store_training
+
+    db = ws.connect()
+    try:
+        exp = store_training.experiment_by_name(db, name) if name else store_training.latest_experiment(db)
+        if exp is None:
+            raise RealcalError(f"no experiment {name!r}" if name else
+                               "no experiment yet: `realcal experiment run exp.yaml`")
+        runs = store_training.experiment_runs(db, exp["id"])
+        cost = review.stats(db)
+    finally:
+        db.close()
+    summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
+    extra = extra_fn(exp) if extra_fn else None
+    paths = write_report(out, exp, summary, runs, cost, extra=extra)
+    return {**paths, "experiment": exp, "runs": runs, "summary": summary}

@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from engine.cli import State, main, pass_state
-from engine.errors import RealcalError
 
 
 @main.group()
@@ -45,19 +44,7 @@ def experiment_run(state: State, config_path, device, background) -> None:
 @pass_state
 def report(state: State, out, name) -> None:
     """Write the experiment report (HTML + Markdown)."""
-    from engine import review
-    from engine.experiment import summarise
-    from engine.report import write_report
-    from store import training as store_training
+    from engine.report import write_experiment_report
 
-    db = state.workspace().connect()
-    try:
-        exp = store_training.experiment_by_name(db, name) if name else store_training.latest_experiment(db)
-        if exp is None:
-            raise RealcalError("no experiment yet: `realcal experiment run exp.yaml`")
-        runs = store_training.experiment_runs(db, exp["id"])
-        cost = review.stats(db)
-    finally:
-        db.close()
-    paths = write_report(out, exp, summarise(runs, exp["config"], exp.get("ap50_comparisons")), runs, cost)
+    paths = write_experiment_report(state.workspace(), out, name)
     click.echo(f"written {paths['html']} and {paths['markdown']}")
