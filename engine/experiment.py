@@ -225,7 +225,7 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
     arms: dict[str, dict] = {}
     for r in runs:
         a = arms.setdefault(r["arm"], {"seeds": [], "AP": [], "AP50": [], "PCK": [], "val_PCK": [], "val_AP50": [],
-                                       "seconds": [], "steps": [], "rows": {}})
+                                       "seconds": [], "steps": [], "rows": {}, "joints": []})
         t, v = r["result"]["test"], r["result"]["val"]
         a["seeds"].append(r["seed"])
         a["AP"].append(t.get("AP"))
@@ -235,6 +235,7 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
         a["val_AP50"].append(v.get("AP50"))
         a["seconds"].append(r["result"]["seconds"])
         a["steps"].append(r["result"].get("steps"))
+        a["joints"].append(t.get("PCK@0.2 per joint") or {})
         for row in r["result"]["rows"]:
             a["rows"].setdefault(row["person_id"], {"oks": [], "pck": []})
             a["rows"][row["person_id"]]["oks"].append(row["oks"])
@@ -245,9 +246,30 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
         xs = [x for x in xs if x is not None]
         return float(np.mean(xs)) if xs else None
 
-    table = [{"arm": name, "seeds": len(a["seeds"]), "AP": mean(a["AP"]), "AP50": mean(a["AP50"]),
-              "PCK@0.2": mean(a["PCK"]), "val AP50": mean(a["val_AP50"]), "val PCK@0.2": mean(a["val_PCK"]),
-              "steps": mean(a["steps"]), "seconds per run": mean(a["seconds"])} for name, a in arms.items()]
+    # arms in the order the config lists them (then any others, e.g. from an older config)
+    order = [a["name"] for a in cfg.get("arms", [])]
+    names = sorted(arms, key=lambda n: (order.index(n) if n in order else len(order), n))
+    delta = {c["arm"]: c for c in (ap50 or [])}
+    table = []
+    for name in names:
+        a = arms[name]
+        d = delta.get(name)
+        table.append({"arm": name, "seeds": len(a["seeds"]), "AP": mean(a["AP"]), "AP50": mean(a["AP50"]),
+                      "AP50 - real-only": d["mean_diff"] if d else None,
+                      "95% CI": (f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d and d.get("ci")
+                                 and all(np.isfinite(d["ci"])) else ""),
+                      "PCK@0.2": mean(a["PCK"]), "val AP50": mean(a["val_AP50"]), "val PCK@0.2": mean(a["val_PCK"]),
+                      "steps": mean(a["steps"]), "seconds per run": mean(a["seconds"]),
+                      "seconds (all seeds)": float(sum(a["seconds"]))})
+    joint_names = [j for a in arms.values() for d in a["joints"] for j in d]
+    joint_names = list(dict.fromkeys(joint_names))
+    per_joint = []
+    for j in joint_names:
+        row = {"joint": j}
+        for name in names:
+            row[name] = mean([d.get(j) for d in arms[name]["joints"]])
+        if any(row[n] is not None for n in names):
+            per_joint.append(row)
     comparisons = []
     base = arms.get(BASELINE)
     if base:
@@ -271,5 +293,5 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
             and ro["val PCK@0.2"] < zs["val PCK@0.2"] and (ro["val AP50"] or 0) < (zs["val AP50"] or 0):
         flags.append("real-only is below zero-shot on val (AP50 and PCK@0.2): the training recipe is wrong "
                      "for this data; fix it on val before reading any comparison")
-    return {"table": table, "comparisons": comparisons, "flags": flags, "ap50": ap50 or [],
+    return {"table": table, "comparisons": comparisons, "flags": flags, "ap50": ap50 or [], "per_joint": per_joint,
             "steps": "matched to real-only" if cfg["step_matching"] else "equal epochs"}

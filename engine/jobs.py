@@ -169,15 +169,13 @@ def submit(ws: Workspace, kind: str, params: dict[str, Any]) -> int:
 
 def run_foreground(ws: Workspace, kind: str, params: dict[str, Any],
                    on_progress: Callable[[float, float | None, str | None], None] | None = None) -> dict:
-    """Enqueue and run a job in this process (the CLI's default), recorded like any other."""
-    job_id = submit(ws, kind, params)
+    """Run a job in this process (the CLI's default), recorded like any other."""
+    get_kind(kind)
     db = ws.connect()
     try:
-        job = store_jobs.claim(db, worker_id(), os.getpid(), job_id=job_id)
+        job = store_jobs.start(db, kind, params, worker_id(), os.getpid())
     finally:
         db.close()
-    if job is None:
-        raise RealcalError(f"job {job_id} was claimed by a worker before it could start here")
     return run_job(ws, job, on_progress)
 
 

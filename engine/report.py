@@ -21,22 +21,58 @@ def _ci(ci) -> str:
     return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
+def _finite(x) -> bool:
+    try:
+        return x is not None and float(x) == float(x) and abs(float(x)) != float("inf")
+    except (TypeError, ValueError):
+        return False
+
+
+def _md_table(rows: list[dict], keys: list[str]) -> list[str]:
+    return (["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+            + ["| " + " | ".join(_fmt(r.get(k)) for k in keys) + " |" for r in rows])
+
+
+def _html_table(rows: list[dict], keys: list[str]) -> str:
+    return ("<table><tr>" + "".join(f"<th>{html.escape(k)}</th>" for k in keys) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(k)))}</td>" for k in keys) + "</tr>"
+                      for r in rows) + "</table>")
+
+
+def _run_rows(runs: list[dict]) -> list[dict]:
+    out = []
+    for r in runs:
+        res = r["result"]
+        out.append({"arm": r["arm"], "seed": r["seed"], "manifest": res["manifest_hash"][:12],
+                    "train images": res["train_images"], "steps": res.get("steps"),
+                    "test AP50 [95% CI]": f"{_fmt(res['test'].get('AP50'))} {_ci(res['test'].get('AP50_ci'))}".strip(),
+                    "test PCK@0.2": res["test"].get("PCK@0.2"), "val AP50": res["val"].get("AP50"),
+                    "val PCK@0.2": res["val"].get("PCK@0.2"), "seconds": res["seconds"]})
+    return out
+
+
 def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], cost: dict | None = None,
                  extra: dict | None = None) -> dict[str, str]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     versions = {p: metadata.version(p) for p in ("ultralytics", "torch", "numpy", "pycocotools")}
     machine = f"{platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
-    cols = ["arm", "seeds", "AP", "AP50", "PCK@0.2", "val AP50", "val PCK@0.2", "steps", "seconds per run"]
+    cols = ["arm", "seeds", "AP", "AP50", "AP50 - real-only", "95% CI", "PCK@0.2", "val AP50", "val PCK@0.2",
+            "steps", "seconds per run", "seconds (all seeds)"]
+    run_rows = _run_rows(runs)
+    run_keys = list(run_rows[0]) if run_rows else []
+    per_joint = summary.get("per_joint") or []
+    joint_keys = list(per_joint[0]) if per_joint else []
     md = [f"# Experiment: {experiment['name']}", "",
           f"Optimizer steps: **{summary['steps']}**. Test metrics are means over seeds; "
           f"comparisons with real-only are paired over test people (per-person OKS and PCK@0.2, averaged over "
           f"seeds), sign-flip permutation tests, Holm-adjusted.", ""]
     for f in summary["flags"]:
         md += [f"> **Warning:** {f}", ""]
-    md += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in summary["table"]]
-    md += ["", "## Verdicts", "", "AP50 differences: paired bootstrap over the same test images (all seeds together).", ""]
+    md += _md_table(summary["table"], cols)
+    md += ["", "AP50 - real-only: paired bootstrap over the same test images, all seeds together (95% CI). "
+           "Seconds: wall time of the arm's runs (training + evaluation on val and test).", ""]
+    md += ["## Verdicts", "", "AP50 differences: paired bootstrap over the same test images (all seeds together).", ""]
     md += [f"- {c['verdict']} ({c.get('seeds', 0)} seeds x {c['n']} test images, {c.get('n_boot')} resamples)"
            for c in summary.get("ap50", [])]
     md += ["", "Per-person OKS and PCK@0.2 (paired permutation test, Holm-adjusted across comparisons):", ""]
@@ -49,24 +85,19 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                   f"per accepted image.")
     else:
         md.append("- No review data.")
+    if per_joint:
+        md += ["", "## Test PCK@0.2 per joint (mean over seeds)", ""] + _md_table(per_joint, joint_keys)
     for title, value in (extra or {}).items():
         md += ["", f"## {title[0].upper()}{title[1:]}", ""]
         if isinstance(value, dict):
             md += [f"- {k}: {_fmt(v)}" for k, v in value.items()]
         elif isinstance(value, list) and value and isinstance(value[0], dict):
-            keys = list(value[0])
-            md += ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            md += ["| " + " | ".join(_fmt(row.get(k)) for k in keys) + " |" for row in value]
+            md += _md_table(value, list(value[0]))
         else:
             md.append(_fmt(value))
     md += ["", "## Configuration", "", "```json", json.dumps(experiment["config"], indent=2), "```", "",
            f"Machine: {machine}", "", "Versions: " + ", ".join(f"{k} {v}" for k, v in versions.items()), ""]
-    md += ["## Runs", "", "| arm | seed | manifest | train images | steps | test AP50 [95% CI] | val AP50 | seconds |",
-           "|---|---|---|---|---|---|---|---|"]
-    md += [f"| {r['arm']} | {r['seed']} | {r['result']['manifest_hash'][:12]} | {r['result']['train_images']} | "
-           f"{_fmt(r['result'].get('steps'))} | {_fmt(r['result']['test'].get('AP50'))} {_ci(r['result']['test'].get('AP50_ci'))} | "
-           f"{_fmt(r['result']['val'].get('AP50'))} | {r['result']['seconds']} |"
-           for r in runs]
+    md += ["## Runs", ""] + _md_table(run_rows, run_keys)
     (out / "report.md").write_text("\n".join(md) + "\n")
 
     import plotly.graph_objects as go
@@ -77,8 +108,28 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         fig.add_bar(name=r["arm"], x=[r["arm"]], y=[r["AP50"]],
                     error_y={"type": "data", "array": [float(__import__("numpy").std(per_seed))]} if len(per_seed) > 1 else None)
     fig.update_layout(title="Test AP50 per arm (mean over seeds, error bar = SD over seeds)", showlegend=False)
-    table_html = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>" + "".join(
-        "<tr>" + "".join(f"<td>{html.escape(_fmt(r[c]))}</td>" for c in cols) + "</tr>" for r in summary["table"]) + "</table>"
+    figs = [fig]
+    deltas = [c for c in summary.get("ap50", []) if c.get("ci") and all(map(_finite, c["ci"]))]
+    if deltas:
+        dfig = go.Figure()
+        dfig.add_scatter(x=[c["mean_diff"] for c in deltas], y=[c["arm"] for c in deltas], mode="markers",
+                         error_x={"type": "data", "symmetric": False,
+                                  "array": [c["ci"][1] - c["mean_diff"] for c in deltas],
+                                  "arrayminus": [c["mean_diff"] - c["ci"][0] for c in deltas]})
+        dfig.add_vline(x=0, line_dash="dash")
+        dfig.update_layout(title="Test AP50 minus real-only (paired bootstrap, 95% CI)", showlegend=False,
+                           xaxis_title="AP50 difference", height=120 + 40 * len(deltas))
+        figs.append(dfig)
+    table_html = _html_table(summary["table"], cols)
+
+    def html_extra(title: str, value: Any) -> str:
+        head = f"<h2>{html.escape(title[0].upper() + title[1:])}</h2>"
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return head + _html_table(value, list(value[0]))
+        if isinstance(value, dict) and all(not isinstance(v, (dict, list)) for v in value.values()):
+            return head + "<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(_fmt(v))}</li>"
+                                           for k, v in value.items()) + "</ul>"
+        return head + f"<pre>{html.escape(json.dumps(value, indent=2, default=str))}</pre>"
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>realcal experiment</title>",
             "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
@@ -88,9 +139,10 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     page += [table_html, "<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])} (AP50, paired bootstrap over test images)</li>"
                                                      for c in summary.get("ap50", [])]
     page += [f"<li>{html.escape(c['verdict'])}</li>" for c in summary["comparisons"]]
-    page += ["</ul>", fig.to_html(full_html=False, include_plotlyjs=True),
-             *[f"<h2>{html.escape(t)}</h2><pre>{html.escape(json.dumps(v, indent=2, default=str))}</pre>"
-               for t, v in (extra or {}).items()],
+    page += ["</ul>", *[f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)],
+             *([html_extra("Test PCK@0.2 per joint (mean over seeds)", per_joint)] if per_joint else []),
+             *[html_extra(t, v) for t, v in (extra or {}).items()],
+             "<h2>Runs</h2>", _html_table(run_rows, run_keys),
              f"<h2>Configuration</h2><pre>{html.escape(json.dumps(experiment['config'], indent=2))}</pre>",
              f"<p>Machine: {html.escape(machine)}<br>Versions: {html.escape(json.dumps(versions))}</p></body></html>"]
     (out / "report.html").write_text("\n".join(page))

@@ -27,6 +27,17 @@ def enqueue(db: sqlite_utils.Database, kind: str, params: dict[str, Any]) -> int
     return db.execute("SELECT last_insert_rowid()").fetchone()[0]
 
 
+def start(db: sqlite_utils.Database, kind: str, params: dict[str, Any], worker: str, pid: int) -> dict:
+    """Insert a job already running in this process (one statement: a worker polling the queue can
+    never take it, and a crash cannot leave it queued for someone else to run)."""
+    with write_transaction(db):
+        db.execute(f"INSERT INTO jobs (kind, params, status, worker, worker_pid, attempts, started_at, heartbeat_at) "
+                   f"VALUES (?, ?, 'running', ?, ?, 1, {NOW}, {NOW})",
+                   [kind, json.dumps(params, sort_keys=True, default=str), worker, pid])
+        job_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
+    return get(db, job_id)
+
+
 def claim(db: sqlite_utils.Database, worker: str, pid: int, job_id: int | None = None) -> dict | None:
     """Atomically move the oldest queued job (or ``job_id``) to running; None when none is queued."""
     with write_transaction(db):

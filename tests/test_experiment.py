@@ -2,7 +2,7 @@
 import pytest
 from click.testing import CliRunner
 
-from engine import jobs
+from engine import jobs, poses
 from engine.cli import main
 from engine.errors import RealcalError
 from engine.experiment import resolve
@@ -38,6 +38,13 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert set(arms) == {"zero-shot", "real-only", "mixed"} and all(r["seeds"] == 2 for r in arms.values())
     assert arms["mixed"]["steps"] == arms["real-only"]["steps"]   # matched optimizer steps
     assert {c["arm"] for c in s["comparisons"]} == {"zero-shot", "mixed"}
+    assert [r["arm"] for r in s["table"]] == ["zero-shot", "real-only", "mixed"]   # config order
+    ap50 = {c["arm"]: c for c in s["ap50"]}
+    assert arms["mixed"]["AP50 - real-only"] == pytest.approx(ap50["mixed"]["mean_diff"])
+    assert arms["real-only"]["AP50 - real-only"] is None
+    assert arms["mixed"]["seconds (all seeds)"] >= arms["mixed"]["seconds per run"] * 2 - 1e-6
+    assert {r["joint"] for r in s["per_joint"]} <= set(poses.KEYPOINT_NAMES) and s["per_joint"]
+    assert all(set(r) == {"joint", "zero-shot", "real-only", "mixed"} for r in s["per_joint"])
     assert all("p_holm" in c and c["verdict"] for c in s["comparisons"])
     db = ews.connect()
     try:
@@ -60,7 +67,11 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep/report.md").read_text()
     assert "matched to real-only" in md and "| real-only |" in md and "No review data" in md
-    assert "<html>" in (tmp_path / "rep/report.html").read_text()[:200].lower() or "<!doctype html>" in (tmp_path / "rep/report.html").read_text()[:50]
+    assert "## Test PCK@0.2 per joint" in md and "| joint | zero-shot | real-only | mixed |" in md
+    assert md.count("| mixed | ") == 2 + 1                    # summary row + one row per seed
+    page = (tmp_path / "rep/report.html").read_text()
+    assert page.startswith("<!doctype html>") and "<h2>Runs</h2>" in page and "per joint" in page
+    assert page.count("<table>") >= 3                            # arms, per joint, runs
 
 
 def test_bad_experiment_files():

@@ -42,6 +42,31 @@ def test_failure_is_recorded_with_its_message(ws):
     assert final["status"] == "failed" and final["error"] == "boom"
 
 
+def test_foreground_job_is_never_queued_for_a_worker(ws):
+    """A foreground job is inserted running: a worker polling the queue while the CLI starts it
+    cannot take it, and a crash of the CLI cannot leave it queued for a worker to run later."""
+    seen = []
+
+    def on_progress(done, total, message):
+        db = ws.connect()
+        try:
+            seen.append(store_jobs.claim(db, "other:1", 1))                 # a polling worker
+            seen.append([r[0] for r in db.execute("SELECT status FROM jobs")])
+        finally:
+            db.close()
+
+    final = jobs.run_foreground(ws, "selftest", {"steps": 1, "step_s": 0}, on_progress=on_progress)
+    assert final["status"] == "done" and final["attempts"] == 1 and final["worker_pid"] == os.getpid()
+    assert seen[0] is None and seen[1] == ["running"]
+    with pytest.raises(Exception, match="unknown job kind|no job kind|kind"):
+        jobs.run_foreground(ws, "no-such-kind", {})
+    db = ws.connect()
+    try:
+        assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1   # nothing inserted for it
+    finally:
+        db.close()
+
+
 def test_cancel_queued_and_running(ws):
     queued = jobs.submit(ws, "selftest", {"steps": 1})
     db = ws.connect()

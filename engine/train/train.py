@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import platform
+import warnings
 from importlib import metadata
 from typing import Any
 
@@ -94,12 +95,16 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     model.add_callback("on_train_epoch_end", on_epoch_end)
     ctx.progress(0, epochs, "training", force=True)
     try:
-        model.train(data=str(data_yaml), epochs=epochs, imgsz=int(params["imgsz"]), batch=int(params["batch"]),
-                    lr0=float(params["lr0"]), optimizer=params["optimizer"], freeze=int(params["freeze"]),
-                    mosaic=float(params["mosaic"]), warmup_epochs=float(params["warmup_epochs"]),
-                    seed=int(params["seed"]), deterministic=True, patience=int(params["patience"]),
-                    plots=False, project=str(run_dir), name="ultralytics", exist_ok=True, workers=0,
-                    device=device, amp=device.startswith("cuda"), verbose=False)
+        with warnings.catch_warnings():
+            # Ultralytics' Ray Tune callback (active because ray is installed) asks Ray for a trial id at
+            # every epoch and Ray warns when training is not run by a Tuner; nothing is wrong.
+            warnings.filterwarnings("ignore", message=".*get_trial_id.*")
+            model.train(data=str(data_yaml), epochs=epochs, imgsz=int(params["imgsz"]), batch=int(params["batch"]),
+                        lr0=float(params["lr0"]), optimizer=params["optimizer"], freeze=int(params["freeze"]),
+                        mosaic=float(params["mosaic"]), warmup_epochs=float(params["warmup_epochs"]),
+                        seed=int(params["seed"]), deterministic=True, patience=int(params["patience"]),
+                        plots=False, project=str(run_dir), name="ultralytics", exist_ok=True, workers=0,
+                        device=device, amp=device.startswith("cuda"), verbose=False)
     except Exception:
         db = ws.connect()
         try:
