@@ -113,6 +113,16 @@ for r in runs:
 curves.update_layout(title="Learning curves: val pose mAP50 per epoch (Ultralytics)", height=300)
 st.plotly_chart(curves, width="stretch")
 
+if summary.get("per_joint"):
+    with st.expander("Test PCK@0.2 per joint (mean over seeds): where an arm gains or loses"):
+        joints = summary["per_joint"]
+        heat = go.Figure(go.Heatmap(z=[[row[a] for a in list(row)[1:]] for row in joints],
+                                    x=list(joints[0])[1:], y=[row["joint"] for row in joints],
+                                    colorscale="Viridis", zmin=0, zmax=1, colorbar={"title": "PCK@0.2"}))
+        heat.update_layout(height=80 + 26 * len(joints), yaxis={"autorange": "reversed"})
+        st.plotly_chart(heat, width="stretch")
+        st.dataframe(joints, hide_index=True, width="stretch")
+
 with st.expander("Every run (per-seed test AP50 with its bootstrap interval)"):
     st.dataframe([{"arm": r["arm"], "seed": r["seed"], "train images": r["result"]["train_images"],
                    "steps": r["result"].get("steps"), "test AP50": r["result"]["test"].get("AP50"),

@@ -159,16 +159,21 @@ def main() -> None:
     t0 = time.perf_counter()
     result = run_job(ws, "experiment", {"config": exp_cfg, "device": args.device}, "experiment")
     state["timings"].pop("experiment (this invocation)", None)
-    done("experiment", state["timings"].get("experiment", 0.0) * (state.get("experiment_name") == exp_cfg["name"])
-         + time.perf_counter() - t0, experiment_name=exp_cfg["name"])
+    # the experiment's wall time is the sum of its arm x seed runs (each timed when it finished, whichever
+    # invocation ran it; a run cut off by an interruption is redone and only the finished one counts)
+    run_seconds = sum(r["seconds (all seeds)"] for r in result["summary"]["table"])
+    state["timings"].pop("experiment", None)
+    done("experiment (sum of arm x seed runs)", run_seconds, experiment_name=exp_cfg["name"])
 
     # 6. the report, with the machine and the wall times
     from engine.report import write_experiment_report
 
     state["timings"].pop("total (this invocation)", None)
+    state["timings"].pop("total (all steps, all invocations)", None)
     state["timings"]["total (all steps, all invocations)"] = round(sum(
         v for k, v in state["timings"].items() if not k.startswith("total")), 1)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, state.get("peak_rss_mb", 0))
+    state["peak_rss_mb"] = round(rss)
     machine = {"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "device": args.device or "auto", "peak_rss_mb": round(rss)}
     extra = {"wall times (s)": state["timings"], "machine": machine, "funnel": state.get("funnel"),

@@ -13,7 +13,7 @@ def _fmt(v: Any) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 100 else f"{v:.0f}"
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
     return str(v)
 
 
@@ -118,7 +118,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                                   "arrayminus": [c["mean_diff"] - c["ci"][0] for c in deltas]})
         dfig.add_vline(x=0, line_dash="dash")
         dfig.update_layout(title="Test AP50 minus real-only (paired bootstrap, 95% CI)", showlegend=False,
-                           xaxis_title="AP50 difference", height=120 + 40 * len(deltas))
+                           xaxis_title="AP50 difference", height=140 + 40 * len(deltas),
+                           margin={"l": 170})
         figs.append(dfig)
     table_html = _html_table(summary["table"], cols)
 

@@ -94,6 +94,7 @@ def test_results_page_shows_the_experiment(ews, monkeypatch):
     assert not at.exception, at.exception
     assert any("Experiment: t" in s.value for s in at.subheader)
     assert any("real-only" in m.value or "No evidence" in m.value or "beats" in m.value for m in at.markdown)
+    assert any("per joint" in e.label for e in at.expander)
 
 
 def test_experiment_resumes_after_the_worker_is_killed(ews):
