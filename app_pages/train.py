@@ -197,11 +197,11 @@ with tab_models:
         weights = Path(r["weights"]) if r.get("weights") else None
         c = st.columns(2)
         if weights and weights.exists():
-            c[0].download_button("Download .pt", weights.read_bytes(), file_name=f"realcal-run{rid}.pt",
+            c[0].download_button("Download .pt", weights.read_bytes, file_name=f"realcal-run{rid}.pt",
                                  mime="application/octet-stream")
             onnx = weights.with_suffix(".onnx")
             if onnx.exists():
-                c[1].download_button("Download ONNX", onnx.read_bytes(), file_name=f"realcal-run{rid}.onnx",
+                c[1].download_button("Download ONNX", onnx.read_bytes, file_name=f"realcal-run{rid}.onnx",
                                      mime="application/octet-stream")
             elif c[1].button("Export ONNX (job)"):
                 queue("export_model", {"run_id": rid, "format": "onnx"})

@@ -85,6 +85,10 @@ def _results_and_train_in_chromium(ws, tmp_path):
             page.get_by_role("tab", name="Trained models").click()
             page.get_by_role("button", name="Download .pt").wait_for(timeout=30_000)
             page.screenshot(path=str(tmp_path / "train-page.png"))
+            with page.expect_download(timeout=60_000) as dl:         # the weights are read on click
+                page.get_by_role("button", name="Download .pt").click()
+            got = Path(dl.value.path()).read_bytes()
+            assert got[:2] == b"PK" and any(got == w.read_bytes() for w in ws.root.glob("runs/**/*.pt"))
         finally:
             browser.close()
     artifacts = os.environ.get("REALCAL_TEST_ARTIFACTS")
