@@ -79,6 +79,14 @@ def test_bad_experiment_files():
         resolve({"arms": [{"name": "mixed", "real": 5}]})
     with pytest.raises(RealcalError, match="list of arms"):
         resolve({"name": "x"})
+    arms = [{"name": "real-only", "real": 5}]
+    with pytest.raises(RealcalError, match="unknown recipe option.*epoch"):
+        resolve({"arms": arms, "recipe": {"epoch": 3}})
+    with pytest.raises(RealcalError, match="unknown freeze preset 'head'"):
+        resolve({"arms": arms, "recipe": {"freeze": "head"}})
+    with pytest.raises(RealcalError, match="expected a number of layers"):
+        resolve({"arms": arms, "recipe": {"freeze": [1, "../x"]}})
+    assert resolve({"arms": arms, "recipe": {"freeze": "keypoint-branch"}})["recipe"]["freeze"] == "keypoint-branch"
 
 
 def test_results_page_shows_the_experiment(ews, monkeypatch):

@@ -168,3 +168,31 @@ def test_unannotated_people_are_masked_in_exported_train_images(tws, tmp_path):
     assert np.ptp(patch, axis=0).max() == 0  # one flat fill colour
     assert (out.parent / "images" / "val" / f"{val_id:07d}.jpg").exists()  # val/test are never altered
     assert (out.parent / "labels" / "train" / f"{train_id:07d}.txt").read_text().strip()
+
+
+def test_keypoint_branch_recipe_on_a_val_only_workspace(ws, lspet):
+    """The 'keypoint-branch' preset trains only the pose head's keypoint branch; a workspace without
+    a test split is scored on val alone (a recipe check that never touches test)."""
+    import torch
+    from ultralytics import YOLO
+
+    from engine.train.train import resolve_params
+
+    run_import(ws, parse("lsp", lspet), limit=16, split="train")
+    run_import(ws, parse("lsp", lspet), ids=[f"im{i:05d}.jpg" for i in range(100, 106)], split="val")
+    m = build_manifest(ws, {"real_train": {"count": 16, "seed": 0}})
+    assert m["counts"]["test"] == 0
+    params = resolve_params(ws, m["id"], {"epochs": 1, "imgsz": 96, "batch": 8, "device": "cpu",
+                                          "freeze": "keypoint-branch", "lr0": 0.01})
+    final = jobs.run_foreground(ws, "train", params)
+    assert final["status"] == "done", final["error"]
+    r = final["result"]
+    assert r["test_eval"] is None and r["metrics"]["images"] == 0 and "AP50" not in r["metrics"]
+    assert r["metrics"]["val"]["images"] == 6 and 0 <= r["metrics"]["val"]["AP50"] <= 1
+    before = YOLO(params["weights"], task="pose").model.state_dict()
+    after = YOLO(r["weights"], task="pose").model.state_dict()
+    head = max(int(k.split(".")[1]) for k in before)
+    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k].to(before[k].dtype))}
+    assert changed and all(k.startswith(f"model.{head}.cv4.") for k in changed), sorted(changed)[:5]
+    with pytest.raises(RealcalError, match="unknown freeze preset"):
+        resolve_params(ws, m["id"], {"freeze": "everything"})

@@ -29,6 +29,48 @@ RECIPE: dict[str, Any] = {
 }
 
 
+FREEZE_PRESETS = {
+    "keypoint-branch": "everything but the pose head's keypoint branch: backbone, neck and the head's box and "
+                       "class branches keep their pretrained weights (and BatchNorm statistics)",
+}
+
+
+def check_freeze(value: Any) -> None:
+    """``freeze`` is a layer count (int), a list of layers/sub-modules (``[0, 1, "23.cv2"]``) or a preset."""
+    import re
+
+    if isinstance(value, bool):
+        raise RealcalError("freeze must be a number of layers, a list of layers or a preset, not true/false")
+    if isinstance(value, int):
+        if not 0 <= value <= 1000:
+            raise RealcalError("freeze must be within 0..1000 layers")
+        return
+    if isinstance(value, str):
+        if value not in FREEZE_PRESETS:
+            raise RealcalError(f"unknown freeze preset {value!r}; valid: {', '.join(FREEZE_PRESETS)}, "
+                               f"a number of layers, or a list of layers")
+        return
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                       or isinstance(v, str) and re.fullmatch(r"\d+(\.\w+)*", v) for v in value):
+        return
+    raise RealcalError(f"freeze {value!r}: expected a number of layers, a list such as [0, 1, \"23.cv2\"], "
+                       f"or one of {', '.join(FREEZE_PRESETS)}")
+
+
+def freeze_layers(model, value: Any) -> int | list:
+    """The ``freeze`` argument for Ultralytics (its names match ``model.<entry>.`` prefixes)."""
+    check_freeze(value)
+    if value == "keypoint-branch":
+        layers = model.model.model            # the Sequential of the detection model
+        head = len(layers) - 1
+        kinds = {n for n, _ in layers[head].named_children()}
+        if not {"cv2", "cv3", "cv4"} <= kinds:
+            raise RealcalError(f"freeze 'keypoint-branch' needs a pose head with box (cv2), class (cv3) and "
+                               f"keypoint (cv4) branches; this model's last layer has {sorted(kinds)}")
+        return [*range(head), f"{head}.cv2", f"{head}.cv3"]
+    return value
+
+
 def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     unknown = set(overrides or {}) - set(RECIPE) - {"device"}
     if unknown:
@@ -43,6 +85,7 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
         db.close()
     if not 1 <= int(params["epochs"]) <= 10_000:
         raise RealcalError("epochs must be within 1..10,000")
+    check_freeze(params["freeze"])
     m = str(params["model"])
     params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
     params["manifest_id"] = manifest_id
@@ -100,7 +143,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             # every epoch and Ray warns when training is not run by a Tuner; nothing is wrong.
             warnings.filterwarnings("ignore", message=".*get_trial_id.*")
             model.train(data=str(data_yaml), epochs=epochs, imgsz=int(params["imgsz"]), batch=int(params["batch"]),
-                        lr0=float(params["lr0"]), optimizer=params["optimizer"], freeze=int(params["freeze"]),
+                        lr0=float(params["lr0"]), optimizer=params["optimizer"], freeze=freeze_layers(model, params["freeze"]),
                         mosaic=float(params["mosaic"]), warmup_epochs=float(params["warmup_epochs"]),
                         seed=int(params["seed"]), deterministic=True, patience=int(params["patience"]),
                         plots=False, project=str(run_dir), name="ultralytics", exist_ok=True, workers=0,
@@ -127,23 +170,32 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         splits = {s: split_items(db, m, s) for s in ("val", "test")}
     finally:
         db.close()
-    ctx.progress(epochs, epochs, f"evaluating on {len(splits['test'][0])} test images", force=True)
+    ctx.progress(epochs, epochs, f"evaluating on {len(splits['val'][0])} val and {len(splits['test'][0])} test images",
+                 force=True)
     from engine.train.evaluate import unannotated_regions
 
     trained = YOLO(str(best), task="pose")
-    ignore = {s: unannotated_regions(ws, *splits[s], device=device) for s in ("val", "test")}
-    val_metrics, _ = evaluate(trained, ws, *splits["val"], imgsz=int(params["imgsz"]), device=device,
-                              ignore_regions=ignore["val"])
-    metrics, rows = evaluate(trained, ws, *splits["test"], imgsz=int(params["imgsz"]), device=device,
-                             ignore_regions=ignore["test"])
-    val_metrics.pop("_coco", None)
-    coco = metrics.pop("_coco")
-    save_coco(run_dir / "test_eval.json.gz", coco)
-    if coco["dets"] and coco["gt"]["annotations"]:
-        from engine.stats import bootstrap_ap
+    # a split the manifest does not have is not scored (e.g. a val-only recipe check never touches test)
+    ignore = {s: unannotated_regions(ws, *splits[s], device=device) for s in ("val", "test") if splits[s][0]}
+    val_metrics: dict[str, Any] = {"images": 0}
+    if splits["val"][0]:
+        val_metrics, _ = evaluate(trained, ws, *splits["val"], imgsz=int(params["imgsz"]), device=device,
+                                  ignore_regions=ignore["val"])
+        val_metrics.pop("_coco", None)
+    metrics: dict[str, Any] = {"images": 0}
+    rows: list[dict] = []
+    test_eval = None
+    if splits["test"][0]:
+        metrics, rows = evaluate(trained, ws, *splits["test"], imgsz=int(params["imgsz"]), device=device,
+                                 ignore_regions=ignore["test"])
+        coco = metrics.pop("_coco")
+        test_eval = run_dir / "test_eval.json.gz"
+        save_coco(test_eval, coco)
+        if coco["dets"] and coco["gt"]["annotations"]:
+            from engine.stats import bootstrap_ap
 
-        ci = bootstrap_ap(coco["gt"], coco["dets"], n_boot=int(params.get("n_boot", 200)))
-        metrics.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
+            ci = bootstrap_ap(coco["gt"], coco["dets"], n_boot=int(params.get("n_boot", 200)))
+            metrics.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
     metrics["val"] = val_metrics
     metrics["masked_unannotated_regions"] = sum(len(v) for v in (regions or {}).values())
     db = ws.connect()
@@ -154,7 +206,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     return {"run_id": run_id, "weights": str(best), "metrics": metrics, "epochs": len(curves),
-            "test_eval": str(run_dir / "test_eval.json.gz")}
+            "test_eval": str(test_eval) if test_eval else None}
 
 
 def export_model(ws: Workspace, run_id: int, fmt: str = "pt") -> "Path":
