@@ -151,7 +151,9 @@ with tab_train:
             c = st.columns(4)
             lr0 = c[0].number_input("lr0", 0.0, 1.0, float(RECIPE["lr0"]), format="%.5f")
             optimizer = c[1].selectbox("Optimizer", ["AdamW", "SGD", "Adam", "auto"])
-            freeze = c[2].number_input("Freeze first N layers", 0, 30, int(RECIPE["freeze"]))
+            freeze = c[2].text_input("Freeze", str(RECIPE["freeze"]),
+                                     help="First N layers (10), a comma list of layers (0,1,23.cv2), or "
+                                          "keypoint-branch: train only the pose head's keypoint branch")
             mosaic = c[3].number_input("Mosaic", 0.0, 1.0, float(RECIPE["mosaic"]))
             c = st.columns(2)
             model = c[0].text_input("Model", RECIPE["model"], help="yolo11n-pose (pretrained), a .pt path, "
@@ -159,12 +161,12 @@ with tab_train:
             device = c[1].selectbox("Device", ["auto", "cpu", "cuda"])
             go_train = st.form_submit_button("Queue training", type="primary")
         if go_train:
-            from engine.train.train import resolve_params
+            from engine.train.train import parse_freeze, resolve_params
 
             try:
                 queue("train", resolve_params(ws, int(mid), {
                     "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
-                    "lr0": float(lr0), "optimizer": optimizer, "freeze": int(freeze), "mosaic": float(mosaic),
+                    "lr0": float(lr0), "optimizer": optimizer, "freeze": parse_freeze(freeze), "mosaic": float(mosaic),
                     "model": model.strip(), "device": device}))
             except RealcalError as exc:
                 st.error(str(exc))

@@ -1,4 +1,5 @@
 """Each page through Streamlit's AppTest, on a small workspace."""
+import json
 from pathlib import Path
 
 import pytest
@@ -77,10 +78,21 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     assert any("Manifest 1 (new" in s.value for s in at.success), [s.value for s in at.success]
     at = _run("app_pages/train.py")
     epochs = next(n for n in at.number_input if n.label == "Epochs")
-    assert epochs.value == 10 and next(n for n in at.number_input if n.label == "Freeze first N layers").value == 10
-    epochs.set_value(1)
+    freeze = next(t for t in at.text_input if t.label == "Freeze")
+    assert epochs.value == 10 and freeze.value == "10"
+    freeze.set_value("head")
+    next(b for b in at.button if b.label == "Queue training").click().run()
+    assert any("unknown freeze preset 'head'" in e.value for e in at.error)
+    next(n for n in at.number_input if n.label == "Epochs").set_value(1)
+    next(t for t in at.text_input if t.label == "Freeze").set_value("keypoint-branch")
     next(b for b in at.button if b.label == "Queue training").click().run()
     assert not at.exception and any("Queued job" in s.value for s in at.success)
+    db = app_ws.connect()
+    try:
+        params = json.loads(db.execute("SELECT params FROM jobs WHERE kind = 'train'").fetchone()[0])
+        assert params["freeze"] == "keypoint-branch" and params["epochs"] == 1
+    finally:
+        db.close()
     # experiments: a broken file is refused with the reason, the example one is queued
     area = next(t for t in at.text_area if t.label == "Experiment (YAML)")
     assert "real-only" in area.value

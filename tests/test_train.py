@@ -145,6 +145,12 @@ def test_manifest_and_train_commands(tws):
     assert r.exit_code == 2
     r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "99"])
     assert r.exit_code == 1 and "no manifest 99" in r.output
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--freeze", "everything"])
+    assert r.exit_code == 1 and "unknown freeze preset 'everything'" in r.output, r.output
+    from engine.train.train import parse_freeze
+
+    assert parse_freeze("10") == 10 and parse_freeze("0, 1,23.cv2") == [0, 1, "23.cv2"]
+    assert parse_freeze("keypoint-branch") == "keypoint-branch" and parse_freeze(None) is None
 
 
 def test_unannotated_people_are_masked_in_exported_train_images(tws, tmp_path):

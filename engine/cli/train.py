@@ -60,13 +60,20 @@ def manifest_export(state: State, manifest_id, out) -> None:
     click.echo(f"written {export_yolo(state.workspace(), manifest_id, out)}")
 
 
+def _parse_freeze(value):
+    from engine.train.train import parse_freeze
+
+    return parse_freeze(value)
+
+
 @main.command()
 @click.option("--manifest", "manifest_id", type=int, required=True)
 @click.option("--epochs", type=int)
 @click.option("--imgsz", type=int)
 @click.option("--batch", type=int)
 @click.option("--lr0", type=float)
-@click.option("--freeze", type=int)
+@click.option("--freeze", callback=lambda ctx, param, v: _parse_freeze(v),
+              help="Layers to freeze: a count (10), a comma list (0,1,23.cv2) or keypoint-branch.")
 @click.option("--seed", type=int)
 @click.option("--model", help="Asset name, .pt path or model .yaml (default yolo11n-pose).")
 @click.option("--device")
@@ -84,8 +91,11 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, freeze, seed, mo
     if final:
         r = final["result"]
         m = r["metrics"]
-        click.echo(f"training run {r['run_id']}: {r['epochs']} epochs; test AP {m.get('AP', 0):.3f}, "
-                   f"AP50 {m.get('AP50', 0):.3f}, PCK@0.2 {m.get('PCK@0.2') or 0:.3f}; weights {r['weights']}")
+        scored = m if m.get("AP50") is not None else m.get("val", {})
+        which = "test" if scored is m else "val (no test split)"
+        click.echo(f"training run {r['run_id']}: {r['epochs']} epochs; {which} AP {scored.get('AP') or 0:.3f}, "
+                   f"AP50 {scored.get('AP50') or 0:.3f}, PCK@0.2 {scored.get('PCK@0.2') or 0:.3f}; "
+                   f"weights {r['weights']}")
 
 
 @main.group()

@@ -57,6 +57,18 @@ def check_freeze(value: Any) -> None:
                        f"or one of {', '.join(FREEZE_PRESETS)}")
 
 
+def parse_freeze(value: str | None) -> int | str | list | None:
+    """``freeze`` from a text field: "10" -> 10, "0,1,23.cv2" -> [0, 1, "23.cv2"], else the text (a preset)."""
+    if value is None:
+        return None
+    value = str(value).strip()
+    if value.isdigit():
+        return int(value)
+    if "," in value:
+        return [int(v.strip()) if v.strip().isdigit() else v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
 def freeze_layers(model, value: Any) -> int | list:
     """The ``freeze`` argument for Ultralytics (its names match ``model.<entry>.`` prefixes)."""
     check_freeze(value)
