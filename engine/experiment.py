@@ -297,5 +297,18 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
             and ro["val PCK@0.2"] < zs["val PCK@0.2"] and (ro["val AP50"] or 0) < (zs["val AP50"] or 0):
         flags.append("real-only is below zero-shot on val (AP50 and PCK@0.2): the training recipe is wrong "
                      "for this data; fix it on val before reading any comparison")
+    # the val gate per seed: does real-only beat zero-shot on val AP50 or PCK@0.2?
+    val_by = {(r["arm"], r["seed"]): r["result"]["val"] for r in runs if r.get("status", "done") == "done"}
+    val_gate = []
+    for seed in sorted({sd for (arm, sd) in val_by if arm == BASELINE}):
+        ro_v, zs_v = val_by.get((BASELINE, seed)), val_by.get(("zero-shot", seed))
+        if not ro_v or not zs_v:
+            continue
+        beats = [k for k in ("AP50", "PCK@0.2") if ro_v.get(k) is not None and zs_v.get(k) is not None
+                 and ro_v[k] > zs_v[k]]
+        val_gate.append({"seed": seed, "real-only val AP50": ro_v.get("AP50"), "zero-shot val AP50": zs_v.get("AP50"),
+                         "real-only val PCK@0.2": ro_v.get("PCK@0.2"), "zero-shot val PCK@0.2": zs_v.get("PCK@0.2"),
+                         "beats zero-shot on": ", ".join(beats) or "neither"})
     return {"table": table, "comparisons": comparisons, "flags": flags, "ap50": ap50 or [], "per_joint": per_joint,
+            "val_gate": val_gate,
             "steps": "matched to real-only" if cfg["step_matching"] else "equal epochs"}

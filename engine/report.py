@@ -72,6 +72,12 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     md += _md_table(summary["table"], cols)
     md += ["", "AP50 - real-only: paired bootstrap over the same test images, all seeds together (95% CI). "
            "Seconds: wall time of the arm's runs (training + evaluation on val and test).", ""]
+    gate = summary.get("val_gate") or []
+    if gate:
+        n_pass = sum(g["beats zero-shot on"] != "neither" for g in gate)
+        md += ["## Val gate", "", f"Comparisons count only when real-only beats zero-shot on val AP50 or PCK@0.2 "
+               f"(means over seeds; the warning above says when they do not). Per seed: real-only beats zero-shot "
+               f"in {n_pass} of {len(gate)}.", ""] + _md_table(gate, list(gate[0])) + [""]
     md += ["## Verdicts", "", "AP50 differences: paired bootstrap over the same test images (all seeds together).", ""]
     md += [f"- {c['verdict']} ({c.get('seeds', 0)} seeds x {c['n']} test images, {c.get('n_boot')} resamples)"
            for c in summary.get("ap50", [])]
@@ -137,7 +143,11 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
             f"<h1>Experiment: {html.escape(experiment['name'])}</h1>",
             f"<p>Optimizer steps: {html.escape(summary['steps'])}.</p>"]
     page += [f"<p><b>Warning:</b> {html.escape(f)}</p>" for f in summary["flags"]]
-    page += [table_html, "<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])} (AP50, paired bootstrap over test images)</li>"
+    page += [table_html]
+    if gate:
+        page += ["<h2>Val gate</h2><p>Comparisons count only when real-only beats zero-shot on val AP50 or "
+                 "PCK@0.2 (means over seeds).</p>", _html_table(gate, list(gate[0]))]
+    page += ["<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])} (AP50, paired bootstrap over test images)</li>"
                                                      for c in summary.get("ap50", [])]
     page += [f"<li>{html.escape(c['verdict'])}</li>" for c in summary["comparisons"]]
     page += ["</ul>", *[f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)],

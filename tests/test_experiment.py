@@ -45,6 +45,8 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert arms["mixed"]["seconds (all seeds)"] >= arms["mixed"]["seconds per run"] * 2 - 1e-6
     assert {r["joint"] for r in s["per_joint"]} <= set(poses.KEYPOINT_NAMES) and s["per_joint"]
     assert all(set(r) == {"joint", "zero-shot", "real-only", "mixed"} for r in s["per_joint"])
+    assert [g["seed"] for g in s["val_gate"]] == [0, 1]
+    assert all(g["beats zero-shot on"] in ("AP50", "PCK@0.2", "AP50, PCK@0.2", "neither") for g in s["val_gate"])
     assert all("p_holm" in c and c["verdict"] for c in s["comparisons"])
     db = ews.connect()
     try:
@@ -67,7 +69,7 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep/report.md").read_text()
     assert "matched to real-only" in md and "| real-only |" in md and "No review data" in md
-    assert "## Test PCK@0.2 per joint" in md and "| joint | zero-shot | real-only | mixed |" in md
+    assert "## Val gate" in md and "## Test PCK@0.2 per joint" in md and "| joint | zero-shot | real-only | mixed |" in md
     assert md.count("| mixed | ") == 2 + 1                    # summary row + one row per seed
     page = (tmp_path / "rep/report.html").read_text()
     assert page.startswith("<!doctype html>") and "<h2>Runs</h2>" in page and "per joint" in page
