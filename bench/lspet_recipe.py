@@ -38,7 +38,13 @@ def parse_set(items: list[str]) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key:
             sys.exit(f"--set expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        parsed = yaml.safe_load(value)
+        if isinstance(parsed, str):  # YAML 1.1 reads "1e-4" as text
+            try:
+                parsed = float(parsed)
+            except ValueError:
+                pass
+        out[key.strip()] = parsed
     return out
 
 
