@@ -156,14 +156,13 @@ def main() -> None:
                  "synthetic images:\n  " + "\n  ".join(problems))
 
     # 5. the experiment (resumable job: finished arm x seed runs are skipped)
-    t0 = time.perf_counter()
     result = run_job(ws, "experiment", {"config": exp_cfg, "device": args.device}, "experiment")
     state["timings"].pop("experiment (this invocation)", None)
     # the experiment's wall time is the sum of its arm x seed runs (each timed when it finished, whichever
     # invocation ran it; a run cut off by an interruption is redone and only the finished one counts)
     run_seconds = sum(r["seconds (all seeds)"] for r in result["summary"]["table"])
     state["timings"].pop("experiment", None)
-    done("experiment (sum of arm x seed runs)", run_seconds, experiment_name=exp_cfg["name"])
+    done("experiment (sum of arm x seed runs)", run_seconds)
 
     # 6. the report, with the machine and the wall times
     from engine.report import write_experiment_report

@@ -86,6 +86,7 @@ def main() -> None:
     from engine.train.evaluate import evaluate, unannotated_regions
     from engine.train.manifest import build_manifest
     from engine.train.train import resolve_params, split_items
+    from store import training as store_training
 
     config = yaml.safe_load(args.config.read_text())
     overrides = parse_set(args.set)
@@ -130,7 +131,7 @@ def main() -> None:
 
             db = ws.connect()
             try:
-                val = split_items(db, store_manifest(db, m["id"]), "val")
+                val = split_items(db, store_training.manifest(db, m["id"]), "val")
             finally:
                 db.close()
             dev = rc_config.resolve_device(args.device or "auto")
@@ -163,12 +164,6 @@ def main() -> None:
     with open(results_path, "a") as fh:
         fh.write(json.dumps(check) + "\n")
     show(previous + [check])
-
-
-def store_manifest(db, manifest_id):
-    from store import training as store_training
-
-    return store_training.manifest(db, manifest_id)
 
 
 if __name__ == "__main__":
