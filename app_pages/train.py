@@ -155,10 +155,13 @@ with tab_train:
                                      help="First N layers (10), a comma list of layers (0,1,23.cv2), or "
                                           "keypoint-branch: train only the pose head's keypoint branch")
             mosaic = c[3].number_input("Mosaic", 0.0, 1.0, float(RECIPE["mosaic"]))
-            c = st.columns(2)
-            model = c[0].text_input("Model", RECIPE["model"], help="yolo11n-pose (pretrained), a .pt path, "
+            c = st.columns([1, 2, 1])
+            nbs = c[0].number_input("Nominal batch (nbs)", 1, 4096, int(RECIPE["nbs"]),
+                                    help="One optimizer step every round(nbs / batch) batches; set it to the batch "
+                                         "size for a step per batch (Ultralytics' default is 64)")
+            model = c[1].text_input("Model", RECIPE["model"], help="yolo11n-pose (pretrained), a .pt path, "
                                     "or a model .yaml to train from scratch")
-            device = c[1].selectbox("Device", ["auto", "cpu", "cuda"])
+            device = c[2].selectbox("Device", ["auto", "cpu", "cuda"])
             go_train = st.form_submit_button("Queue training", type="primary")
         if go_train:
             from engine.train.train import parse_freeze, resolve_params
@@ -166,7 +169,7 @@ with tab_train:
             try:
                 queue("train", resolve_params(ws, int(mid), {
                     "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
-                    "lr0": float(lr0), "optimizer": optimizer, "freeze": parse_freeze(freeze), "mosaic": float(mosaic),
+                    "lr0": float(lr0), "nbs": int(nbs), "optimizer": optimizer, "freeze": parse_freeze(freeze), "mosaic": float(mosaic),
                     "model": model.strip(), "device": device}))
             except RealcalError as exc:
                 st.error(str(exc))

@@ -97,8 +97,6 @@ def main() -> None:
         sys.exit(f"error: {e}")
     bench = config.get("benchmark") or {}
     dataset = (ROOT / bench.get("dataset", "../shared/data/lspet")).resolve()
-    if not (dataset / "joints.mat").exists():
-        sys.exit(f"LSPET not found at {dataset} (expected joints.mat and images/)")
     split_dir = ROOT / bench.get("split_dir", "experiments/lspet_split")
     ws = Workspace.open(args.workspace) if (args.workspace / "realcal.db").exists() else Workspace.init(args.workspace)
     db = ws.connect()
@@ -107,6 +105,8 @@ def main() -> None:
     finally:
         db.close()
     if n_images == 0:  # train first, then val: the same image ids (and anchor draws) as the benchmark
+        if not (dataset / "joints.mat").exists():
+            sys.exit(f"LSPET not found at {dataset} (expected joints.mat and images/)")
         from engine.io import parse
         from engine.io.common import read_ids_file, run_import
 
@@ -141,7 +141,7 @@ def main() -> None:
             zs_path.write_text(json.dumps({k: zs.get(k) for k in ("AP50", "PCK@0.2", "AP", "images")}))
         t0 = time.perf_counter()
         keys = ("imgsz", "batch", "lr0", "optimizer", "freeze", "mosaic", "warmup_epochs", "patience",
-                "mask_unannotated", "epochs")
+                "nbs", "mask_unannotated", "epochs")
         params = resolve_params(ws, m["id"], {**{k: recipe[k] for k in keys if k in recipe}, "seed": int(seed),
                                               "device": args.device})
         log(f"seed {seed}: training real-only ({m['counts']['train_real']} images) with {json.dumps(overrides)}")

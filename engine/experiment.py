@@ -130,10 +130,20 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         done = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
     finally:
         db.close()
-    pairs = [(a, s) for s in cfg["seeds"] for a in cfg["arms"]]
+    # The val gate's arms (zero-shot, real-only) run first for every seed: a recipe that fails the gate
+    # shows it before the other arms spend their hours.
+    gate_arms = [a for a in cfg["arms"] if a["kind"] == "zero_shot" or a["name"] == BASELINE]
+    pairs = ([(a, s) for s in cfg["seeds"] for a in gate_arms]
+             + [(a, s) for s in cfg["seeds"] for a in cfg["arms"] if a not in gate_arms])
+    gate_announced = False
     recipe = cfg["recipe"]
     base_steps: dict[int, int] = {}
     for n, (arm, seed) in enumerate(pairs):
+        if not gate_announced and arm not in gate_arms:
+            gate_announced = True
+            gate = val_gate(ws, exp_id)
+            if gate:
+                ctx.progress(n, len(pairs), gate, force=True)
         ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}", force=True)
         if (arm["name"], seed) in done:
             continue
@@ -155,7 +165,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             epochs = (max(1, round(base_steps[seed] / batches)) if cfg["step_matching"] else int(recipe["epochs"]))
             tp = train_params(ws, m["id"], {**{k: v for k, v in recipe.items() if k in ("imgsz", "batch", "lr0",
                                                                                          "optimizer", "freeze", "mosaic",
-                                                                                         "warmup_epochs", "patience",
+                                                                                         "warmup_epochs", "patience", "nbs",
                                                                                          "mask_unannotated")},
                                             "epochs": epochs, "seed": int(seed), "device": params.get("device")})
             final = jobs.run_foreground(ws, "train", tp)
@@ -194,6 +204,26 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary}
+
+
+def val_gate(ws: Workspace, exp_id: int) -> str | None:
+    """One line on the val gate from the finished zero-shot and real-only runs (means over seeds)."""
+    db = ws.connect()
+    try:
+        runs = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
+    finally:
+        db.close()
+    val = {(r["arm"], r["seed"]): (r["result"] or {}).get("val") or {} for r in runs}
+    seeds = sorted(sd for (arm, sd) in val if arm == BASELINE and ("zero-shot", sd) in val)
+    if not seeds:
+        return None
+    means = {k: (float(np.mean([val[(BASELINE, sd)].get(k) or 0 for sd in seeds])),
+                 float(np.mean([val[("zero-shot", sd)].get(k) or 0 for sd in seeds]))) for k in ("AP50", "PCK@0.2")}
+    passed = [k for k, (ro, zs) in means.items() if ro > zs]
+    text = ", ".join(f"{k} {ro:.3f} vs {zs:.3f}" for k, (ro, zs) in means.items())
+    return (f"val gate ({len(seeds)} seeds, real-only vs zero-shot: {text}): "
+            + (f"passes on {' and '.join(passed)}" if passed else
+               "FAILS: real-only is below zero-shot on val; the comparisons will not count"))
 
 
 def ap50_comparisons(runs: list[dict], n_boot: int = 200) -> list[dict]:

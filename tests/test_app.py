@@ -85,12 +85,13 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     assert any("unknown freeze preset 'head'" in e.value for e in at.error)
     next(n for n in at.number_input if n.label == "Epochs").set_value(1)
     next(t for t in at.text_input if t.label == "Freeze").set_value("keypoint-branch")
+    next(n for n in at.number_input if n.label == "Nominal batch (nbs)").set_value(16)
     next(b for b in at.button if b.label == "Queue training").click().run()
     assert not at.exception and any("Queued job" in s.value for s in at.success)
     db = app_ws.connect()
     try:
         params = json.loads(db.execute("SELECT params FROM jobs WHERE kind = 'train'").fetchone()[0])
-        assert params["freeze"] == "keypoint-branch" and params["epochs"] == 1
+        assert params["freeze"] == "keypoint-branch" and params["epochs"] == 1 and params["nbs"] == 16
     finally:
         db.close()
     # experiments: a broken file is refused with the reason, the example one is queued

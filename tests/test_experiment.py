@@ -31,8 +31,15 @@ CONFIG = {"name": "t", "seeds": [0, 1], "recipe": {"epochs": 2, "imgsz": 96, "ba
 def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     cfg = resolve(CONFIG)
     assert cfg["arms"][0]["name"] == "zero-shot"                 # always included
-    final = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
+    messages = []
+    final = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"},
+                                lambda done, total, msg: msg and (not messages or messages[-1] != msg) and messages.append(msg))
     assert final["status"] == "done", final["error"]
+    # the val gate's arms run first for every seed, and the gate is announced before the other arms
+    order = [m for m in messages if m.endswith(("seed 0", "seed 1")) or m.startswith("val gate")]
+    assert order[:5] == ["zero-shot seed 0", "real-only seed 0", "zero-shot seed 1", "real-only seed 1",
+                         order[4]] and order[4].startswith("val gate (2 seeds, real-only vs zero-shot: AP50 ")
+    assert order[5:] == ["mixed seed 0", "mixed seed 1"]
     s = final["result"]["summary"]
     arms = {r["arm"]: r for r in s["table"]}
     assert set(arms) == {"zero-shot", "real-only", "mixed"} and all(r["seeds"] == 2 for r in arms.values())

@@ -147,6 +147,8 @@ def test_manifest_and_train_commands(tws):
     assert r.exit_code == 1 and "no manifest 99" in r.output
     r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--freeze", "everything"])
     assert r.exit_code == 1 and "unknown freeze preset 'everything'" in r.output, r.output
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--nbs", "0"])
+    assert r.exit_code == 1 and "nbs (nominal batch size) must be within 1..4096" in r.output, r.output
     from engine.train.train import parse_freeze
 
     assert parse_freeze("10") == 10 and parse_freeze("0, 1,23.cv2") == [0, 1, "23.cv2"]
@@ -189,10 +191,13 @@ def test_keypoint_branch_recipe_on_a_val_only_workspace(ws, lspet):
     m = build_manifest(ws, {"real_train": {"count": 16, "seed": 0}})
     assert m["counts"]["test"] == 0
     params = resolve_params(ws, m["id"], {"epochs": 1, "imgsz": 96, "batch": 8, "device": "cpu",
-                                          "freeze": "keypoint-branch", "lr0": 0.01})
+                                          "freeze": "keypoint-branch", "lr0": 0.01, "nbs": 8})
     final = jobs.run_foreground(ws, "train", params)
     assert final["status"] == "done", final["error"]
     r = final["result"]
+    import yaml                             # nbs = batch: one optimizer step per batch (no accumulation)
+    args = yaml.safe_load((ws.root / "runs" / f"train{r['run_id']:05d}" / "ultralytics" / "args.yaml").read_text())
+    assert args["nbs"] == 8 and args["batch"] == 8
     assert r["test_eval"] is None and r["metrics"]["images"] == 0 and "AP50" not in r["metrics"]
     assert r["metrics"]["val"]["images"] == 6 and 0 <= r["metrics"]["val"]["AP50"] <= 1
     before = YOLO(params["weights"], task="pose").model.state_dict()
@@ -202,3 +207,5 @@ def test_keypoint_branch_recipe_on_a_val_only_workspace(ws, lspet):
     assert changed and all(k.startswith(f"model.{head}.cv4.") for k in changed), sorted(changed)[:5]
     with pytest.raises(RealcalError, match="unknown freeze preset"):
         resolve_params(ws, m["id"], {"freeze": "everything"})
+    with pytest.raises(RealcalError, match="nbs"):
+        resolve_params(ws, m["id"], {"nbs": 0})

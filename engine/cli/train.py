@@ -72,6 +72,8 @@ def _parse_freeze(value):
 @click.option("--imgsz", type=int)
 @click.option("--batch", type=int)
 @click.option("--lr0", type=float)
+@click.option("--nbs", type=int, help="Nominal batch: one optimizer step every round(nbs/batch) batches "
+                                     "(Ultralytics' 64; set it to --batch for a step per batch).")
 @click.option("--freeze", callback=lambda ctx, param, v: _parse_freeze(v),
               help="Layers to freeze: a count (10), a comma list (0,1,23.cv2) or keypoint-branch.")
 @click.option("--seed", type=int)
@@ -79,13 +81,13 @@ def _parse_freeze(value):
 @click.option("--device")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
 @pass_state
-def train(state: State, manifest_id, epochs, imgsz, batch, lr0, freeze, seed, model, device, background) -> None:
+def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, seed, model, device, background) -> None:
     """Fine-tune YOLO-pose on a manifest (low-data recipe by default); score the test split once."""
     from engine.cli.jobs import run_or_queue
     from engine.train.train import resolve_params
 
     ws = state.workspace()
-    params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0,
+    params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
                                               "freeze": freeze, "seed": seed, "model": model, "device": device})
     final = run_or_queue(ws, "train", params, background, "train")
     if final:

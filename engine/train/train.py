@@ -25,6 +25,7 @@ RECIPE: dict[str, Any] = {
     "model": "yolo11n-pose",     # an asset name, a .pt path, or a model .yaml (from scratch)
     "epochs": 10, "imgsz": 320, "batch": 16, "lr0": 2e-4, "optimizer": "AdamW", "freeze": 10,
     "mosaic": 0.0, "warmup_epochs": 0.0, "seed": 0, "patience": 100,
+    "nbs": 64,                   # Ultralytics' nominal batch: one optimizer step every round(nbs / batch) batches
     "mask_unannotated": True,    # fill people the teacher finds but nobody labelled in real train images
 }
 
@@ -98,6 +99,8 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
     if not 1 <= int(params["epochs"]) <= 10_000:
         raise RealcalError("epochs must be within 1..10,000")
     check_freeze(params["freeze"])
+    if not 1 <= int(params["nbs"]) <= 4096:
+        raise RealcalError("nbs (nominal batch size) must be within 1..4096")
     m = str(params["model"])
     params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
     params["manifest_id"] = manifest_id
@@ -157,7 +160,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             model.train(data=str(data_yaml), epochs=epochs, imgsz=int(params["imgsz"]), batch=int(params["batch"]),
                         lr0=float(params["lr0"]), optimizer=params["optimizer"], freeze=freeze_layers(model, params["freeze"]),
                         mosaic=float(params["mosaic"]), warmup_epochs=float(params["warmup_epochs"]),
-                        seed=int(params["seed"]), deterministic=True, patience=int(params["patience"]),
+                        seed=int(params["seed"]), nbs=int(params.get("nbs", 64)), deterministic=True, patience=int(params["patience"]),
                         plots=False, project=str(run_dir), name="ultralytics", exist_ok=True, workers=0,
                         device=device, amp=device.startswith("cuda"), verbose=False)
     except Exception:
