@@ -36,12 +36,14 @@ def log(msg: str) -> None:
 
 
 def progress(label: str):
-    last = [0.0]
+    last = [0.0, None]
 
     def cb(done, total, message):
+        # every 15 s at most, except that a job of few steps (experiment runs, curation stages) prints each
+        # new message: the val gate's line and the next arm's come together and both must show
         now = time.monotonic()
-        if now - last[0] >= 15:
-            last[0] = now
+        if now - last[0] >= 15 or (total is not None and total <= 100 and message != last[1]):
+            last[0], last[1] = now, message
             log(f"  {label}: {message or ''} ({done:.0f}/{total or '?'})")
     return cb
 
