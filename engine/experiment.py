@@ -127,9 +127,14 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 exp_id = store_training.create_experiment(db, cfg["name"], cfg)
         else:
             exp_id = exp["id"]
-        done = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
+        finished = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
     finally:
         db.close()
+    done = {(r["arm"], r["seed"]) for r in finished}
+    seconds: dict[str, list[float]] = {}      # per arm, for the time-left estimate
+    for r in finished:
+        if (r["result"] or {}).get("seconds") is not None:
+            seconds.setdefault(r["arm"], []).append(float(r["result"]["seconds"]))
     # The val gate's arms (zero-shot, real-only) run first for every seed: a recipe that fails the gate
     # shows it before the other arms spend their hours.
     gate_arms = [a for a in cfg["arms"] if a["kind"] == "zero_shot" or a["name"] == BASELINE]
@@ -144,9 +149,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             gate = val_gate(ws, exp_id)
             if gate:
                 ctx.progress(n, len(pairs), gate, force=True)
-        ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}", force=True)
         if (arm["name"], seed) in done:
             continue
+        left = time_left([a for a, sd in pairs[n:] if (a["name"], sd) not in done], seconds)
+        ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""), force=True)
         t0 = time.perf_counter()
         real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
         m = build_manifest(ws, _manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
@@ -186,6 +192,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                       "steps": epochs * batches, "test_eval": final["result"].get("test_eval")}
         result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
                        "manifest_hash": m["hash"]})
+        seconds.setdefault(arm["name"], []).append(result["seconds"])
+        done.add((arm["name"], seed))
         db = ws.connect()
         try:
             with write_transaction(db):
@@ -204,6 +212,21 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary}
+
+
+def time_left(arms_left: list[dict], seconds: dict[str, list[float]]) -> str | None:
+    """Rough time left: each arm's mean run time so far, else the mean of the trained arms' runs."""
+    zero_shot = {a["name"] for a in arms_left if a["kind"] == "zero_shot"} | {"zero-shot"}
+    trained = [x for name, xs in seconds.items() if name not in zero_shot for x in xs]
+    total = 0.0
+    for arm in arms_left:
+        xs = seconds.get(arm["name"]) or ([] if arm["kind"] == "zero_shot" else trained)
+        if not xs:
+            return None
+        total += float(np.mean(xs))
+    if total < 60:
+        return None
+    return f"{total / 3600:.1f} h" if total >= 5400 else f"{total / 60:.0f} min"
 
 
 def val_gate(ws: Workspace, exp_id: int) -> str | None:

@@ -162,3 +162,15 @@ def test_experiment_resumes_after_the_worker_is_killed(ews):
         assert "running" not in statuses                     # the killed one is marked interrupted
     finally:
         db.close()
+
+
+def test_time_left_estimate():
+    from engine.experiment import time_left
+
+    zs, ro, mixed = ({"name": "zero-shot", "kind": "zero_shot"}, {"name": "real-only", "kind": "train"},
+                     {"name": "mixed", "kind": "train"})
+    assert time_left([zs, ro], {}) is None                               # nothing measured yet
+    assert time_left([ro], {"zero-shot": [30.0]}) is None                # no trained run yet
+    assert time_left([zs, ro, mixed], {"zero-shot": [30.0], "real-only": [600.0, 700.0]}) == "22 min"
+    assert time_left([mixed] * 12, {"real-only": [600.0], "mixed": [450.0]}) == "1.5 h"
+    assert time_left([zs], {"zero-shot": [30.0]}) is None                # under a minute: not worth saying
