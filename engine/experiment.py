@@ -36,7 +36,7 @@ BASELINE = "real-only"
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
-    from engine.train.train import RECIPE, check_freeze
+    from engine.train.train import RECIPE, check_freeze, check_nbs
 
     if not isinstance(config, dict) or not config.get("arms"):
         raise RealcalError("an experiment file needs a list of arms")
@@ -44,6 +44,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     if unknown:
         raise RealcalError(f"unknown recipe option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE)}")
     check_freeze((config.get("recipe") or {}).get("freeze", RECIPE["freeze"]))
+    check_nbs((config.get("recipe") or {}).get("nbs", RECIPE["nbs"]))
     cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", [0, 1, 2])),
            "recipe": {**{k: v for k, v in RECIPE.items() if k != "model"}, **(config.get("recipe") or {})},
            "step_matching": bool(config.get("step_matching", True)), "arms": [],

@@ -96,6 +96,10 @@ def test_bad_experiment_files():
     with pytest.raises(RealcalError, match="expected a number of layers"):
         resolve({"arms": arms, "recipe": {"freeze": [1, "../x"]}})
     assert resolve({"arms": arms, "recipe": {"freeze": "keypoint-branch"}})["recipe"]["freeze"] == "keypoint-branch"
+    for bad in ("eight", 0, 8.5, True, 10_000):
+        with pytest.raises(RealcalError, match="nbs \\(nominal batch size\\) must be within 1..4096"):
+            resolve({"arms": arms, "recipe": {"nbs": bad}})
+    assert resolve({"arms": arms, "recipe": {"nbs": 8}})["recipe"]["nbs"] == 8
 
 
 def test_results_page_shows_the_experiment(ews, monkeypatch):

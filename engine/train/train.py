@@ -58,6 +58,13 @@ def check_freeze(value: Any) -> None:
                        f"or one of {', '.join(FREEZE_PRESETS)}")
 
 
+def check_nbs(value: Any) -> None:
+    """``nbs``, Ultralytics' nominal batch size: a whole number of images, 1..4096."""
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()) \
+            or not 1 <= value <= 4096:
+        raise RealcalError(f"nbs (nominal batch size) must be within 1..4096 images, got {value!r}")
+
+
 def parse_freeze(value: str | None) -> int | str | list | None:
     """``freeze`` from a text field: "10" -> 10, "0,1,23.cv2" -> [0, 1, "23.cv2"], else the text (a preset)."""
     if value is None:
@@ -99,8 +106,7 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
     if not 1 <= int(params["epochs"]) <= 10_000:
         raise RealcalError("epochs must be within 1..10,000")
     check_freeze(params["freeze"])
-    if not 1 <= int(params["nbs"]) <= 4096:
-        raise RealcalError("nbs (nominal batch size) must be within 1..4096")
+    check_nbs(params["nbs"])
     m = str(params["model"])
     params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
     params["manifest_id"] = manifest_id
