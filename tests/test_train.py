@@ -149,8 +149,19 @@ def test_manifest_and_train_commands(tws):
     assert r.exit_code == 1 and "unknown freeze preset 'everything'" in r.output, r.output
     r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--nbs", "0"])
     assert r.exit_code == 1 and "nbs (nominal batch size) must be within 1..4096" in r.output, r.output
-    from engine.train.train import parse_freeze
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--epochs", "2", "--batch", "4",
+                                  "--background"])
+    assert r.exit_code == 0, r.output
+    assert "6 train images, 2 epochs at batch 4: 4 batches, one optimizer step every 16 batches (nbs 64) = 0 optimizer steps" in r.output
+    assert "warning: only 0 optimizer steps" in r.output and "Set nbs to the batch size (4) for 4 steps" in r.output
+    from engine.train.train import parse_freeze, step_plan
 
+    # Ultralytics steps the optimizer once every max(round(nbs / batch), 1) batches
+    assert step_plan(100, 40, 8, 64)["steps"] == 65            # the LSPET benchmark's first recipe: 520 batches
+    assert step_plan(100, 40, 8, 8) == {**step_plan(100, 40, 8, 8), "batches": 520, "accumulate": 1, "steps": 520,
+                                        "warning": None}
+    assert step_plan(100, 10, 16, 64)["steps"] == 17 and "nbs to the batch size (16) for 70 steps" in step_plan(100, 10, 16, 64)["warning"]
+    assert step_plan(5, 10, 8, 8)["warning"].endswith("Train longer (more epochs).")
     assert parse_freeze("10") == 10 and parse_freeze("0, 1,23.cv2") == [0, 1, "23.cv2"]
     assert parse_freeze("keypoint-branch") == "keypoint-branch" and parse_freeze(None) is None
 

@@ -8,6 +8,7 @@ Progress comes from Ultralytics' ``on_train_epoch_end`` callback; a cancel stops
 from __future__ import annotations
 
 import csv
+import math
 import platform
 import warnings
 from importlib import metadata
@@ -63,6 +64,25 @@ def check_nbs(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()) \
             or not 1 <= value <= 4096:
         raise RealcalError(f"nbs (nominal batch size) must be within 1..4096 images, got {value!r}")
+
+
+def step_plan(n_train: int, epochs: int, batch: int, nbs: int) -> dict[str, Any]:
+    """How many optimizer steps a run takes: Ultralytics steps once every ``max(round(nbs / batch), 1)`` batches.
+
+    ``warning`` is set when the run is too short to move a pretrained model much (fewer than 100 steps):
+    with the default nominal batch of 64, 10 epochs of 100 images at batch 16 are only 17 steps.
+    """
+    batches = max(1, math.ceil(int(n_train) / int(batch))) * int(epochs)
+    accumulate = max(round(int(nbs) / int(batch)), 1)
+    steps = batches // accumulate
+    text = (f"{n_train} train images, {epochs} epochs at batch {batch}: {batches} batches, one optimizer step every "
+            f"{accumulate} batch{'es' if accumulate > 1 else ''} (nbs {nbs}) = {steps} optimizer steps")
+    warning = None
+    if steps < 100:
+        warning = (f"only {steps} optimizer steps: the model will barely move from its starting weights. "
+                   + (f"Set nbs to the batch size ({batch}) for {batches} steps, or train longer."
+                      if accumulate > 1 else "Train longer (more epochs)."))
+    return {"batches": batches, "accumulate": accumulate, "steps": steps, "text": text, "warning": warning}
 
 
 def parse_freeze(value: str | None) -> int | str | list | None:
