@@ -83,6 +83,9 @@ if summary["ap50"]:
         abl.update_layout(title="Curation ablation at matched synthetic volume: AP50 gain over real-only (95% CI)",
                           barmode="group", height=320, yaxis_title="AP50 difference")
         st.plotly_chart(abl, width="stretch")
+if summary.get("ablation"):
+    st.markdown("**Curation ablation** (curated minus random / unfiltered at the same volume; AP50, paired over "
+                "the same test images):\n" + "\n".join(f"- {c['verdict']}" for c in summary["ablation"]))
 
 fig = go.Figure()
 for c in [c for c in summary["comparisons"] if c["metric"] == "per-person OKS"]:

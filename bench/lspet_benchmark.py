@@ -67,7 +67,7 @@ def cpu_name() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one seed, fewer arms, 10 epochs (< 30 min on 2 CPU cores)")
+    ap.add_argument("--quick", action="store_true", help="one seed, fewer arms, 20 epochs (< 30 min on 2 CPU cores)")
     ap.add_argument("--config", type=Path, help="experiment YAML (default: experiments/lspet_lowdata[_quick].yaml)")
     ap.add_argument("--workspace", type=Path, help="default: .cache/benchmark/<experiment name>")
     ap.add_argument("--out", type=Path, help="report folder (default: the config's benchmark.report)")

@@ -207,6 +207,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     try:
         runs = store_training.experiment_runs(db, exp_id)
         ap50 = ap50_comparisons(runs, n_boot=int(params.get("n_boot", 200)))
+        ap50 += ablation_comparisons(runs, cfg, n_boot=int(params.get("n_boot", 200)))
         with write_transaction(db):
             store_training.set_experiment_ap50(db, exp_id, ap50)
         summary = summarise(runs, cfg, ap50)
@@ -250,32 +251,57 @@ def val_gate(ws: Workspace, exp_id: int) -> str | None:
                "FAILS: real-only is below zero-shot on val; the comparisons will not count"))
 
 
-def ap50_comparisons(runs: list[dict], n_boot: int = 200) -> list[dict]:
-    """AP50 of every arm minus real-only, paired over the same test images (and seeds), bootstrap CI."""
-    from engine.train.train import load_coco
-
+def _test_evals(runs: list[dict]) -> dict[str, dict[int, str]]:
     by_arm: dict[str, dict[int, str]] = {}
     for r in runs:
         if r["status"] == "done" and r["result"].get("test_eval"):
             by_arm.setdefault(r["arm"], {})[r["seed"]] = r["result"]["test_eval"]
+    return by_arm
+
+
+def _paired_ap50(arm: str, seeds: dict[int, str], baseline: str, base: dict[int, str], n_boot: int) -> dict | None:
+    """``arm`` minus ``baseline`` on test AP50, paired over the same test images and seeds; None without pairs."""
+    from engine.train.train import load_coco
+
+    pairs = []
+    for seed, path in sorted(seeds.items()):
+        a, b = load_coco(path), load_coco(base.get(seed))
+        if a and b:
+            pairs.append((b["gt"], a["dets"], b["dets"]))
+    if not pairs:
+        return None
+    try:
+        res = stats.paired_bootstrap_ap50(pairs, n_boot=n_boot)
+    except ValueError:
+        return None
+    return {"arm": arm, "baseline": baseline, "metric": "AP50", **res,
+            "verdict": stats.verdict(arm, baseline, "AP50", res["mean_diff"], res["ci"])}
+
+
+def ap50_comparisons(runs: list[dict], n_boot: int = 200) -> list[dict]:
+    """AP50 of every arm minus real-only, paired over the same test images (and seeds), bootstrap CI."""
+    by_arm = _test_evals(runs)
     base = by_arm.get(BASELINE, {})
     out = []
     for arm, seeds in by_arm.items():
-        if arm == BASELINE:
+        if arm != BASELINE and (c := _paired_ap50(arm, seeds, BASELINE, base, n_boot)):
+            out.append(c)
+    return out
+
+
+def ablation_comparisons(runs: list[dict], cfg: dict, n_boot: int = 200) -> list[dict]:
+    """The curation ablation, paired like ``ap50_comparisons``: every curated (or human-accepted) arm minus
+    each random or unfiltered arm with the same real and synthetic counts."""
+    by_arm = _test_evals(runs)
+    arms = [a for a in cfg.get("arms", []) if a.get("kind", "train") == "train" and a["name"] in by_arm]
+    out = []
+    for a in arms:
+        if a.get("pool") not in ("curated", "accepted"):
             continue
-        pairs = []
-        for seed, path in sorted(seeds.items()):
-            a, b = load_coco(path), load_coco(base.get(seed))
-            if a and b:
-                pairs.append((b["gt"], a["dets"], b["dets"]))
-        if not pairs:
-            continue
-        try:
-            res = stats.paired_bootstrap_ap50(pairs, n_boot=n_boot)
-        except ValueError:
-            continue
-        out.append({"arm": arm, "metric": "AP50", **res,
-                    "verdict": stats.verdict(arm, BASELINE, "AP50", res["mean_diff"], res["ci"])})
+        for b in arms:
+            if b.get("pool") in ("random", "unfiltered") and (b.get("real"), b.get("synthetic")) == (a.get("real"), a.get("synthetic")):
+                if c := _paired_ap50(a["name"], by_arm[a["name"]], b["name"], by_arm[b["name"]], n_boot):
+                    out.append(c)
     return out
 
 
@@ -307,7 +333,9 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
     # arms in the order the config lists them (then any others, e.g. from an older config)
     order = [a["name"] for a in cfg.get("arms", [])]
     names = sorted(arms, key=lambda n: (order.index(n) if n in order else len(order), n))
-    delta = {c["arm"]: c for c in (ap50 or [])}
+    ablation = [c for c in (ap50 or []) if c.get("baseline", BASELINE) != BASELINE]
+    ap50 = [c for c in (ap50 or []) if c.get("baseline", BASELINE) == BASELINE]
+    delta = {c["arm"]: c for c in ap50}
     table = []
     for name in names:
         a = arms[name]
@@ -363,6 +391,7 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
         val_gate.append({"seed": seed, "real-only val AP50": ro_v.get("AP50"), "zero-shot val AP50": zs_v.get("AP50"),
                          "real-only val PCK@0.2": ro_v.get("PCK@0.2"), "zero-shot val PCK@0.2": zs_v.get("PCK@0.2"),
                          "beats zero-shot on": ", ".join(beats) or "neither"})
-    return {"table": table, "comparisons": comparisons, "flags": flags, "ap50": ap50 or [], "per_joint": per_joint,
+    return {"table": table, "comparisons": comparisons, "flags": flags, "ap50": ap50, "ablation": ablation,
+            "per_joint": per_joint,
             "val_gate": val_gate,
             "steps": "matched to real-only" if cfg["step_matching"] else "equal epochs"}

@@ -81,6 +81,11 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     md += ["## Verdicts", "", "AP50 differences: paired bootstrap over the same test images (all seeds together).", ""]
     md += [f"- {c['verdict']} ({c.get('seeds', 0)} seeds x {c['n']} test images, {c.get('n_boot')} resamples)"
            for c in summary.get("ap50", [])]
+    if summary.get("ablation"):
+        md += ["", "Curation ablation at matched volume (curated minus random / unfiltered, same real and synthetic "
+               "counts; AP50, paired bootstrap over the same test images):", ""]
+        md += [f"- {c['verdict']} ({c.get('seeds', 0)} seeds x {c['n']} test images, {c.get('n_boot')} resamples)"
+               for c in summary["ablation"]]
     md += ["", "Per-person OKS and PCK@0.2 (paired permutation test, Holm-adjusted across comparisons):", ""]
     md += [f"- {c['verdict']} (n = {c['n']}, effect dz = {_fmt(c['effect_dz'])})" for c in summary["comparisons"]]
     if not summary["comparisons"]:
@@ -149,6 +154,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                  "PCK@0.2 (means over seeds).</p>", _html_table(gate, list(gate[0]))]
     page += ["<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])} (AP50, paired bootstrap over test images)</li>"
                                                      for c in summary.get("ap50", [])]
+    page += [f"<li>{html.escape(c['verdict'])} (curation ablation at matched volume: AP50, paired bootstrap)</li>"
+             for c in summary.get("ablation", [])]
     page += [f"<li>{html.escape(c['verdict'])}</li>" for c in summary["comparisons"]]
     page += ["</ul>", *[f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)],
              *([html_extra("Test PCK@0.2 per joint (mean over seeds)", per_joint)] if per_joint else []),
