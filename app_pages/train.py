@@ -164,15 +164,15 @@ with tab_train:
             device = c[2].selectbox("Device", ["auto", "cpu", "cuda"])
             go_train = st.form_submit_button("Queue training", type="primary")
         if go_train:
-            from engine.train.train import parse_freeze, resolve_params, step_plan
+            from engine.train.train import manifest_step_plan, parse_freeze, resolve_params
 
             try:
-                queue("train", resolve_params(ws, int(mid), {
+                params = resolve_params(ws, int(mid), {
                     "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
                     "lr0": float(lr0), "nbs": int(nbs), "optimizer": optimizer, "freeze": parse_freeze(freeze), "mosaic": float(mosaic),
-                    "model": model.strip(), "device": device}))
-                counts = next(m["counts"] for m in manifests if m["id"] == mid)
-                plan = step_plan(counts.get("train_real", 0) + counts.get("train_synthetic", 0), int(epochs), int(batch), int(nbs))
+                    "model": model.strip(), "device": device})
+                queue("train", params)
+                plan = manifest_step_plan(next(m["counts"] for m in manifests if m["id"] == mid), params)
                 st.caption(plan["text"])
                 if plan["warning"]:
                     st.warning(plan["warning"])

@@ -116,7 +116,7 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_
 
 @job_kind("experiment", title="Run an experiment", resumable=True)
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    from engine.train.manifest import build_manifest
+    from engine.train.manifest import build_manifest, train_images
     from engine.train.train import resolve_params as train_params
 
     ws, cfg = ctx.ws, params["config"]
@@ -158,7 +158,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
         m = build_manifest(ws, _manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
                                           cfg.get("anchor_pool")))
-        n_train = m["counts"]["train_real"] + m["counts"]["train_synthetic"]
+        n_train = train_images(m["counts"])
         if arm["kind"] == "zero_shot":
             result = _zero_shot(ws, m["id"], recipe, params.get("device", "auto"),
                                 ws.root / "experiments" / f"{exp_id:05d}" / f"zero-shot-seed{seed}.json.gz")
@@ -167,7 +167,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             batches = math.ceil(n_train / int(recipe["batch"]))
             if seed not in base_steps:
                 base_m = build_manifest(ws, _manifest_spec(real_only, seed, cfg.get("anchor_pool")))
-                base_n = base_m["counts"]["train_real"] + base_m["counts"]["train_synthetic"]
+                base_n = train_images(base_m["counts"])
                 base_steps[seed] = int(recipe["epochs"]) * math.ceil(base_n / int(recipe["batch"]))
             epochs = (max(1, round(base_steps[seed] / batches)) if cfg["step_matching"] else int(recipe["epochs"]))
             tp = train_params(ws, m["id"], {**{k: v for k, v in recipe.items() if k in ("imgsz", "batch", "lr0",

@@ -39,6 +39,11 @@ def _html_table(rows: list[dict], keys: list[str]) -> str:
                       for r in rows) + "</table>")
 
 
+def _ap50_line(c: dict) -> str:
+    seeds = c.get("seeds", 0)
+    return f"- {c['verdict']} ({seeds} seed{'' if seeds == 1 else 's'} x {c['n']} test images, {c.get('n_boot')} resamples)"
+
+
 def _run_rows(runs: list[dict]) -> list[dict]:
     out = []
     for r in runs:
@@ -79,13 +84,11 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                f"(means over seeds; the warning above says when they do not). Per seed: real-only beats zero-shot "
                f"in {n_pass} of {len(gate)}.", ""] + _md_table(gate, list(gate[0])) + [""]
     md += ["## Verdicts", "", "AP50 differences: paired bootstrap over the same test images (all seeds together).", ""]
-    md += [f"- {c['verdict']} ({c.get('seeds', 0)} seed{'' if c.get('seeds') == 1 else 's'} x {c['n']} test images, {c.get('n_boot')} resamples)"
-           for c in summary.get("ap50", [])]
+    md += [_ap50_line(c) for c in summary.get("ap50", [])]
     if summary.get("ablation"):
         md += ["", "Curation ablation at matched volume (curated minus random / unfiltered, same real and synthetic "
                "counts; AP50, paired bootstrap over the same test images):", ""]
-        md += [f"- {c['verdict']} ({c.get('seeds', 0)} seed{'' if c.get('seeds') == 1 else 's'} x {c['n']} test images, {c.get('n_boot')} resamples)"
-               for c in summary["ablation"]]
+        md += [_ap50_line(c) for c in summary["ablation"]]
     md += ["", "Per-person OKS and PCK@0.2 (paired permutation test, Holm-adjusted across comparisons):", ""]
     md += [f"- {c['verdict']} (n = {c['n']}, effect dz = {_fmt(c['effect_dz'])})" for c in summary["comparisons"]]
     if not summary["comparisons"]:

@@ -89,7 +89,7 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
     ws = state.workspace()
     params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
                                               "freeze": freeze, "seed": seed, "model": model, "device": device})
-    from engine.train.train import step_plan
+    from engine.train.train import manifest_step_plan
     from store import training as store_training
 
     db = ws.connect()
@@ -97,8 +97,7 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
         counts = store_training.manifest(db, manifest_id)["counts"]
     finally:
         db.close()
-    plan = step_plan(counts.get("train_real", 0) + counts.get("train_synthetic", 0), int(params["epochs"]),
-                     int(params["batch"]), int(params["nbs"]))
+    plan = manifest_step_plan(counts, params)
     click.echo(plan["text"])
     if plan["warning"]:
         click.echo(f"warning: {plan['warning']}", err=True)

@@ -29,6 +29,11 @@ from store.db import write_transaction
 POOLS = ("none", "accepted", "curated", "random", "unfiltered")
 
 
+def train_images(counts: dict) -> int:
+    """Training images in a manifest (real + synthetic), from its stored counts."""
+    return int(counts.get("train_real", 0)) + int(counts.get("train_synthetic", 0))
+
+
 def _pick(ids: list[int], count: int | None, seed: int, shuffle: bool = True) -> list[int]:
     ids = sorted(ids) if shuffle else list(ids)
     if shuffle:

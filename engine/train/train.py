@@ -85,6 +85,13 @@ def step_plan(n_train: int, epochs: int, batch: int, nbs: int) -> dict[str, Any]
     return {"batches": batches, "accumulate": accumulate, "steps": steps, "text": text, "warning": warning}
 
 
+def manifest_step_plan(counts: dict, params: dict[str, Any]) -> dict[str, Any]:
+    """``step_plan`` for resolved training ``params`` on a manifest with these stored ``counts``."""
+    from engine.train.manifest import train_images
+
+    return step_plan(train_images(counts), int(params["epochs"]), int(params["batch"]), int(params["nbs"]))
+
+
 def parse_freeze(value: str | None) -> int | str | list | None:
     """``freeze`` from a text field: "10" -> 10, "0,1,23.cv2" -> [0, 1, "23.cv2"], else the text (a preset)."""
     if value is None:
