@@ -45,17 +45,30 @@ if len(runs) < expected:
 if exp["name"] == "demo-tiny":
     st.warning("Demo experiment: 24 real images, 1 epoch, tiny image size. It shows the machinery "
                "(arms, seeds, matched steps, intervals, verdicts); its numbers are not a result.")
-st.caption(f"Arms trained at {summary['steps']} optimizer steps; means over seeds; comparisons with "
-           f"{BASELINE} are paired over test people, permutation-tested and Holm-adjusted.")
+st.info(summary["headline"])
+sizes = summary.get("sizes") or {}
+st.caption(f"Protocol: **{summary.get('protocol')}** · code: {'; '.join(summary.get('codes') or ['n/a'])} · "
+           + " · ".join(f"{k}: {v}" for k, v in sizes.items() if v is not None)
+           + f" · arms trained at {summary['steps']} optimizer steps; means over seeds; differences with "
+           f"{BASELINE}: two-stage bootstrap over seeds and test images, Holm-adjusted.")
 for flag in summary["flags"]:
     st.error(flag)
 st.dataframe(summary["table"], hide_index=True, width="stretch")
 
 st.markdown("**Verdicts**")
-for c in summary["ap50"]:
-    st.markdown(f"- {c['verdict']} *(paired bootstrap over the same {c['n']} test images, {c.get('seeds')} seeds)*")
 for c in summary["comparisons"]:
-    st.markdown(f"- {c['verdict']}")
+    per = ", ".join(f"s{d['seed']} {d['diff']:+.3f}" for d in c.get("per_seed") or [])
+    st.markdown(f"- {c['verdict']} *({c.get('seeds')} seeds x {c['n']} test images; per seed: {per})*")
+st.markdown("**Noise floor** (arms equal in expectation)")
+if summary.get("noise_floor"):
+    for c in summary["noise_floor"]:
+        st.markdown(f"- {c['verdict']}")
+else:
+    st.caption("Not measured: the experiment has no A/A pair (an arm with `replica: 1`, or random and "
+               "unfiltered at the same volume).")
+if summary.get("per_seed"):
+    with st.expander("Per seed"):
+        st.dataframe(summary["per_seed"], hide_index=True, width="stretch")
 
 if summary["ap50"]:
     ap = go.Figure()
@@ -84,8 +97,8 @@ if summary["ap50"]:
                           barmode="group", height=320, yaxis_title="AP50 difference")
         st.plotly_chart(abl, width="stretch")
 if summary.get("ablation"):
-    st.markdown("**Curation ablation** (curated minus random / unfiltered at the same volume; AP50, paired over "
-                "the same test images):\n" + "\n".join(f"- {c['verdict']}" for c in summary["ablation"]))
+    st.markdown("**Curation ablation** (curated minus random / unfiltered at the same volume; two-stage "
+                "bootstrap over seeds and test images):\n" + "\n".join(f"- {c['verdict']}" for c in summary["ablation"]))
 
 fig = go.Figure()
 for c in [c for c in summary["comparisons"] if c["metric"] == "per-person OKS"]:

@@ -187,7 +187,8 @@ def main() -> None:
     for row in summary["table"]:
         log(f"  {row['arm']:<22} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
             f"val AP50 {row['val AP50'] or 0:.3f}  ({row['seeds']} seeds)")
-    for c in summary["ap50"] + summary["comparisons"]:
+    log(summary["headline"])
+    for c in summary["comparisons"] + summary["ablation"] + summary["noise_floor"]:
         log(f"  {c['verdict']}")
     for f in summary["flags"]:
         log(f"  WARNING: {f}")

@@ -83,7 +83,7 @@ def main() -> None:
 
     from engine import jobs
     from engine.experiment import BASELINE, _manifest_spec, resolve
-    from engine.train.evaluate import evaluate, unannotated_regions
+    from engine.train.evaluate import evaluate
     from engine.train.manifest import build_manifest
     from engine.train.train import resolve_params, split_items
     from store import training as store_training
@@ -118,7 +118,7 @@ def main() -> None:
     recipe = cfg["recipe"]
     real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
     seeds = args.seeds if args.seeds is not None else cfg["seeds"]
-    zs_path = args.workspace / "zero_shot_val.json"
+    zs_path = args.workspace / f"zero_shot_val-{cfg['protocol']}.json"
     per_seed = []
     for seed in seeds:
         m = build_manifest(ws, _manifest_spec(real_only, seed, cfg.get("anchor_pool")))
@@ -136,14 +136,13 @@ def main() -> None:
                 db.close()
             dev = rc_config.resolve_device(args.device or "auto")
             zs, _ = evaluate(YOLO(str(assets.resolve("yolo11n-pose")), task="pose"), ws, *val,
-                             imgsz=int(recipe["imgsz"]), device=dev,
-                             ignore_regions=unannotated_regions(ws, *val, device=dev))
+                             imgsz=int(recipe["imgsz"]), device=dev, protocol=cfg["protocol"])
             zs_path.write_text(json.dumps({k: zs.get(k) for k in ("AP50", "PCK@0.2", "AP", "images")}))
         t0 = time.perf_counter()
         keys = ("imgsz", "batch", "lr0", "optimizer", "freeze", "mosaic", "warmup_epochs", "patience",
                 "nbs", "mask_unannotated", "epochs")
         params = resolve_params(ws, m["id"], {**{k: recipe[k] for k in keys if k in recipe}, "seed": int(seed),
-                                              "device": args.device})
+                                              "device": args.device, "protocol": cfg["protocol"]})
         log(f"seed {seed}: training real-only ({m['counts']['train_real']} images) with {json.dumps(overrides)}")
         final = jobs.run_foreground(ws, "train", params)
         if final["status"] != "done":

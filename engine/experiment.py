@@ -3,19 +3,30 @@
 An experiment file names the arms (``zero_shot`` — the untouched pretrained model, always
 included — real-only, synthetic-only, mixed at given volumes, and pool ablations curated /
 random / unfiltered), the seeds (a seed redraws the real-anchor subset, the synthetic sample
-and the training noise) and the recipe. With ``anchor_pool: N`` each seed draws N real train images
+and the training noise), the recipe and the evaluation ``protocol`` (``engine.train.protocols``:
+``coco`` for fully-labelled data, ``annotated_person`` for one-person-per-image data such as LSPET,
+``auto`` by import format). With ``anchor_pool: N`` each seed draws N real train images
 as its anchor pool; real arms use a prefix of that draw and synthetic images are eligible only when
 every real image in their lineage (anchor, cut-out, background) is in the pool, so an arm never
 sees real people beyond its seed's anchors through the synthetic data (generate per seed with
 ``anchor_image_ids`` = :func:`engine.train.manifest.anchor_pool`). With ``step_matching`` (default) every arm trains for
 as many optimizer steps as the real-only arm: an arm with 4x the images gets 1/4 of the epochs,
 so no arm wins by taking more steps (epochs are whole numbers, so the match is to the nearest
-epoch; the report lists each run's actual steps). The experiment job is resumable: finished (arm, seed) runs
-are kept and skipped when it runs again.
+epoch; the report lists each run's actual steps). An arm with ``replica: k`` is a copy of another
+arm's data with different training noise (training seed + 1000 k): beside its twin it measures the
+benchmark's noise floor (an A/A comparison).
 
-Comparisons against real-only use per-person OKS and PCK on the same test people, averaged over
-seeds, with a paired sign-flip permutation test and Holm's correction across arms. A real-only arm
-below zero-shot on val is flagged as a recipe problem.
+The experiment job is resumable: finished (arm, seed) runs are kept and skipped when it runs
+again — but only when the same code made them (every run records the code version, package
+versions, machine and manifest hash); runs made by other code stop the job unless it is told to
+keep them (``allow_mixed_code``, and the report lists the versions) or to redo them
+(``rerun_other_code``). :func:`verify` reruns one finished run and reports the difference.
+
+Every comparison (each arm against real-only on test AP50, PCK@0.2 and per-person OKS; the
+curation ablation; the A/A noise floor) is a two-stage bootstrap over seeds and then test images
+(``engine.stats.two_stage_bootstrap``), with each seed's own difference beside the pooled one;
+Holm's correction runs across the comparisons with real-only. A real-only arm below zero-shot on
+val is flagged as a recipe problem.
 """
 from __future__ import annotations
 
@@ -33,9 +44,14 @@ from store import training as store_training
 from store.db import write_transaction
 
 BASELINE = "real-only"
+TRAIN_KEYS = ("imgsz", "batch", "lr0", "optimizer", "freeze", "mosaic", "warmup_epochs", "patience", "nbs",
+              "mask_unannotated")
+METRICS = ("AP50", "PCK@0.2", "per-person OKS")
+DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
+    from engine.train import protocols
     from engine.train.train import RECIPE, check_freeze, check_nbs
 
     if not isinstance(config, dict) or not config.get("arms"):
@@ -45,10 +61,11 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise RealcalError(f"unknown recipe option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE)}")
     check_freeze((config.get("recipe") or {}).get("freeze", RECIPE["freeze"]))
     check_nbs((config.get("recipe") or {}).get("nbs", RECIPE["nbs"]))
-    cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", [0, 1, 2])),
+    cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
            "recipe": {**{k: v for k, v in RECIPE.items() if k != "model"}, **(config.get("recipe") or {})},
            "step_matching": bool(config.get("step_matching", True)), "arms": [],
-           "anchor_pool": config.get("anchor_pool")}
+           "anchor_pool": config.get("anchor_pool"),
+           "protocol": protocols.check(config.get("protocol", "auto"))}
     pool = cfg["anchor_pool"]
     if pool is not None and (not isinstance(pool, int) or isinstance(pool, bool) or pool < 1):
         raise RealcalError("anchor_pool must be a positive number of real train images")
@@ -59,11 +76,19 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         kind = arm.get("kind", "train")
         if kind not in ("train", "zero_shot"):
             raise RealcalError(f"arm {arm['name']}: kind must be train or zero_shot")
+        if arm["name"] in names:
+            raise RealcalError(f"two arms are named {arm['name']!r}")
         names.add(arm["name"])
         if pool is not None and kind == "train" and (arm.get("real") is None or arm["real"] > pool):
             raise RealcalError(f"arm {arm['name']}: with anchor_pool {pool}, real must be a number <= {pool}")
-        cfg["arms"].append({"name": arm["name"], "kind": kind, "real": arm.get("real"),
-                            "pool": arm.get("pool", "none"), "synthetic": arm.get("synthetic")})
+        replica = arm.get("replica", 0)
+        if isinstance(replica, bool) or not isinstance(replica, int) or replica < 0:
+            raise RealcalError(f"arm {arm['name']}: replica must be a whole number >= 0")
+        entry = {"name": arm["name"], "kind": kind, "real": arm.get("real"),
+                 "pool": arm.get("pool", "none"), "synthetic": arm.get("synthetic")}
+        if replica:
+            entry["replica"] = replica
+        cfg["arms"].append(entry)
     if not any(a["kind"] == "zero_shot" for a in cfg["arms"]):
         cfg["arms"].insert(0, {"name": "zero-shot", "kind": "zero_shot", "real": None, "pool": "none",
                                "synthetic": None})
@@ -74,7 +99,8 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     return cfg
 
 
-def _manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict:
+def manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict:
+    """The training set of one (arm, seed): the seed's real-anchor draw and synthetic sample."""
     spec = {"real_train": {"count": arm["real"], "seed": seed},
             "synthetic": {"pool": arm["pool"], "count": arm["synthetic"], "seed": seed}}
     if anchor_pool is not None:
@@ -82,12 +108,17 @@ def _manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict
     return spec
 
 
-def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_path) -> dict:
+_manifest_spec = manifest_spec   # the name the benchmark scripts used
+
+
+def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_dir, seed: int,
+               protocol: str = "auto") -> dict:
+    """The untouched pretrained model scored on val and test under ``protocol`` (no model decides what is ignored)."""
     from ultralytics import YOLO
 
     from engine import assets, config
-    from engine.train.evaluate import evaluate, unannotated_regions
-    from engine.train.train import split_items
+    from engine.train.evaluate import evaluate
+    from engine.train.train import save_coco, split_items
 
     db = ws.connect()
     try:
@@ -97,25 +128,55 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_
         db.close()
     model = YOLO(str(assets.resolve("yolo11n-pose")), task="pose")
     dev = config.resolve_device(device)
-    ignore = {s: unannotated_regions(ws, *splits[s], device=dev) for s in ("val", "test")}
-    val, _ = evaluate(model, ws, *splits["val"], imgsz=int(recipe["imgsz"]), device=dev, ignore_regions=ignore["val"])
-    test, rows = evaluate(model, ws, *splits["test"], imgsz=int(recipe["imgsz"]), device=dev,
-                          ignore_regions=ignore["test"])
-    val.pop("_coco", None)
-    coco = test.pop("_coco", None)
-    if coco and coco["dets"] and coco["gt"]["annotations"]:
-        from engine.stats import bootstrap_ap
-        from engine.train.train import save_coco
+    out: dict[str, Any] = {}
+    eval_dir.mkdir(parents=True, exist_ok=True)
+    for split in ("val", "test"):
+        if not splits[split][0]:
+            out[split] = {"images": 0}
+            continue
+        metrics, rows = evaluate(model, ws, *splits[split], imgsz=int(recipe["imgsz"]), device=dev, protocol=protocol)
+        coco = metrics.pop("_coco")
+        path = eval_dir / f"zero-shot-seed{seed}-{split}.json.gz"
+        save_coco(path, coco)
+        out[split], out[f"{split}_eval"] = metrics, str(path)
+        if split == "test":
+            out["rows"] = [{k: r[k] for k in ("person_id", "image_id", "oks", "pck")} for r in rows]
+            if coco["dets"]:
+                ci = stats.bootstrap_ap(coco["gt"], protocols_scored(coco), n_boot=200)
+                metrics.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
+    out.setdefault("rows", [])
+    out.setdefault("test_eval", None)
+    return out
 
-        ci = bootstrap_ap(coco["gt"], coco["dets"], n_boot=200)
-        test.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
-        eval_path.parent.mkdir(parents=True, exist_ok=True)
-        save_coco(eval_path, coco)
-    return {"test": test, "val": val, "rows": rows, "test_eval": str(eval_path)}
+
+def protocols_scored(coco: dict) -> list[dict]:
+    """The detections of a stored evaluation that its protocol scores."""
+    from engine.train import protocols
+
+    return protocols.scored_detections(coco["gt"], coco["dets"], coco.get("protocol") or "coco")
+
+
+def _code_check(finished: list[dict], params: dict) -> set[tuple[str, int]]:
+    """Finished runs made by other code: an error, unless the job may keep them (returned: none to redo)
+    or is told to redo them (returned: their (arm, seed))."""
+    from engine import provenance
+
+    current = provenance.code_version()
+    other = [r for r in finished if ((r["result"] or {}).get("code") or {}).get("source_hash") != current["source_hash"]]
+    if not other or params.get("allow_mixed_code"):
+        return set()
+    if params.get("rerun_other_code"):
+        return {(r["arm"], r["seed"]) for r in other}
+    versions = sorted({provenance.describe((r["result"] or {}).get("code")) for r in other})
+    raise RealcalError(
+        f"{len(other)} finished run(s) of this experiment were made by other code ({'; '.join(versions)}); "
+        f"this code is {provenance.describe(current)}. Redo them (--rerun-other-code), keep them and let the "
+        f"report list the mixed versions (--allow-mixed-code), or give the experiment a new name.")
 
 
 @job_kind("experiment", title="Run an experiment", resumable=True)
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    from engine import provenance
     from engine.train.manifest import build_manifest, train_images
     from engine.train.train import resolve_params as train_params
 
@@ -131,7 +192,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         finished = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
     finally:
         db.close()
-    done = {(r["arm"], r["seed"]) for r in finished}
+    redo = _code_check(finished, params)
+    done = {(r["arm"], r["seed"]) for r in finished} - redo
     seconds: dict[str, list[float]] = {}      # per arm, for the time-left estimate
     for r in finished:
         if (r["result"] or {}).get("seconds") is not None:
@@ -143,6 +205,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
              + [(a, s) for s in cfg["seeds"] for a in cfg["arms"] if a not in gate_arms])
     gate_announced = False
     recipe = cfg["recipe"]
+    protocol = cfg.get("protocol", "auto")
     base_steps: dict[int, int] = {}
     for n, (arm, seed) in enumerate(pairs):
         if not gate_announced and arm not in gate_arms:
@@ -156,25 +219,23 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""), force=True)
         t0 = time.perf_counter()
         real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
-        m = build_manifest(ws, _manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
-                                          cfg.get("anchor_pool")))
+        m = build_manifest(ws, manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
+                                             cfg.get("anchor_pool")))
         n_train = train_images(m["counts"])
         if arm["kind"] == "zero_shot":
             result = _zero_shot(ws, m["id"], recipe, params.get("device", "auto"),
-                                ws.root / "experiments" / f"{exp_id:05d}" / f"zero-shot-seed{seed}.json.gz")
+                                ws.root / "experiments" / f"{exp_id:05d}", seed, protocol)
             run_id = None
         else:
             batches = math.ceil(n_train / int(recipe["batch"]))
             if seed not in base_steps:
-                base_m = build_manifest(ws, _manifest_spec(real_only, seed, cfg.get("anchor_pool")))
-                base_n = train_images(base_m["counts"])
-                base_steps[seed] = int(recipe["epochs"]) * math.ceil(base_n / int(recipe["batch"]))
+                base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
+                base_steps[seed] = int(recipe["epochs"]) * math.ceil(train_images(base_m["counts"]) / int(recipe["batch"]))
             epochs = (max(1, round(base_steps[seed] / batches)) if cfg["step_matching"] else int(recipe["epochs"]))
-            tp = train_params(ws, m["id"], {**{k: v for k, v in recipe.items() if k in ("imgsz", "batch", "lr0",
-                                                                                         "optimizer", "freeze", "mosaic",
-                                                                                         "warmup_epochs", "patience", "nbs",
-                                                                                         "mask_unannotated")},
-                                            "epochs": epochs, "seed": int(seed), "device": params.get("device")})
+            train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
+            tp = train_params(ws, m["id"], {**{k: v for k, v in recipe.items() if k in TRAIN_KEYS},
+                                            "epochs": epochs, "seed": train_seed, "device": params.get("device"),
+                                            "protocol": protocol})
             final = jobs.run_foreground(ws, "train", tp)
             if final["status"] != "done":
                 raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
@@ -183,16 +244,17 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             db = ws.connect()
             try:
                 tr = store_training.run(db, run_id)
-                rows = [dict(r) for r in db.query("SELECT person_id, image_id, oks, pck FROM eval_images "
-                                                  "WHERE run_id = ?", [run_id])]
+                rows = store_training.eval_rows(db, run_id)
             finally:
                 db.close()
             test = dict(tr["metrics"])
             val = test.pop("val", {})
-            result = {"test": test, "val": val, "rows": rows, "epochs": epochs,
-                      "steps": epochs * batches, "test_eval": final["result"].get("test_eval")}
+            plan_steps = epochs * batches // max(round(int(recipe.get("nbs", 64)) / int(recipe["batch"])), 1)
+            result = {"test": test, "val": val, "rows": rows, "epochs": epochs, "steps": plan_steps,
+                      "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
+                      "val_eval": final["result"].get("val_eval")}
         result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
-                       "manifest_hash": m["hash"]})
+                       "manifest_hash": m["hash"], **provenance.record()})
         seconds.setdefault(arm["name"], []).append(result["seconds"])
         done.add((arm["name"], seed))
         db = ws.connect()
@@ -202,17 +264,20 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                                   training_run_id=run_id, status="done", result=result)
         finally:
             db.close()
-    ctx.progress(len(pairs), len(pairs), "paired AP50 bootstrap over test images", force=True)
+    ctx.progress(len(pairs), len(pairs), "two-stage bootstrap over seeds and test images", force=True)
     db = ws.connect()
     try:
         runs = store_training.experiment_runs(db, exp_id)
-        ap50 = ap50_comparisons(runs, n_boot=int(params.get("n_boot", 200)))
-        ap50 += ablation_comparisons(runs, cfg, n_boot=int(params.get("n_boot", 200)))
-        with write_transaction(db):
-            store_training.set_experiment_ap50(db, exp_id, ap50)
-        summary = summarise(runs, cfg, ap50)
     finally:
         db.close()
+    comparisons = compare(runs, cfg, n_boot=int(params.get("n_boot", 1000)))
+    db = ws.connect()
+    try:
+        with write_transaction(db):
+            store_training.set_experiment_ap50(db, exp_id, comparisons)
+    finally:
+        db.close()
+    summary = summarise(runs, cfg, comparisons)
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary}
 
 
@@ -251,127 +316,147 @@ def val_gate(ws: Workspace, exp_id: int) -> str | None:
                "FAILS: real-only is below zero-shot on val; the comparisons will not count"))
 
 
-def _test_evals(runs: list[dict]) -> dict[str, dict[int, str]]:
-    by_arm: dict[str, dict[int, str]] = {}
-    for r in runs:
-        if r["status"] == "done" and r["result"].get("test_eval"):
-            by_arm.setdefault(r["arm"], {})[r["seed"]] = r["result"]["test_eval"]
-    return by_arm
+# ---- comparisons: two-stage bootstrap over seeds and test images -----------------------------------------
 
-
-def _paired_ap50(arm: str, seeds: dict[int, str], baseline: str, base: dict[int, str], n_boot: int) -> dict | None:
-    """``arm`` minus ``baseline`` on test AP50, paired over the same test images and seeds; None without pairs."""
+def _arrays(runs: list[dict]) -> dict[str, dict[str, dict[int, Any]]]:
+    """Per arm and metric, {seed: arrays} for the bootstrap (AP from the stored detections under the run's
+    protocol; PCK and OKS from the per-person rows)."""
     from engine.train.train import load_coco
 
-    pairs = []
-    for seed, path in sorted(seeds.items()):
-        a, b = load_coco(path), load_coco(base.get(seed))
-        if a and b:
-            pairs.append((b["gt"], a["dets"], b["dets"]))
-    if not pairs:
+    out: dict[str, dict[str, dict[int, Any]]] = {}
+    for r in runs:
+        if r.get("status", "done") != "done":
+            continue
+        res = r["result"] or {}
+        coco = load_coco(res.get("test_eval"))
+        if not coco:
+            continue
+        image_ids = [im["id"] for im in coco["gt"]["images"]]
+        arm = out.setdefault(r["arm"], {m: {} for m in METRICS})
+        arm["AP50"][r["seed"]] = stats.MatchArrays.from_coco(coco["gt"], protocols_scored(coco))
+        rows = res.get("rows") or []
+        arm["PCK@0.2"][r["seed"]] = stats.PersonArrays(image_ids, rows, "pck")
+        arm["per-person OKS"][r["seed"]] = stats.PersonArrays(image_ids, rows, "oks")
+    return out
+
+
+def _compare(arrays, arm: str, baseline: str, metric: str, n_boot: int, kind: str) -> dict | None:
+    a, b = arrays.get(arm, {}).get(metric), arrays.get(baseline, {}).get(metric)
+    if not a or not b or not set(a) & set(b):
         return None
     try:
-        res = stats.paired_bootstrap_ap50(pairs, n_boot=n_boot)
+        res = stats.two_stage_bootstrap(a, b, metric, n_boot=n_boot)
     except ValueError:
         return None
-    return {"arm": arm, "baseline": baseline, "metric": "AP50", **res,
-            "verdict": stats.verdict(arm, baseline, "AP50", res["mean_diff"], res["ci"])}
+    return {"kind": kind, "arm": arm, "baseline": baseline, "metric": metric, **res}
 
 
-def ap50_comparisons(runs: list[dict], n_boot: int = 200) -> list[dict]:
-    """AP50 of every arm minus real-only, paired over the same test images (and seeds), bootstrap CI."""
-    by_arm = _test_evals(runs)
-    base = by_arm.get(BASELINE, {})
-    out = []
-    for arm, seeds in by_arm.items():
-        if arm != BASELINE and (c := _paired_ap50(arm, seeds, BASELINE, base, n_boot)):
-            out.append(c)
-    return out
+def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
+    """Every comparison the report states, each a two-stage bootstrap over seeds and test images:
 
-
-def ablation_comparisons(runs: list[dict], cfg: dict, n_boot: int = 200) -> list[dict]:
-    """The curation ablation, paired like ``ap50_comparisons``: every curated (or human-accepted) arm minus
-    each random or unfiltered arm with the same real and synthetic counts."""
-    by_arm = _test_evals(runs)
-    arms = [a for a in cfg.get("arms", []) if a.get("kind", "train") == "train" and a["name"] in by_arm]
+    * ``vs_baseline``: each arm minus real-only on AP50, PCK@0.2 and per-person OKS (Holm across them);
+    * ``ablation``: each curated (or human-accepted) arm minus each random or unfiltered arm with the same
+      real and synthetic counts (AP50 and PCK@0.2);
+    * ``noise_floor``: arms that should not differ — an arm with ``replica`` minus its twin (same data,
+      other training noise), and random minus unfiltered at the same volume (equal in expectation before
+      curation) — the size of difference the benchmark produces by chance."""
+    arrays = _arrays(runs)
+    arms = [a for a in cfg.get("arms", []) if a["name"] in arrays]
     out = []
     for a in arms:
-        if a.get("pool") not in ("curated", "accepted"):
-            continue
-        for b in arms:
-            if b.get("pool") in ("random", "unfiltered") and (b.get("real"), b.get("synthetic")) == (a.get("real"), a.get("synthetic")):
-                if c := _paired_ap50(a["name"], by_arm[a["name"]], b["name"], by_arm[b["name"]], n_boot):
+        if a["name"] != BASELINE:
+            for metric in METRICS:
+                if c := _compare(arrays, a["name"], BASELINE, metric, n_boot, "vs_baseline"):
                     out.append(c)
+    base = [c for c in out if c["kind"] == "vs_baseline"]
+    for c, p in zip(base, stats.holm([c["p"] for c in base]) if base else []):
+        c["p_holm"] = p
+        c["verdict"] = stats.verdict(c["arm"], c["baseline"], c["metric"], c["mean_diff"], c["ci"], p)
+    trained = [a for a in arms if a.get("kind", "train") == "train"]
+    volume = lambda a: (a.get("real"), a.get("synthetic"))  # noqa: E731
+    for a in trained:
+        for b in trained:
+            if a is b or volume(a) != volume(b):
+                continue
+            if a.get("pool") in ("curated", "accepted") and b.get("pool") in ("random", "unfiltered") \
+                    and not a.get("replica") and not b.get("replica"):
+                for metric in ("AP50", "PCK@0.2"):
+                    if c := _compare(arrays, a["name"], b["name"], metric, n_boot, "ablation"):
+                        out.append(c)
+            twin = a.get("replica") and not b.get("replica") and a.get("pool") == b.get("pool")
+            before_curation = (a.get("pool"), b.get("pool")) == ("random", "unfiltered") \
+                and not a.get("replica") and not b.get("replica")
+            if twin or before_curation:
+                for metric in ("AP50", "PCK@0.2"):
+                    if c := _compare(arrays, a["name"], b["name"], metric, n_boot, "noise_floor"):
+                        out.append(c)
+    for c in out:
+        c.setdefault("verdict", stats.verdict(c["arm"], c["baseline"], c["metric"], c["mean_diff"], c["ci"]))
     return out
 
 
-def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> dict[str, Any]:
+def _mean(xs):
+    xs = [x for x in xs if x is not None]
+    return float(np.mean(xs)) if xs else None
+
+
+def summarise(runs: list[dict], cfg: dict, comparisons: list[dict] | None = None) -> dict[str, Any]:
+    """The tables and verdicts of a report. ``comparisons`` from :func:`compare` (stored with the
+    experiment); experiments stored before the two-stage bootstrap are compared again from their files."""
+    from engine import provenance
+
+    if comparisons is None or any("kind" not in c for c in comparisons):
+        comparisons = compare(runs, cfg, n_boot=1000)
     arms: dict[str, dict] = {}
     for r in runs:
-        a = arms.setdefault(r["arm"], {"seeds": [], "AP": [], "AP50": [], "PCK": [], "val_PCK": [], "val_AP50": [],
-                                       "seconds": [], "steps": [], "rows": {}, "joints": []})
+        a = arms.setdefault(r["arm"], {"seeds": [], "AP": [], "AP50": [], "PCK": [], "OKS": [], "val_PCK": [],
+                                       "val_AP50": [], "seconds": [], "steps": [], "joints": []})
         t, v = r["result"]["test"], r["result"]["val"]
         a["seeds"].append(r["seed"])
         a["AP"].append(t.get("AP"))
         a["AP50"].append(t.get("AP50"))
         a["PCK"].append(t.get("PCK@0.2"))
+        a["OKS"].append(t.get("mean OKS"))
         a["val_PCK"].append(v.get("PCK@0.2"))
         a["val_AP50"].append(v.get("AP50"))
         a["seconds"].append(r["result"]["seconds"])
         a["steps"].append(r["result"].get("steps"))
         a["joints"].append(t.get("PCK@0.2 per joint") or {})
-        for row in r["result"]["rows"]:
-            a["rows"].setdefault(row["person_id"], {"oks": [], "pck": []})
-            a["rows"][row["person_id"]]["oks"].append(row["oks"])
-            if row["pck"] is not None:
-                a["rows"][row["person_id"]]["pck"].append(row["pck"])
-
-    def mean(xs):
-        xs = [x for x in xs if x is not None]
-        return float(np.mean(xs)) if xs else None
 
     # arms in the order the config lists them (then any others, e.g. from an older config)
     order = [a["name"] for a in cfg.get("arms", [])]
     names = sorted(arms, key=lambda n: (order.index(n) if n in order else len(order), n))
-    ablation = [c for c in (ap50 or []) if c.get("baseline", BASELINE) != BASELINE]
-    ap50 = [c for c in (ap50 or []) if c.get("baseline", BASELINE) == BASELINE]
-    delta = {c["arm"]: c for c in ap50}
+    vs = {(c["arm"], c["metric"]): c for c in comparisons if c["kind"] == "vs_baseline"}
+
+    def ci_text(c):
+        return f"[{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]" if c and c.get("ci") and all(np.isfinite(c["ci"])) else ""
+
     table = []
     for name in names:
         a = arms[name]
-        d = delta.get(name)
-        table.append({"arm": name, "seeds": len(a["seeds"]), "AP": mean(a["AP"]), "AP50": mean(a["AP50"]),
-                      "AP50 - real-only": d["mean_diff"] if d else None,
-                      "95% CI": (f"[{d['ci'][0]:+.3f}, {d['ci'][1]:+.3f}]" if d and d.get("ci")
-                                 and all(np.isfinite(d["ci"])) else ""),
-                      "PCK@0.2": mean(a["PCK"]), "val AP50": mean(a["val_AP50"]), "val PCK@0.2": mean(a["val_PCK"]),
-                      "steps": mean(a["steps"]), "seconds per run": mean(a["seconds"]),
+        d, dp = vs.get((name, "AP50")), vs.get((name, "PCK@0.2"))
+        table.append({"arm": name, "seeds": len(a["seeds"]), "AP": _mean(a["AP"]), "AP50": _mean(a["AP50"]),
+                      "AP50 - real-only": d["mean_diff"] if d else None, "95% CI": ci_text(d),
+                      "PCK@0.2": _mean(a["PCK"]), "PCK@0.2 - real-only": dp["mean_diff"] if dp else None,
+                      "PCK 95% CI": ci_text(dp), "mean OKS": _mean(a["OKS"]),
+                      "val AP50": _mean(a["val_AP50"]), "val PCK@0.2": _mean(a["val_PCK"]),
+                      "steps": _mean(a["steps"]), "seconds per run": _mean(a["seconds"]),
                       "seconds (all seeds)": float(sum(a["seconds"]))})
-    joint_names = [j for a in arms.values() for d in a["joints"] for j in d]
-    joint_names = list(dict.fromkeys(joint_names))
+    joint_names = list(dict.fromkeys(j for a in arms.values() for d in a["joints"] for j in d))
     per_joint = []
     for j in joint_names:
         row = {"joint": j}
         for name in names:
-            row[name] = mean([d.get(j) for d in arms[name]["joints"]])
+            row[name] = _mean([d.get(j) for d in arms[name]["joints"]])
         if any(row[n] is not None for n in names):
             per_joint.append(row)
-    comparisons = []
-    base = arms.get(BASELINE)
-    if base:
-        for name, a in arms.items():
-            if name == BASELINE:
-                continue
-            for metric in ("oks", "pck"):
-                diffs = [np.mean(a["rows"][pid][metric]) - np.mean(base["rows"][pid][metric])
-                         for pid in base["rows"] if pid in a["rows"] and a["rows"][pid][metric]
-                         and base["rows"][pid][metric]]
-                comparisons.append({"arm": name, "metric": "per-person OKS" if metric == "oks" else "PCK@0.2",
-                                    **stats.paired_permutation(diffs, n_perm=5000)})
-        adjusted = stats.holm([c["p"] for c in comparisons]) if comparisons else []
-        for c, p in zip(comparisons, adjusted):
-            c["p_holm"] = p
-            c["verdict"] = stats.verdict(c["arm"], BASELINE, c["metric"], c["mean_diff"], c["ci"], p)
+    per_seed = []
+    for r in sorted(runs, key=lambda r: (r["seed"], names.index(r["arm"]) if r["arm"] in names else 99)):
+        res = r["result"]
+        per_seed.append({"seed": r["seed"], "arm": r["arm"], "test AP50": res["test"].get("AP50"),
+                         "test PCK@0.2": res["test"].get("PCK@0.2"), "test OKS": res["test"].get("mean OKS"),
+                         "val AP50": res["val"].get("AP50"), "val PCK@0.2": res["val"].get("PCK@0.2"),
+                         "steps": res.get("steps"), "code": provenance.describe(res.get("code"))})
     flags = []
     zs = next((t for t in table if t["arm"] == "zero-shot"), None)
     ro = next((t for t in table if t["arm"] == BASELINE), None)
@@ -379,6 +464,14 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
             and ro["val PCK@0.2"] < zs["val PCK@0.2"] and (ro["val AP50"] or 0) < (zs["val AP50"] or 0):
         flags.append("real-only is below zero-shot on val (AP50 and PCK@0.2): the training recipe is wrong "
                      "for this data; fix it on val before reading any comparison")
+    codes = sorted({provenance.describe(r["result"].get("code")) for r in runs})
+    if len(codes) > 1:
+        flags.append(f"the runs were made by {len(codes)} different code versions: {'; '.join(codes)}")
+    protocols_used = sorted({str((r["result"]["test"] or {}).get("protocol", "teacher ignore regions (before protocols)"))
+                             for r in runs if r["result"]["test"].get("images")})
+    if len(protocols_used) > 1:
+        flags.append(f"the runs were scored under different protocols ({', '.join(protocols_used)}): "
+                     f"their figures do not compare")
     # the val gate per seed: does real-only beat zero-shot on val AP50 or PCK@0.2?
     val_by = {(r["arm"], r["seed"]): r["result"]["val"] for r in runs if r.get("status", "done") == "done"}
     val_gate = []
@@ -391,7 +484,104 @@ def summarise(runs: list[dict], cfg: dict, ap50: list[dict] | None = None) -> di
         val_gate.append({"seed": seed, "real-only val AP50": ro_v.get("AP50"), "zero-shot val AP50": zs_v.get("AP50"),
                          "real-only val PCK@0.2": ro_v.get("PCK@0.2"), "zero-shot val PCK@0.2": zs_v.get("PCK@0.2"),
                          "beats zero-shot on": ", ".join(beats) or "neither"})
-    return {"table": table, "comparisons": comparisons, "flags": flags, "ap50": ap50, "ablation": ablation,
-            "per_joint": per_joint,
-            "val_gate": val_gate,
-            "steps": "matched to real-only" if cfg["step_matching"] else "equal epochs"}
+    sizes = _split_sizes(runs)
+    return {"table": table, "comparisons": [c for c in comparisons if c["kind"] == "vs_baseline"],
+            "ap50": [c for c in comparisons if c["kind"] == "vs_baseline" and c["metric"] == "AP50"],
+            "ablation": [c for c in comparisons if c["kind"] == "ablation"],
+            "noise_floor": [c for c in comparisons if c["kind"] == "noise_floor"],
+            "flags": flags, "per_joint": per_joint, "per_seed": per_seed, "val_gate": val_gate,
+            "protocol": protocols_used[0] if len(protocols_used) == 1 else ", ".join(protocols_used),
+            "codes": codes, "sizes": sizes, "seeds": sorted({r["seed"] for r in runs}),
+            "steps": "matched to real-only" if cfg["step_matching"] else "equal epochs",
+            "headline": headline(table, comparisons, val_gate, protocols_used, sizes)}
+
+
+def _split_sizes(runs: list[dict]) -> dict[str, Any]:
+    test = next((r["result"]["test"] for r in runs if r["result"]["test"].get("images")), {})
+    val = next((r["result"]["val"] for r in runs if (r["result"]["val"] or {}).get("images")), {})
+    real = next((r["result"].get("train_images") for r in runs if r["arm"] == BASELINE), None)
+    return {"real train images (real-only)": real, "val images": val.get("images"), "val persons": val.get("persons"),
+            "test images": test.get("images"), "test persons": test.get("persons")}
+
+
+def headline(table: list[dict], comparisons: list[dict], val_gate: list[dict], protocols_used: list[str],
+             sizes: dict) -> str:
+    """One paragraph: what was compared, the verdict in one sentence, the protocol and the noise floor."""
+    seeds = max((t["seeds"] for t in table), default=0)
+    every = [t["arm"] for t in table]
+    arms = [a for a in every if a not in (BASELINE, "zero-shot")]
+    vs = [c for c in comparisons if c["kind"] == "vs_baseline" and c["arm"] in arms]
+    wins = sorted({c["arm"] for c in vs if c["ci"][0] > 0 and c.get("p_holm", 0) < 0.05})
+    losses = sorted({c["arm"] for c in vs if c["ci"][1] < 0 and c.get("p_holm", 0) < 0.05} - set(wins))
+    if not arms:
+        verdict = "No arm besides real-only and zero-shot was compared."
+    elif wins:
+        verdict = (f"{', '.join(wins)} beat{'s' if len(wins) == 1 else ''} real-only on at least one metric with a "
+                   f"two-stage 95% interval above zero after Holm's correction"
+                   + (f"; {', '.join(losses)} {'is' if len(losses) == 1 else 'are'} worse on at least one." if losses else "."))
+    elif losses:
+        verdict = (f"No arm beats real-only; {', '.join(losses)} {'is' if len(losses) == 1 else 'are'} worse on at "
+                   f"least one metric (interval below zero after Holm's correction).")
+    else:
+        verdict = "No arm differs from real-only beyond the noise: every interval includes zero after Holm's correction."
+    gate = ""
+    if val_gate:
+        n_pass = sum(g["beats zero-shot on"] != "neither" for g in val_gate)
+        gate = f" Real-only beats the untouched model on val in {n_pass} of {len(val_gate)} seeds."
+    floor = [c for c in comparisons if c["kind"] == "noise_floor" and c["metric"] == "AP50"]
+    noise = (" Noise floor (arms equal in expectation): " + "; ".join(
+        f"{c['arm']} - {c['baseline']} {c['mean_diff']:+.3f} AP50 [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+        for c in floor) + ".") if floor else ""
+    return (f"Compared {len(every)} arms ({', '.join(every)}) over {seeds} "
+            f"seed{'s' if seeds != 1 else ''}, {sizes.get('real train images (real-only)')} real train images, "
+            f"scored on {sizes.get('test images')} test images ({sizes.get('test persons')} labelled people) under the "
+            f"{' / '.join(protocols_used) or 'unknown'} protocol. {verdict}{gate}{noise}")
+
+
+def verify(ws: Workspace, name: str, arm: str, seed: int, device: str | None = None, progress=None) -> dict[str, Any]:
+    """Rerun one finished (arm, seed) run of an experiment with its recorded recipe, and return the stored and
+    the new figures side by side (the new run is kept as an ordinary training run; the experiment is not changed)."""
+    from engine import provenance
+    from engine.train.train import resolve_params as train_params
+
+    db = ws.connect()
+    try:
+        exp = store_training.experiment_by_name(db, name)
+        if exp is None:
+            raise RealcalError(f"no experiment named {name!r}")
+        runs = {(r["arm"], r["seed"]): r for r in store_training.experiment_runs(db, exp["id"])}
+        r = runs.get((arm, int(seed)))
+        if r is None or r["status"] != "done":
+            have = ", ".join(f"{a} seed {s}" for a, s in sorted(runs)) or "none"
+            raise RealcalError(f"experiment {name!r} has no finished run for arm {arm!r} seed {seed} (finished: {have})")
+        tr = store_training.run(db, r["training_run_id"]) if r["training_run_id"] else None
+    finally:
+        db.close()
+    cfg = exp["config"]
+    stored = r["result"]
+    if tr is None:        # zero-shot: evaluate the untouched model again
+        new = _zero_shot(ws, r["manifest_id"], cfg["recipe"], device or "auto",
+                         ws.root / "experiments" / f"{exp['id']:05d}" / "verify", int(seed), cfg.get("protocol", "auto"))
+        new_test, new_val = new["test"], new["val"]
+    else:
+        old = tr["config"]
+        overrides = {k: old[k] for k in (*TRAIN_KEYS, "epochs", "seed", "model", "protocol") if k in old}
+        final = jobs.run_foreground(ws, "train", train_params(ws, r["manifest_id"], {**overrides, "device": device}),
+                                    progress)
+        if final["status"] != "done":
+            raise RealcalError(f"the rerun {final['status']}: {(final.get('error') or '').splitlines()[-1:]}")
+        new_test = dict(final["result"]["metrics"])
+        new_val = new_test.pop("val", {})
+    keys = ("AP", "AP50", "PCK@0.2", "mean OKS")
+    rows = []
+    for split, before, after in (("val", stored["val"], new_val), ("test", stored["test"], new_test)):
+        for k in keys:
+            b, a = before.get(k), after.get(k)
+            rows.append({"split": split, "metric": k, "stored": b, "rerun": a,
+                         "difference": (a - b) if a is not None and b is not None else None})
+    diffs = [abs(x["difference"]) for x in rows if x["difference"] is not None]
+    return {"experiment": name, "arm": arm, "seed": int(seed), "rows": rows,
+            "max_abs_difference": max(diffs) if diffs else None, "identical": bool(diffs) and max(diffs) == 0,
+            "stored_code": provenance.describe(stored.get("code")),
+            "current_code": provenance.describe(provenance.code_version()),
+            "stored_machine": stored.get("machine"), "current_machine": provenance.machine()}

@@ -39,12 +39,19 @@ def _html_table(rows: list[dict], keys: list[str]) -> str:
                       for r in rows) + "</table>")
 
 
-def _ap50_line(c: dict) -> str:
+def _comparison_line(c: dict) -> str:
     seeds = c.get("seeds", 0)
-    return f"- {c['verdict']} ({seeds} seed{'' if seeds == 1 else 's'} x {c['n']} test images, {c.get('n_boot')} resamples)"
+    per_seed = ", ".join(f"seed {d['seed']} {d['diff']:+.3f}" for d in c.get("per_seed") or [])
+    return (f"- {c['verdict']} ({seeds} seed{'' if seeds == 1 else 's'} x {c['n']} test images, {c.get('n_boot')} "
+            f"resamples, {c.get('method', 'bootstrap')}" + (f"; per seed: {per_seed}" if per_seed else "") + ")")
+
+
+_ap50_line = _comparison_line
 
 
 def _run_rows(runs: list[dict]) -> list[dict]:
+    from engine import provenance
+
     out = []
     for r in runs:
         res = r["result"]
@@ -52,53 +59,79 @@ def _run_rows(runs: list[dict]) -> list[dict]:
                     "train images": res["train_images"], "steps": res.get("steps"),
                     "test AP50 [95% CI]": f"{_fmt(res['test'].get('AP50'))} {_ci(res['test'].get('AP50_ci'))}".strip(),
                     "test PCK@0.2": res["test"].get("PCK@0.2"), "val AP50": res["val"].get("AP50"),
-                    "val PCK@0.2": res["val"].get("PCK@0.2"), "seconds": res["seconds"]})
+                    "val PCK@0.2": res["val"].get("PCK@0.2"), "seconds": res["seconds"],
+                    "code": provenance.describe(res.get("code"))})
     return out
+
+
+COLS = ["arm", "seeds", "AP", "AP50", "AP50 - real-only", "95% CI", "PCK@0.2", "PCK@0.2 - real-only", "PCK 95% CI",
+        "mean OKS", "val AP50", "val PCK@0.2", "steps", "seconds per run", "seconds (all seeds)"]
+
+
+def _protocol_text(name: str) -> str:
+    from engine.train import protocols
+
+    return f"{name}: {protocols.PROTOCOLS[name]}" if name in protocols.PROTOCOLS else name
 
 
 def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], cost: dict | None = None,
                  extra: dict | None = None) -> dict[str, str]:
+    import time
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     versions = {p: metadata.version(p) for p in ("ultralytics", "torch", "numpy", "pycocotools")}
     machine = f"{platform.machine()}, Python {platform.python_version()}, {platform.platform()}"
-    cols = ["arm", "seeds", "AP", "AP50", "AP50 - real-only", "95% CI", "PCK@0.2", "val AP50", "val PCK@0.2",
-            "steps", "seconds per run", "seconds (all seeds)"]
     run_rows = _run_rows(runs)
     run_keys = list(run_rows[0]) if run_rows else []
     per_joint = summary.get("per_joint") or []
     joint_keys = list(per_joint[0]) if per_joint else []
-    md = [f"# Experiment: {experiment['name']}", "",
-          f"Optimizer steps: **{summary['steps']}**. Test metrics are means over seeds; "
-          f"comparisons with real-only are paired over test people (per-person OKS and PCK@0.2, averaged over "
-          f"seeds), sign-flip permutation tests, Holm-adjusted.", ""]
+    per_seed = summary.get("per_seed") or []
+    seed_keys = list(per_seed[0]) if per_seed else []
+    date = time.strftime("%Y-%m-%d")
+    sizes = summary.get("sizes") or {}
+    codes = summary.get("codes") or []
+    facts = [("Date", date), ("Code", "; ".join(codes) or "n/a"), ("Protocol", _protocol_text(summary.get("protocol", "n/a"))),
+             ("Seeds", ", ".join(map(str, summary.get("seeds") or []))), ("Optimizer steps", summary["steps"]),
+             *[(k[0].upper() + k[1:], v) for k, v in sizes.items()]]
+    md = [f"# Experiment: {experiment['name']}", "", summary.get("headline", ""), ""]
+    md += [f"- {k}: {_fmt(v)}" for k, v in facts] + [""]
     for f in summary["flags"]:
         md += [f"> **Warning:** {f}", ""]
-    md += _md_table(summary["table"], cols)
-    md += ["", "AP50 - real-only: paired bootstrap over the same test images, all seeds together (95% CI). "
-           "Seconds: wall time of the arm's runs (training + evaluation on val and test).", ""]
+    md += _md_table(summary["table"], COLS)
+    md += ["", "Differences with real-only: two-stage bootstrap (seeds with replacement, then the same test images "
+           "for both arms), 95% percentile interval. Seconds: wall time of the arm's runs (training + evaluation on "
+           "val and test).", ""]
     gate = summary.get("val_gate") or []
     if gate:
         n_pass = sum(g["beats zero-shot on"] != "neither" for g in gate)
         md += ["## Val gate", "", f"Comparisons count only when real-only beats zero-shot on val AP50 or PCK@0.2 "
                f"(means over seeds; the warning above says when they do not). Per seed: real-only beats zero-shot "
                f"in {n_pass} of {len(gate)}.", ""] + _md_table(gate, list(gate[0])) + [""]
-    md += ["## Verdicts", "", "AP50 differences: paired bootstrap over the same test images (all seeds together).", ""]
-    md += [_ap50_line(c) for c in summary.get("ap50", [])]
-    if summary.get("ablation"):
-        md += ["", "Curation ablation at matched volume (curated minus random / unfiltered, same real and synthetic "
-               "counts; AP50, paired bootstrap over the same test images):", ""]
-        md += [_ap50_line(c) for c in summary["ablation"]]
-    md += ["", "Per-person OKS and PCK@0.2 (paired permutation test, Holm-adjusted across comparisons):", ""]
-    md += [f"- {c['verdict']} (n = {c['n']}, effect dz = {_fmt(c['effect_dz'])})" for c in summary["comparisons"]]
+    md += ["## Verdicts", "", "Each arm against real-only on test AP50, PCK@0.2 and per-person OKS (Holm-adjusted "
+           "across these comparisons), with each seed's own difference:", ""]
+    md += [_comparison_line(c) for c in summary["comparisons"]]
     if not summary["comparisons"]:
         md.append("- No comparison: the experiment has no arm besides the baseline.")
+    if summary.get("ablation"):
+        md += ["", "Curation ablation at matched volume (curated minus random / unfiltered, same real and synthetic "
+               "counts):", ""]
+        md += [_comparison_line(c) for c in summary["ablation"]]
+    md += ["", "## Noise floor", ""]
+    if summary.get("noise_floor"):
+        md += ["Arms that are equal in expectation (an arm and its replica with other training noise; random and "
+               "unfiltered synthetic images before curation). A difference smaller than these is not a finding:", ""]
+        md += [_comparison_line(c) for c in summary["noise_floor"]]
+    else:
+        md.append("- Not measured: the experiment has no A/A pair (add an arm with `replica: 1`).")
     md += ["", "## Human cost", ""]
     if cost and cost.get("decisions"):
         md.append(f"- Review: {cost['decisions']} decisions, {_fmt(cost.get('seconds_per_accepted_image'))} s "
                   f"per accepted image.")
     else:
         md.append("- No review data.")
+    if per_seed:
+        md += ["", "## Per seed", ""] + _md_table(per_seed, seed_keys)
     if per_joint:
         md += ["", "## Test PCK@0.2 per joint (mean over seeds)", ""] + _md_table(per_joint, joint_keys)
     for title, value in (extra or {}).items():
@@ -114,28 +147,33 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     md += ["## Runs", ""] + _md_table(run_rows, run_keys)
     (out / "report.md").write_text("\n".join(md) + "\n")
 
+    import numpy as np
     import plotly.graph_objects as go
 
     fig = go.Figure()
     for r in summary["table"]:
-        per_seed = [x["result"]["test"].get("AP50") for x in runs if x["arm"] == r["arm"]]
+        per = [x["result"]["test"].get("AP50") for x in runs if x["arm"] == r["arm"]]
+        per = [x for x in per if x is not None]
         fig.add_bar(name=r["arm"], x=[r["arm"]], y=[r["AP50"]],
-                    error_y={"type": "data", "array": [float(__import__("numpy").std(per_seed))]} if len(per_seed) > 1 else None)
+                    error_y={"type": "data", "array": [float(np.std(per))]} if len(per) > 1 else None)
     fig.update_layout(title="Test AP50 per arm (mean over seeds, error bar = SD over seeds)", showlegend=False)
     figs = [fig]
-    deltas = [c for c in summary.get("ap50", []) if c.get("ci") and all(map(_finite, c["ci"]))]
-    if deltas:
+    for metric in ("AP50", "PCK@0.2"):
+        deltas = [c for c in summary["comparisons"] if c["metric"] == metric and c.get("ci") and all(map(_finite, c["ci"]))]
+        if not deltas:
+            continue
         dfig = go.Figure()
         dfig.add_scatter(x=[c["mean_diff"] for c in deltas], y=[c["arm"] for c in deltas], mode="markers",
-                         error_x={"type": "data", "symmetric": False,
-                                  "array": [c["ci"][1] - c["mean_diff"] for c in deltas],
-                                  "arrayminus": [c["mean_diff"] - c["ci"][0] for c in deltas]})
+                         name="all seeds", error_x={"type": "data", "symmetric": False,
+                                                    "array": [c["ci"][1] - c["mean_diff"] for c in deltas],
+                                                    "arrayminus": [c["mean_diff"] - c["ci"][0] for c in deltas]})
+        dfig.add_scatter(x=[d["diff"] for c in deltas for d in c.get("per_seed") or []],
+                         y=[c["arm"] for c in deltas for _ in c.get("per_seed") or []], mode="markers",
+                         marker={"symbol": "line-ns-open", "size": 12}, name="one seed")
         dfig.add_vline(x=0, line_dash="dash")
-        dfig.update_layout(title="Test AP50 minus real-only (paired bootstrap, 95% CI)", showlegend=False,
-                           xaxis_title="AP50 difference", height=140 + 40 * len(deltas),
-                           margin={"l": 170})
+        dfig.update_layout(title=f"Test {metric} minus real-only (two-stage bootstrap, 95% CI; ticks: single seeds)",
+                           xaxis_title=f"{metric} difference", height=160 + 40 * len(deltas), margin={"l": 170})
         figs.append(dfig)
-    table_html = _html_table(summary["table"], cols)
 
     def html_extra(title: str, value: Any) -> str:
         head = f"<h2>{html.escape(title[0].upper() + title[1:])}</h2>"
@@ -145,25 +183,33 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
             return head + "<ul>" + "".join(f"<li>{html.escape(str(k))}: {html.escape(_fmt(v))}</li>"
                                            for k, v in value.items()) + "</ul>"
         return head + f"<pre>{html.escape(json.dumps(value, indent=2, default=str))}</pre>"
+
+    def items(cs: list[dict]) -> list[str]:
+        return [f"<li>{html.escape(_comparison_line(c)[2:])}</li>" for c in cs]
+
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>realcal experiment</title>",
-            "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px}</style></head><body>",
+            "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:4px 8px}.summary{font-size:1.1em;background:#f4f6fa;padding:1em}"
+            "</style></head><body>",
             f"<h1>Experiment: {html.escape(experiment['name'])}</h1>",
-            f"<p>Optimizer steps: {html.escape(summary['steps'])}.</p>"]
+            f"<p class='summary'>{html.escape(summary.get('headline', ''))}</p>",
+            "<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(_fmt(v))}</li>" for k, v in facts) + "</ul>"]
     page += [f"<p><b>Warning:</b> {html.escape(f)}</p>" for f in summary["flags"]]
-    page += [table_html]
+    page += [_html_table(summary["table"], COLS)]
     if gate:
         page += ["<h2>Val gate</h2><p>Comparisons count only when real-only beats zero-shot on val AP50 or "
                  "PCK@0.2 (means over seeds).</p>", _html_table(gate, list(gate[0]))]
-    page += ["<h2>Verdicts</h2><ul>"] + [f"<li>{html.escape(c['verdict'])} (AP50, paired bootstrap over test images)</li>"
-                                                     for c in summary.get("ap50", [])]
-    page += [f"<li>{html.escape(c['verdict'])} (curation ablation at matched volume: AP50, paired bootstrap)</li>"
-             for c in summary.get("ablation", [])]
-    page += [f"<li>{html.escape(c['verdict'])}</li>" for c in summary["comparisons"]]
-    page += ["</ul>", *[f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)],
-             *([html_extra("Test PCK@0.2 per joint (mean over seeds)", per_joint)] if per_joint else []),
+    page += ["<h2>Verdicts</h2><ul>", *items(summary["comparisons"]), "</ul>"]
+    if summary.get("ablation"):
+        page += ["<h3>Curation ablation at matched volume</h3><ul>", *items(summary["ablation"]), "</ul>"]
+    page += ["<h2>Noise floor</h2>", ("<ul>" + "".join(items(summary["noise_floor"])) + "</ul>"
+                                       if summary.get("noise_floor") else "<p>Not measured (no A/A pair).</p>")]
+    page += [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
+    if per_seed:
+        page += ["<details><summary>Per seed</summary>", _html_table(per_seed, seed_keys), "</details>"]
+    page += [*([html_extra("Test PCK@0.2 per joint (mean over seeds)", per_joint)] if per_joint else []),
              *[html_extra(t, v) for t, v in (extra or {}).items()],
-             "<h2>Runs</h2>", _html_table(run_rows, run_keys),
+             "<details><summary>Runs</summary>", _html_table(run_rows, run_keys), "</details>",
              f"<h2>Configuration</h2><pre>{html.escape(json.dumps(experiment['config'], indent=2))}</pre>",
              f"<p>Machine: {html.escape(machine)}<br>Versions: {html.escape(json.dumps(versions))}</p></body></html>"]
     (out / "report.html").write_text("\n".join(page))
@@ -191,6 +237,16 @@ def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=Non
     finally:
         db.close()
     summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
+    if exp.get("ap50_comparisons") is None or any("kind" not in c for c in exp["ap50_comparisons"]):
+        from store.db import write_transaction
+
+        comparisons = summary["comparisons"] + summary["ablation"] + summary["noise_floor"]
+        db = ws.connect()
+        try:
+            with write_transaction(db):
+                store_training.set_experiment_ap50(db, exp["id"], comparisons)
+        finally:
+            db.close()
     extra = extra_fn(exp) if extra_fn else None
     paths = write_report(out, exp, summary, runs, cost, extra=extra)
     return {**paths, "experiment": exp, "runs": runs, "summary": summary}

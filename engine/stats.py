@@ -1,10 +1,11 @@
-"""Honest statistics for experiments: bootstrap CIs of COCO AP, paired permutation tests, Holm.
+"""Honest statistics for experiments: AP under resampling, two-stage bootstrap, Holm, plain verdicts.
 
-* ``bootstrap_ap``: resample test images with replacement and re-run COCOeval's ``accumulate``
-  on each resample (per-image matching is computed once by ``evaluate`` and re-indexed), giving a
-  95 % percentile interval for AP and AP50.
-* ``paired_permutation``: per-image differences (arm minus baseline, e.g. OKS or PCK, averaged
-  over seeds) tested by random sign flips; two-sided p-value with the +1 correction.
+* ``MatchArrays``: one run's COCO keypoint matches as arrays; AP and AP50 under any image weights
+  (a bootstrap resample) without re-running COCOeval (equal to COCOeval at unit weights).
+* ``bootstrap_ap``: one run's AP and AP50 with 95 % intervals over test images.
+* ``two_stage_bootstrap``: a difference between two arms, averaged over seeds, with an interval
+  that resamples seeds and then test images (paired: the same images for both arms), each seed's
+  own difference beside it, and a bootstrap p-value.
 * ``holm``: Holm's step-down adjustment across comparisons.
 * ``verdict``: plain words that say "no evidence of a gain" when the interval includes zero.
 """
@@ -17,113 +18,183 @@ from typing import Sequence
 import numpy as np
 
 
-def _ap_from_eval(ev) -> tuple[float, float]:
+def ap_from_eval(ev) -> tuple[float, float, float]:
+    """AP (OKS 0.50:0.95), AP50 and AP75 from an accumulated COCOeval (area 'all', maxDets 20)."""
     prec = ev.eval["precision"][:, :, :, 0, -1]        # [T, R, K] at area 'all', maxDets 20
     ap = prec[prec > -1].mean() if (prec > -1).any() else 0.0
-    p50 = prec[0]
-    ap50 = p50[p50 > -1].mean() if (p50 > -1).any() else 0.0
-    return float(ap), float(ap50)
+    out = [float(ap)]
+    for t in (0, 5):                                   # thresholds 0.50 and 0.75
+        p = prec[t]
+        out.append(float(p[p > -1].mean()) if (p > -1).any() else 0.0)
+    return out[0], out[1], out[2]
 
 
-def coco_eval(gt: dict, dets: list[dict]):
+def coco_eval(gt: dict, dets: list[dict], accumulate: bool = True):
+    """COCOeval (keypoints) on copies of ``gt`` and ``dets`` (pycocotools rewrites what it loads)."""
+    import copy
+
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO()
-        coco.dataset = gt
+        coco.dataset = copy.deepcopy(gt)
         coco.createIndex()
-        ev = COCOeval(coco, coco.loadRes(dets) if dets else COCO(), "keypoints")
+        ev = COCOeval(coco, coco.loadRes([dict(d) for d in dets]) if dets else COCO(), "keypoints")
         ev.evaluate()
-        ev.accumulate()
+        if accumulate:
+            ev.accumulate()
     return ev
 
 
 def bootstrap_ap(gt: dict, dets: list[dict], n_boot: int = 1000, seed: int = 0) -> dict[str, float]:
-    """AP and AP50 with 95 % bootstrap intervals over test images."""
-    ev = coco_eval(gt, dets)
-    ap, ap50 = _ap_from_eval(ev)
-    pe = ev._paramsEval
-    img_ids = list(pe.imgIds)
-    n_img, n_area, n_cat = len(img_ids), len(pe.areaRng), len(pe.catIds) if pe.useCats else 1
-    base = list(ev.evalImgs)
+    """AP and AP50 of one run with 95 % bootstrap intervals over test images (no seed variance: one run)."""
+    arr = MatchArrays.from_coco(gt, dets)
+    ap, ap50 = arr.ap(np.ones(arr.n_images))
     rng = np.random.default_rng(seed)
-    aps, ap50s = [], []
-    with contextlib.redirect_stdout(io.StringIO()):
-        for _ in range(n_boot):
-            pick = rng.integers(0, n_img, n_img)
-            ev.evalImgs = [base[k * n_area * n_img + a * n_img + i]
-                           for k in range(n_cat) for a in range(n_area) for i in pick]
-            ids = [img_ids[i] for i in pick]
-            ev._paramsEval.imgIds = ids
-            ev.params.imgIds = ids
-            ev.accumulate()
-            a, a50 = _ap_from_eval(ev)
-            aps.append(a)
-            ap50s.append(a50)
-    return {"AP": ap, "AP_ci": [float(np.percentile(aps, 2.5)), float(np.percentile(aps, 97.5))],
-            "AP50": ap50, "AP50_ci": [float(np.percentile(ap50s, 2.5)), float(np.percentile(ap50s, 97.5))],
-            "n_boot": n_boot, "images": n_img}
+    boot = np.array([arr.ap(rng.multinomial(arr.n_images, np.full(arr.n_images, 1 / arr.n_images)))
+                     for _ in range(n_boot)])
+    return {"AP": ap, "AP_ci": [float(np.percentile(boot[:, 0], 2.5)), float(np.percentile(boot[:, 0], 97.5))],
+            "AP50": ap50, "AP50_ci": [float(np.percentile(boot[:, 1], 2.5)), float(np.percentile(boot[:, 1], 97.5))],
+            "n_boot": n_boot, "images": arr.n_images}
 
 
-def _per_image_evals(gt: dict, dets: list[dict]):
-    ev = coco_eval(gt, dets)
-    pe = ev._paramsEval
-    return ev, list(pe.imgIds), len(pe.areaRng), len(pe.catIds) if pe.useCats else 1, list(ev.evalImgs)
+class MatchArrays:
+    """One run's COCO matches as arrays, so that AP under any image weights (a bootstrap resample:
+    how many times each image is drawn) is a weighted cumulative sum instead of a COCOeval run.
+
+    With unit weights ``ap`` equals COCOeval's ``accumulate`` exactly (101 recall points, precision
+    made monotone, area 'all', maxDets 20); with integer weights it equals COCOeval on the resampled
+    image list (up to the order of detections with identical scores)."""
+
+    REC_THRS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
+
+    def __init__(self, image_ids, det_img, tps, fps, n_gt):
+        self.image_ids = list(image_ids)
+        self.n_images = len(self.image_ids)
+        self.det_img, self.tps, self.fps, self.n_gt = det_img, tps, fps, n_gt
+
+    @classmethod
+    def from_coco(cls, gt: dict, dets: list[dict]) -> "MatchArrays":
+        image_ids = [im["id"] for im in gt["images"]]
+        if not dets:
+            n_gt = np.zeros(len(image_ids))
+            for a in gt["annotations"]:
+                if not a.get("iscrowd") and a.get("num_keypoints", 0) > 0:
+                    n_gt[image_ids.index(a["image_id"])] += 1
+            return cls(image_ids, np.zeros(0, int), np.zeros((10, 0), bool), np.zeros((10, 0), bool), n_gt)
+        ev = coco_eval(gt, dets, accumulate=False)
+        pe = ev._paramsEval
+        order = list(pe.imgIds)                        # COCOeval sorts image ids
+        pos = {i: k for k, i in enumerate(image_ids)}
+        n_img, max_det = len(order), pe.maxDets[-1]
+        scores, img, dtm, dtig = [], [], [], []
+        n_gt = np.zeros(len(image_ids))
+        for i, image_id in enumerate(order):
+            e = ev.evalImgs[i]                         # category 0, area 'all' come first
+            if e is None:
+                continue
+            n_gt[pos[image_id]] = int(np.count_nonzero(np.asarray(e["gtIgnore"]) == 0))
+            s = np.asarray(e["dtScores"][:max_det])
+            scores.append(s)
+            img.append(np.full(len(s), pos[image_id]))
+            dtm.append(np.asarray(e["dtMatches"])[:, :max_det])
+            dtig.append(np.asarray(e["dtIgnore"])[:, :max_det])
+        assert n_img == len(image_ids)
+        scores = np.concatenate(scores) if scores else np.zeros(0)
+        inds = np.argsort(-scores, kind="mergesort")
+        m = np.concatenate(dtm, axis=1)[:, inds] if dtm else np.zeros((10, 0))
+        ig = np.concatenate(dtig, axis=1)[:, inds].astype(bool) if dtig else np.zeros((10, 0), bool)
+        matched = m.astype(bool)
+        return cls(image_ids, np.concatenate(img)[inds] if img else np.zeros(0, int),
+                   matched & ~ig, ~matched & ~ig, n_gt)
+
+    def ap(self, weights: np.ndarray) -> tuple[float, float]:
+        """(AP, AP50) with each image counted ``weights[i]`` times."""
+        npig = float(np.dot(weights, self.n_gt))
+        if npig <= 0:
+            return 0.0, 0.0
+        if self.det_img.size == 0:
+            return 0.0, 0.0
+        wd = weights[self.det_img]
+        tp = np.cumsum(self.tps * wd, axis=1)
+        fp = np.cumsum(self.fps * wd, axis=1)
+        rc = tp / npig
+        pr = tp / (fp + tp + np.spacing(1))
+        pr = np.maximum.accumulate(pr[:, ::-1], axis=1)[:, ::-1]
+        q = np.zeros((len(rc), len(self.REC_THRS)))
+        for t in range(len(rc)):
+            idx = np.searchsorted(rc[t], self.REC_THRS, side="left")
+            ok = idx < rc.shape[1]
+            q[t, ok] = pr[t, idx[ok]]
+        return float(q.mean()), float(q[0].mean())
 
 
-def _ap50_on(ev, base, img_ids, n_area, n_cat, pick) -> float:
-    n_img = len(img_ids)
-    ev.evalImgs = [base[k * n_area * n_img + a * n_img + i] for k in range(n_cat) for a in range(n_area) for i in pick]
-    ids = [img_ids[i] for i in pick]
-    ev._paramsEval.imgIds = ids
-    ev.params.imgIds = ids
-    ev.accumulate()
-    return _ap_from_eval(ev)[1]
+class PersonArrays:
+    """Per-person values (PCK@0.2 or OKS) of one run, indexed by the image each person is in."""
+
+    def __init__(self, image_ids: list[int], rows: list[dict], key: str):
+        pos = {i: k for k, i in enumerate(image_ids)}
+        keep = [r for r in rows if r.get(key) is not None and r["image_id"] in pos]
+        self.person_ids = [r["person_id"] for r in keep]
+        self.img = np.array([pos[r["image_id"]] for r in keep], dtype=int)
+        self.values = np.array([float(r[key]) for r in keep])
+
+    def mean(self, weights: np.ndarray) -> float:
+        w = weights[self.img]
+        return float(np.dot(w, self.values) / w.sum()) if w.sum() > 0 else float("nan")
 
 
-def paired_bootstrap_ap50(pairs: Sequence[tuple[dict, list[dict], list[dict]]], n_boot: int = 200,
-                          seed: int = 0) -> dict[str, float]:
-    """AP50(arm) - AP50(baseline), averaged over seeds, with a 95 % interval from resampling the
-    *same* test images for both arms and every seed (``pairs``: one (gt, arm dets, baseline dets) per
-    seed, all on the same test images)."""
-    runs = []
-    for gt, dets_a, dets_b in pairs:
-        a, b = _per_image_evals(gt, dets_a), _per_image_evals(gt, dets_b)
-        if a[1] != b[1] or (runs and runs[0][0][1] != a[1]):
-            raise ValueError("paired AP50 needs the same test images in every run")
-        runs.append((a, b))
-    if not runs:
-        return {"mean_diff": float("nan"), "ci": [float("nan"), float("nan")], "n": 0}
-    n_img = len(runs[0][0][1])
-    full = np.arange(n_img)
-    with contextlib.redirect_stdout(io.StringIO()):
-        obs = float(np.mean([_ap50_on(a[0], a[4], a[1], a[2], a[3], full) - _ap50_on(b[0], b[4], b[1], b[2], b[3], full)
-                             for a, b in runs]))
-        rng = np.random.default_rng(seed)
-        boot = []
-        for _ in range(n_boot):
-            pick = rng.integers(0, n_img, n_img)
-            boot.append(np.mean([_ap50_on(a[0], a[4], a[1], a[2], a[3], pick) - _ap50_on(b[0], b[4], b[1], b[2], b[3], pick)
-                                 for a, b in runs]))
-    return {"mean_diff": obs, "ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "n": n_img, "seeds": len(runs), "n_boot": n_boot}
+def _metric_fn(metric: str):
+    if metric == "AP50":
+        return lambda arr, w: arr.ap(w)[1]
+    if metric == "AP":
+        return lambda arr, w: arr.ap(w)[0]
+    return lambda arr, w: arr.mean(w)
 
 
-def paired_permutation(diffs: Sequence[float], n_perm: int = 10000, seed: int = 0) -> dict[str, float]:
-    d = np.asarray([x for x in diffs if x is not None and np.isfinite(x)], dtype=float)
-    if len(d) == 0:
-        return {"mean_diff": float("nan"), "p": float("nan"), "n": 0, "effect_dz": float("nan")}
-    obs = d.mean()
+def two_stage_bootstrap(arm: dict[int, Any], baseline: dict[int, Any], metric: str, n_boot: int = 1000,
+                        seed: int = 0) -> dict[str, Any]:
+    """``metric(arm) - metric(baseline)``, averaged over seeds, with a 95 % interval that holds both sources
+    of variance: each resample draws the seeds with replacement (anchor draw, synthetic sample and
+    training noise), then the test images with replacement (the same images for both arms and every
+    seed: the comparison stays paired). ``arm``/``baseline``: {seed: MatchArrays or PersonArrays} on the
+    same test images. Also returns each seed's own difference with an image-only interval, and a
+    two-sided bootstrap p-value (for Holm's correction). With one seed the interval has no seed stage.
+    """
+    fn = _metric_fn(metric)
+    seeds = sorted(set(arm) & set(baseline))
+    if not seeds:
+        return {"mean_diff": float("nan"), "ci": [float("nan"), float("nan")], "p": float("nan"), "n": 0,
+                "seeds": 0, "per_seed": [], "n_boot": n_boot}
+    ids = {tuple(x.image_ids) if hasattr(x, "image_ids") else None for s in seeds for x in (arm[s], baseline[s])}
+    ids.discard(None)
+    if len(ids) > 1:
+        raise ValueError("a paired comparison needs the same test images in every run")
+    n_img = len(next(iter(ids))) if ids else max(int(x.img.max()) + 1 if len(x.img) else 0
+                                                 for s in seeds for x in (arm[s], baseline[s]))
+    ones = np.ones(n_img)
+    per_seed_obs = {s: fn(arm[s], ones) - fn(baseline[s], ones) for s in seeds}
+    obs = float(np.mean(list(per_seed_obs.values())))
     rng = np.random.default_rng(seed)
-    signs = rng.choice([-1.0, 1.0], size=(n_perm, len(d)))
-    perm = (signs * d).mean(axis=1)
-    p = (np.sum(np.abs(perm) >= abs(obs) - 1e-12) + 1) / (n_perm + 1)
-    sd = d.std(ddof=1) if len(d) > 1 else float("nan")
-    boot = d[rng.integers(0, len(d), (2000, len(d)))].mean(axis=1)
-    return {"mean_diff": float(obs), "p": float(p), "n": int(len(d)),
-            "ci": [float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))],
-            "effect_dz": float(obs / sd) if sd and np.isfinite(sd) and sd > 0 else float("nan")}
+    p_img = np.full(n_img, 1.0 / n_img)
+    boot, per_seed_boot = np.empty(n_boot), {s: np.empty(n_boot) for s in seeds}
+    for b in range(n_boot):
+        w = rng.multinomial(n_img, p_img).astype(float)
+        d = {s: fn(arm[s], w) - fn(baseline[s], w) for s in seeds}
+        for s in seeds:
+            per_seed_boot[s][b] = d[s]
+        drawn = rng.choice(seeds, size=len(seeds), replace=True) if len(seeds) > 1 else seeds
+        boot[b] = np.mean([d[s] for s in drawn])
+    lo, hi = (float(np.percentile(boot, q)) for q in (2.5, 97.5))
+    p = min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0))) if obs != 0 or lo != hi else 1.0
+    p = max(float(p), 1.0 / n_boot)
+    return {"mean_diff": obs, "ci": [lo, hi], "p": p, "n": n_img, "seeds": len(seeds), "n_boot": n_boot,
+            "method": ("two-stage bootstrap: seeds, then test images" if len(seeds) > 1
+                       else "bootstrap over test images (one seed: no seed variance)"),
+            "per_seed": [{"seed": int(s), "diff": float(per_seed_obs[s]),
+                          "ci": [float(np.percentile(per_seed_boot[s], 2.5)),
+                                 float(np.percentile(per_seed_boot[s], 97.5))]} for s in seeds]}
 
 
 def holm(pvalues: Sequence[float]) -> list[float]:

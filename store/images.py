@@ -205,3 +205,15 @@ def images_with_ids(db: sqlite_utils.Database, ids: Sequence[int]) -> list[dict[
         out += [dict(r) for r in db.query(
             f"SELECT * FROM images WHERE id IN ({', '.join('?' for _ in chunk)}) ORDER BY id", chunk)]
     return out
+
+
+def batch_formats(db: sqlite_utils.Database, image_ids: Sequence[int]) -> set[str]:
+    """The formats of the batches these images were imported or made in (``lsp``, ``coco``, ...)."""
+    ids = list(image_ids)
+    out: set[str] = set()
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        out |= {r["format"] for r in db.query(
+            f"SELECT DISTINCT b.format FROM images i JOIN batches b ON b.id = i.batch_id WHERE i.id IN "
+            f"({', '.join('?' for _ in chunk)})", chunk) if r["format"]}
+    return out

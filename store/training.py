@@ -99,6 +99,12 @@ def put_eval_rows(db: sqlite_utils.Database, run_id: int, rows: Sequence[dict]) 
                                                   json.dumps(r["pck_joints"])])
 
 
+def eval_rows(db: sqlite_utils.Database, run_id: int) -> list[dict]:
+    """The per-person test rows of a run (person, image, OKS, PCK@0.2)."""
+    return [dict(r) for r in db.query("SELECT person_id, image_id, oks, pck FROM eval_images WHERE run_id = ? "
+                                      "ORDER BY person_id", [run_id])]
+
+
 def run(db: sqlite_utils.Database, run_id: int) -> dict | None:
     rows = list(db.query("SELECT * FROM training_runs WHERE id = ?", [run_id]))
     if not rows:

@@ -77,10 +77,78 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     md = (tmp_path / "rep/report.md").read_text()
     assert "matched to real-only" in md and "| real-only |" in md and "No review data" in md
     assert "## Val gate" in md and "## Test PCK@0.2 per joint" in md and "| joint | zero-shot | real-only | mixed |" in md
-    assert md.count("| mixed | ") == 2 + 1                    # summary row + one row per seed
+    assert md.count("| mixed | ") == 1 + 2 + 2                # summary row, the per-seed table, the runs table
+    assert "## Per seed" in md and "## Noise floor" in md and md.splitlines()[2].startswith("Compared 3 arms")
+    assert "- Protocol: coco:" in md                           # the COCO sample is the test split
     page = (tmp_path / "rep/report.html").read_text()
-    assert page.startswith("<!doctype html>") and "<h2>Runs</h2>" in page and "per joint" in page
-    assert page.count("<table>") >= 3                            # arms, per joint, runs
+    assert page.startswith("<!doctype html>") and "Runs</summary>" in page and "per joint" in page
+    assert page.count("<table>") >= 4                            # arms, per seed, per joint, runs
+    # every run names the code, packages, machine and manifest that made it
+    db = ews.connect()
+    try:
+        for r in store_training.experiment_runs(db, exp_id):
+            assert r["result"]["code"]["source_hash"] and r["result"]["versions"]["ultralytics"]
+            assert r["result"]["machine"]["cpu"] and len(r["result"]["manifest_hash"]) == 64
+            if r["training_run_id"]:
+                tr = store_training.run(db, r["training_run_id"])
+                assert tr["config"]["code"] == r["result"]["code"] and tr["config"]["manifest_hash"]
+                assert tr["metrics"]["protocol"] == "coco" and tr["metrics"]["val"]["protocol"] == "annotated_person"
+    finally:
+        db.close()
+
+
+def test_runs_of_other_code_are_refused_kept_or_redone(ews):
+    cfg = resolve({**CONFIG, "name": "code", "seeds": [0]})
+    assert jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})["status"] == "done"
+    db = ews.connect()
+    try:
+        exp_id = store_training.experiment_by_name(db, "code")["id"]
+        r = next(r for r in store_training.experiment_runs(db, exp_id) if r["arm"] == "real-only")
+        r["result"]["code"] = {"source_hash": "0ld", "commit": "deadbeef", "dirty": True}
+        store_training.put_experiment_run(db, exp_id, "real-only", 0, manifest_id=r["manifest_id"],
+                                          training_run_id=r["training_run_id"], status="done", result=r["result"])
+        db.conn.commit()
+        n_runs = db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0]
+    finally:
+        db.close()
+    refused = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
+    assert refused["status"] == "failed" and "made by other code (deadbeef (dirty), source 0ld)" in refused["error"]
+    kept = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "allow_mixed_code": True})
+    assert kept["status"] == "done"
+    assert any("2 different code versions" in f for f in kept["result"]["summary"]["flags"])
+    redone = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "rerun_other_code": True})
+    assert redone["status"] == "done" and not any("code versions" in f for f in redone["result"]["summary"]["flags"])
+    db = ews.connect()
+    try:
+        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs + 1   # only that run
+    finally:
+        db.close()
+
+
+def test_verify_reruns_a_finished_run_and_the_teacher_plays_no_part_in_scores(ews, monkeypatch):
+    cfg = resolve({**CONFIG, "name": "verify", "seeds": [0],
+                   "arms": [{"name": "real-only", "real": 8}]})
+    assert jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})["status"] == "done"
+    r = CliRunner().invoke(main, ["-w", str(ews.root), "experiment", "verify", "verify", "--arm", "real-only",
+                                  "--seed", "0", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "identical" in r.output and "test  AP50" in r.output
+    # The zero-shot arm's scores do not depend on the teacher that finds unannotated people (used only to mask
+    # training images): with that teacher unavailable, scoring it again gives the same figures.
+    import engine.train.evaluate as ev
+
+    def no_teacher(*a, **k):
+        raise AssertionError("evaluation consulted the teacher")
+
+    monkeypatch.setattr(ev, "unannotated_regions", no_teacher)
+    r = CliRunner().invoke(main, ["-w", str(ews.root), "experiment", "verify", "verify", "--arm", "zero-shot",
+                                  "--seed", "0", "--json"])
+    assert r.exit_code == 0, r.output
+    res = __import__("json").loads(r.output)
+    assert res["identical"] and res["max_abs_difference"] == 0
+    r = CliRunner().invoke(main, ["-w", str(ews.root), "experiment", "verify", "verify", "--arm", "mixed",
+                                  "--seed", "0"])
+    assert r.exit_code != 0 and "no finished run for arm 'mixed'" in r.output
 
 
 def test_bad_experiment_files():
@@ -100,6 +168,13 @@ def test_bad_experiment_files():
         with pytest.raises(RealcalError, match="nbs \\(nominal batch size\\) must be within 1..4096"):
             resolve({"arms": arms, "recipe": {"nbs": bad}})
     assert resolve({"arms": arms, "recipe": {"nbs": 8}})["recipe"]["nbs"] == 8
+    with pytest.raises(RealcalError, match="unknown evaluation protocol 'teacher'"):
+        resolve({"arms": arms, "protocol": "teacher"})
+    with pytest.raises(RealcalError, match="replica must be a whole number"):
+        resolve({"arms": [*arms, {"name": "aa", "real": 5, "replica": -1}]})
+    with pytest.raises(RealcalError, match="two arms are named"):
+        resolve({"arms": [*arms, {"name": "real-only", "real": 4}]})
+    assert resolve({"arms": arms})["seeds"] == [0, 1, 2, 3, 4] and resolve({"arms": arms})["protocol"] == "auto"
 
 
 def test_results_page_shows_the_experiment(ews, monkeypatch):

@@ -17,25 +17,74 @@ def experiment() -> None:
 @click.argument("config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@click.option("--allow-mixed-code", is_flag=True,
+              help="Keep finished runs made by other code (the report lists the versions).")
+@click.option("--rerun-other-code", is_flag=True, help="Redo finished runs made by other code.")
+@click.option("--n-boot", type=click.IntRange(100, 100_000), default=1000, show_default=True,
+              help="Bootstrap resamples for the intervals.")
 @pass_state
-def experiment_run(state: State, config_path, device, background) -> None:
-    """Run (or resume) the experiment described in a YAML file."""
+def experiment_run(state: State, config_path, device, background, allow_mixed_code, rerun_other_code, n_boot) -> None:
+    """Run (or resume) the experiment described in a YAML file.
+
+    Finished runs are kept only when the same code made them; runs made by other code stop the
+    experiment unless --allow-mixed-code or --rerun-other-code is given."""
     from engine.cli.generate import _load_config
     from engine.cli.jobs import run_or_queue
     from engine.experiment import resolve
 
+    if allow_mixed_code and rerun_other_code:
+        raise click.UsageError("choose one of --allow-mixed-code and --rerun-other-code")
     ws = state.workspace()
     cfg = resolve(_load_config(config_path))
-    final = run_or_queue(ws, "experiment", {"config": cfg, "device": device}, background, "experiment")
+    final = run_or_queue(ws, "experiment", {"config": cfg, "device": device, "allow_mixed_code": allow_mixed_code,
+                                            "rerun_other_code": rerun_other_code, "n_boot": n_boot},
+                         background, "experiment")
     if final:
         s = final["result"]["summary"]
         for row in s["table"]:
             click.echo(f"{row['arm']:<20} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
                        f"({row['seeds']} seeds)")
-        for c in s["ap50"] + s["comparisons"]:
+        click.echo(s["headline"])
+        for c in s["comparisons"] + s["noise_floor"]:
             click.echo(f"  {c['verdict']}")
         for f in s["flags"]:
             click.echo(f"  WARNING: {f}")
+
+
+@experiment.command("verify")
+@click.argument("name")
+@click.option("--arm", required=True, help="The arm to rerun, e.g. real-only.")
+@click.option("--seed", type=int, required=True)
+@click.option("--device", help="auto, cpu, cuda or cuda:N.")
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@pass_state
+def experiment_verify(state: State, name, arm, seed, device, as_json) -> None:
+    """Rerun one finished run of experiment NAME and print how its figures differ from the stored ones.
+
+    Exits 0 when the rerun matches exactly, 1 when any figure differs."""
+    import json
+
+    from engine.cli.jobs import job_progress_bar
+    from engine.experiment import verify
+
+    res = verify(state.workspace(), name, arm, seed, device, job_progress_bar(f"verify {arm} seed {seed}"))
+    if as_json:
+        click.echo(json.dumps(res, indent=2, default=str))
+    else:
+        click.echo(f"{name}: {arm} seed {seed}")
+        click.echo(f"  stored run's code: {res['stored_code']}")
+        click.echo(f"  this code:         {res['current_code']}")
+        click.echo(f"  {'split':<5} {'metric':<9} {'stored':>8} {'rerun':>8} {'difference':>11}")
+        for r in res["rows"]:
+            if r["stored"] is None and r["rerun"] is None:
+                continue
+            f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+            d = "n/a" if r["difference"] is None else f"{r['difference']:+.4f}"
+            click.echo(f"  {r['split']:<5} {r['metric']:<9} {f(r['stored']):>8} {f(r['rerun']):>8} {d:>11}")
+        click.echo("identical" if res["identical"] else
+                   f"differs: largest difference {res['max_abs_difference']:.4f}" if res["max_abs_difference"] is not None
+                   else "nothing to compare")
+    raise SystemExit(0 if res["identical"] else 1)
 
 
 @main.command()

@@ -1,20 +1,18 @@
-"""Evaluation on the real test split: COCO OKS AP/AP50 (pycocotools), per-person OKS and PCK@0.2.
+"""Evaluation on labelled real images: COCO OKS AP/AP50/AP75 (pycocotools), per-person OKS and PCK@0.2.
 
-Choice for images with unannotated people (LSP-style data annotates one person): people the
-pretrained teacher finds (confidence >= 0.5) whose box overlaps no annotated person (IoU < 0.3)
-are added to the ground truth as **ignore (crowd) regions**, so COCO AP does not count a model
-that finds them as wrong; their number is reported. In training (``mask_unannotated``, on by
-default) the same regions are filled with the image's mean colour in the exported real train
-images, so the model is never taught that a visible person is background. Per-person OKS and PCK use the
-best-matching prediction for each annotated person and ignore every other detection.
+How detections are scored is an *evaluation protocol* (``engine.train.protocols``): ``coco`` for
+fully-labelled data, ``annotated_person`` for data that labels one person per image (LSP/LSPET).
+No model decides what is ignored: the rule reads only the labels and the detections being scored,
+so the untouched pretrained model and every fine-tuned arm are treated alike.
+
+``unannotated_regions`` (people the pretrained teacher finds that nobody labelled) is used for
+*training* only: with ``mask_unannotated`` those regions are filled with the image's mean colour
+in the exported real train images, so the model is never taught that a visible person is
+background. It plays no part in any score.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Any
-
-import numpy as np
 
 from engine import media, poses
 
@@ -64,26 +62,16 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
     return out
 
 
-def add_ignore_regions(gt: dict, regions: dict[int, list[list[float]]]) -> int:
-    """Append crowd (ignore) annotations; returns how many were added."""
-    n = 0
-    for image_id, boxes in regions.items():
-        for b in boxes:
-            n += 1
-            gt["annotations"].append({"id": 10 ** 9 + n, "image_id": image_id, "category_id": 1,
-                                      "keypoints": [0] * 51, "num_keypoints": 0, "bbox": b,
-                                      "area": poses.bbox_area_scale(b), "iscrowd": 1})
-    return n
-
-
 def evaluate(model, ws, images: list[dict], persons: dict[int, list[dict]], *, imgsz: int, device: str,
-             conf: float = 0.001, ignore_regions: dict[int, list[list[float]]] | None = None
-             ) -> tuple[dict[str, Any], list[dict]]:
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
+             protocol: str, conf: float = 0.001) -> tuple[dict[str, Any], list[dict]]:
+    """Run ``model`` on the images and score it under ``protocol`` (``coco``, ``annotated_person`` or
+    ``auto``: by the images' import format). Returns the metrics (with ``_coco``: the ground truth
+    and every detection, kept for paired intervals and re-scoring; dropped before storing) and the
+    per-person rows."""
+    from engine.train import protocols
 
     gt = {"images": [], "annotations": [], "categories": [poses.coco_category()]}
-    dets, rows = [], []
+    dets = []
     for im in images:
         gt["images"].append({"id": im["id"], "width": im["width"], "height": im["height"]})
         for p in persons[im["id"]]:
@@ -95,45 +83,29 @@ def evaluate(model, ws, images: list[dict], persons: dict[int, list[dict]], *, i
         chunk = images[start:start + 16]
         paths = [str(ws.path(media.image_relpath(im["sha256"], im["ext"]))) for im in chunk]
         for im, r in zip(chunk, model.predict(paths, imgsz=imgsz, conf=conf, device=device, verbose=False)):
-            kps = r.keypoints.data.cpu().numpy() if r.keypoints is not None and len(r.boxes) else np.zeros((0, 17, 3))
-            scores = r.boxes.conf.cpu().numpy() if r.boxes is not None else np.zeros(0)
-            for k, s in zip(kps, scores):
+            n = len(r.boxes) if r.boxes is not None else 0
+            if r.keypoints is None or not n:
+                continue
+            kps = r.keypoints.data.cpu().numpy()
+            scores = r.boxes.conf.cpu().numpy()
+            boxes = r.boxes.xyxy.cpu().numpy()
+            for k, s, b in zip(kps, scores, boxes):
                 dets.append({"image_id": im["id"], "category_id": 1, "score": float(s),
-                             "keypoints": [float(v) for v in k.reshape(-1)]})
-            for p in persons[im["id"]]:
-                if p["num_keypoints"] == 0 or p["iscrowd"]:
-                    continue
-                g = poses.as_keypoints(p["keypoints"])
-                if len(kps):
-                    o = poses.oks_matrix(g[None], kps, [p["area"]])[0]
-                    best = int(np.nanargmax(o))
-                    oks, pred = float(o[best]), kps[best]
-                else:
-                    oks, pred = 0.0, None
-                per_joint = poses.pck_per_joint(g, pred, 0.2)
-                rows.append({"image_id": im["id"], "person_id": p["id"], "oks": oks,
-                             "pck": float(np.nanmean(per_joint)) if np.isfinite(per_joint).any() else None,
-                             "pck_joints": [None if np.isnan(v) else int(v) for v in per_joint]})
-    n_ignore = add_ignore_regions(gt, ignore_regions or {})
-    metrics: dict[str, Any] = {"images": len(images), "persons": len(rows), "detections": len(dets),
-                               "ignore_regions": n_ignore}
-    metrics["_coco"] = {"gt": gt, "dets": dets}  # kept for bootstrap intervals; dropped before storing
-    if dets and gt["annotations"]:
-        with contextlib.redirect_stdout(io.StringIO()):
-            coco = COCO()
-            coco.dataset = gt
-            coco.createIndex()
-            ev = COCOeval(coco, coco.loadRes(dets), "keypoints")
-            ev.evaluate()
-            ev.accumulate()
-            ev.summarize()
-        metrics.update({"AP": float(ev.stats[0]), "AP50": float(ev.stats[1]), "AP75": float(ev.stats[2])})
-    else:
-        metrics.update({"AP": 0.0, "AP50": 0.0, "AP75": 0.0})
-    pcks = [r["pck"] for r in rows if r["pck"] is not None]
-    metrics["PCK@0.2"] = float(np.mean(pcks)) if pcks else None
-    joints = np.array([[np.nan if v is None else v for v in r["pck_joints"]] for r in rows]) if rows else np.zeros((0, 17))
-    metrics["PCK@0.2 per joint"] = {name: (None if not np.isfinite(joints[:, j]).any() else round(float(np.nanmean(joints[:, j])), 4))
-                                    for j, name in enumerate(poses.KEYPOINT_NAMES)} if len(rows) else {}
-    metrics["mean OKS"] = float(np.mean([r["oks"] for r in rows])) if rows else None
+                             "keypoints": [float(v) for v in k.reshape(-1)],
+                             "box": [float(b[0]), float(b[1]), float(b[2] - b[0]), float(b[3] - b[1])]})
+    if protocol == "auto":
+        protocol = protocols.for_formats(ws_formats(ws, [im["id"] for im in images]))
+    metrics, rows = protocols.score(gt, dets, protocol)
+    metrics["_coco"] = {"gt": gt, "dets": dets, "protocol": protocol}
     return metrics, rows
+
+
+def ws_formats(ws, image_ids: list[int]) -> set[str]:
+    """The import formats (batch formats) of these images."""
+    from store import images as store_images
+
+    db = ws.connect()
+    try:
+        return store_images.batch_formats(db, image_ids)
+    finally:
+        db.close()

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import csv
 import math
-import platform
 import warnings
-from importlib import metadata
 from typing import Any
 
 from engine import assets, config
@@ -119,10 +117,14 @@ def freeze_layers(model, value: Any) -> int | list:
 
 
 def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    unknown = set(overrides or {}) - set(RECIPE) - {"device"}
+    from engine.train import protocols
+
+    unknown = set(overrides or {}) - set(RECIPE) - {"device", "protocol"}
     if unknown:
-        raise RealcalError(f"unknown training option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE)}, device")
-    params = {**RECIPE, **{k: v for k, v in (overrides or {}).items() if v is not None}}
+        raise RealcalError(f"unknown training option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE)}, "
+                           f"device, protocol")
+    params = {**RECIPE, "protocol": "auto", **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    protocols.check(params["protocol"])
     db = ws.connect()
     try:
         if store_training.manifest(db, manifest_id) is None:
@@ -137,8 +139,6 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
     m = str(params["model"])
     params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
     params["manifest_id"] = manifest_id
-    params["versions"] = {p: metadata.version(p) for p in ("ultralytics", "torch", "numpy")}
-    params["python"] = platform.python_version()
     return params
 
 
@@ -149,9 +149,14 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine.train.evaluate import evaluate
     from engine.train.manifest import export_yolo
 
+    from engine import provenance
+
     ws = ctx.ws
     db = ws.connect()
     try:
+        # what made this run, recorded where it trains (a queued job may run under other code than queued it)
+        params = {**params, **provenance.record(),
+                  "manifest_hash": (store_training.manifest(db, params["manifest_id"]) or {}).get("hash")}
         with write_transaction(db):
             store_training.mark_interrupted(db)
             run_id = store_training.create_run(db, ctx.job_id, params["manifest_id"], params)
@@ -220,22 +225,20 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         db.close()
     ctx.progress(epochs, epochs, f"evaluating on {len(splits['val'][0])} val and {len(splits['test'][0])} test images",
                  force=True)
-    from engine.train.evaluate import unannotated_regions
-
     trained = YOLO(str(best), task="pose")
     # a split the manifest does not have is not scored (e.g. a val-only recipe check never touches test)
-    ignore = {s: unannotated_regions(ws, *splits[s], device=device) for s in ("val", "test") if splits[s][0]}
+    protocol = params.get("protocol", "auto")
     val_metrics: dict[str, Any] = {"images": 0}
     if splits["val"][0]:
         val_metrics, _ = evaluate(trained, ws, *splits["val"], imgsz=int(params["imgsz"]), device=device,
-                                  ignore_regions=ignore["val"])
-        val_metrics.pop("_coco", None)
+                                  protocol=protocol)
+        save_coco(run_dir / "val_eval.json.gz", val_metrics.pop("_coco"))
     metrics: dict[str, Any] = {"images": 0}
     rows: list[dict] = []
     test_eval = None
     if splits["test"][0]:
         metrics, rows = evaluate(trained, ws, *splits["test"], imgsz=int(params["imgsz"]), device=device,
-                                 ignore_regions=ignore["test"])
+                                 protocol=protocol)
         coco = metrics.pop("_coco")
         test_eval = run_dir / "test_eval.json.gz"
         save_coco(test_eval, coco)
@@ -254,7 +257,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     return {"run_id": run_id, "weights": str(best), "metrics": metrics, "epochs": len(curves),
-            "test_eval": str(test_eval) if test_eval else None}
+            "test_eval": str(test_eval) if test_eval else None,
+            "val_eval": str(run_dir / "val_eval.json.gz") if splits["val"][0] else None}
 
 
 def export_model(ws: Workspace, run_id: int, fmt: str = "pt") -> "Path":
