@@ -79,16 +79,21 @@ def _parse_freeze(value):
 @click.option("--seed", type=int)
 @click.option("--model", help="Asset name, .pt path or model .yaml (default yolo11n-pose).")
 @click.option("--device")
+@click.option("--protocol", type=click.Choice(["auto", "coco", "annotated_person"]),
+              help="Evaluation protocol (default auto: annotated_person for LSP imports, else coco).")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished run's result as JSON.")
 @pass_state
-def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, seed, model, device, background) -> None:
+def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, seed, model, device, protocol,
+          background, as_json) -> None:
     """Fine-tune YOLO-pose on a manifest (low-data recipe by default); score the test split once."""
     from engine.cli.jobs import run_or_queue
     from engine.train.train import resolve_params
 
     ws = state.workspace()
     params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
-                                              "freeze": freeze, "seed": seed, "model": model, "device": device})
+                                              "freeze": freeze, "seed": seed, "model": model, "device": device,
+                                              "protocol": protocol})
     from engine.train.train import manifest_step_plan
     from store import training as store_training
 
@@ -102,7 +107,11 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
     if plan["warning"]:
         click.echo(f"warning: {plan['warning']}", err=True)
     final = run_or_queue(ws, "train", params, background, "train")
-    if final:
+    if final and as_json:
+        import json
+
+        click.echo(json.dumps(final["result"], default=str))
+    elif final:
         r = final["result"]
         m = r["metrics"]
         scored = m if m.get("AP50") is not None else m.get("val", {})
