@@ -155,13 +155,17 @@ with tab_train:
                                      help="First N layers (10), a comma list of layers (0,1,23.cv2), or "
                                           "keypoint-branch: train only the pose head's keypoint branch")
             mosaic = c[3].number_input("Mosaic", 0.0, 1.0, float(RECIPE["mosaic"]))
-            c = st.columns([1, 2, 1])
+            c = st.columns([1, 2, 1, 1])
             nbs = c[0].number_input("Nominal batch (nbs)", 1, 4096, int(RECIPE["nbs"]),
                                     help="One optimizer step every round(nbs / batch) batches; set it to the batch "
                                          "size for a step per batch (Ultralytics' default is 64)")
             model = c[1].text_input("Model", RECIPE["model"], help="yolo11n-pose (pretrained), a .pt path, "
                                     "or a model .yaml to train from scratch")
             device = c[2].selectbox("Device", ["auto", "cpu", "cuda"])
+            protocol = c[3].selectbox("Evaluation protocol", ["auto", "annotated_person", "coco"],
+                                      help="annotated_person: for data that labels one person per image (LSP/LSPET); "
+                                           "detections of unlabelled people neither count nor cost. coco: every "
+                                           "detection counts. auto: annotated_person for LSP imports, else coco.")
             go_train = st.form_submit_button("Queue training", type="primary")
         if go_train:
             from engine.train.train import manifest_step_plan, parse_freeze, resolve_params
@@ -170,7 +174,7 @@ with tab_train:
                 params = resolve_params(ws, int(mid), {
                     "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
                     "lr0": float(lr0), "nbs": int(nbs), "optimizer": optimizer, "freeze": parse_freeze(freeze), "mosaic": float(mosaic),
-                    "model": model.strip(), "device": device})
+                    "model": model.strip(), "device": device, "protocol": protocol})
                 queue("train", params)
                 plan = manifest_step_plan(next(m["counts"] for m in manifests if m["id"] == mid), params)
                 st.caption(plan["text"])
@@ -190,6 +194,8 @@ with tab_models:
             "test AP": (r["metrics"] or {}).get("AP"), "test AP50": (r["metrics"] or {}).get("AP50"),
             "test PCK@0.2": (r["metrics"] or {}).get("PCK@0.2"),
             "val AP50": ((r["metrics"] or {}).get("val") or {}).get("AP50"),
+            "protocol": (r["metrics"] or {}).get("protocol") or ((r["metrics"] or {}).get("val") or {}).get("protocol"),
+            "code": ((r["config"] or {}).get("code") or {}).get("commit"),
             "created": r["created_at"][:19]} for r in runs]), hide_index=True, width="stretch")
     if done:
         rid = st.selectbox("Run", [r["id"] for r in done])

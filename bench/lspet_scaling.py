@@ -8,7 +8,7 @@ imported). Each (N, seed) is kept in ``<workspace>/scaling.jsonl`` as it finishe
 resumes where it stopped. The difference from zero-shot at each N is a two-stage bootstrap over the
 seeds and the val images (``engine.stats.two_stage_bootstrap``).
 
-    python bench/lspet_scaling.py                         # sizes 25 50 100 200 300, seeds 0 1 2
+    python bench/lspet_scaling.py                         # sizes 25 50 100 200 300, seeds 0 1 2 (in that order)
     python bench/lspet_scaling.py --sizes 50 100 --seeds 0 1 2 3 4 --max-minutes 120
     python bench/lspet_scaling.py --report-only           # statistics and report from what has finished
 
@@ -90,7 +90,6 @@ def main() -> None:
     results_path = args.workspace / "scaling.jsonl"
     done = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
     key = lambda r: (r["n"], r["seed"], json.dumps(r["recipe"], sort_keys=True), r["protocol"])  # noqa: E731
-    have = {key(r) for r in done}
     zs_path = args.workspace / f"zero-shot-val-{protocol}.json.gz"
     t_start = time.perf_counter()
 
@@ -113,8 +112,9 @@ def main() -> None:
         save_coco(zs_path, {**coco, "rows": rows, "metrics": metrics})
         log(f"zero-shot val: AP50 {metrics['AP50']:.3f}  PCK@0.2 {metrics['PCK@0.2']:.3f}")
 
-    for n in sorted(args.sizes):
-        for seed in args.seeds:
+    # every size for one seed before the next seed: a partial run still draws the whole curve
+    for seed in args.seeds:
+        for n in args.sizes:
             if args.report_only:
                 break
             if any(key(r) == (n, seed, json.dumps(recipe, sort_keys=True), protocol) for r in done):
@@ -230,7 +230,6 @@ def main() -> None:
         for r in sorted(rows, key=lambda r: (r["n"], r["seed"])):
             w.writerow([r["n"], r["seed"], r["AP50"], r["AP"], r["PCK@0.2"], r["mean OKS"], r["seconds"],
                         provenance.describe(r.get("code"))])
-    import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     fig = make_subplots(rows=1, cols=2, subplot_titles=("val AP50", "val PCK@0.2"))

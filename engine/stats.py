@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
