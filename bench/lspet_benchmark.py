@@ -21,6 +21,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from _paths import bench_dir  # noqa: E402
 # offline unless told otherwise (as `make` sets it): no hub retries for weights that are not here
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
                ("YOLO_AUTOINSTALL", "False")):
@@ -69,7 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one seed, fewer arms, 20 epochs (< 30 min on 2 CPU cores)")
     ap.add_argument("--config", type=Path, help="experiment YAML (default: experiments/lspet_lowdata[_quick].yaml)")
-    ap.add_argument("--workspace", type=Path, help="default: .cache/benchmark/<experiment name>")
+    ap.add_argument("--workspace", type=Path, help="default: ~/.cache/realcal/benchmark/<experiment name> "
+                    "(REALCAL_BENCH_DIR), outside the checkout so a run resumes in a later session")
     ap.add_argument("--out", type=Path, help="report folder (default: the config's benchmark.report)")
     ap.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--fresh", action="store_true", help="delete the benchmark workspace first")
@@ -82,7 +85,7 @@ def main() -> None:
     if not (dataset / "joints.mat").exists():
         sys.exit(f"LSPET not found at {dataset} (expected joints.mat and images/); see ../shared/data/README.md")
     split_dir = ROOT / bench.get("split_dir", "experiments/lspet_split")
-    ws_root = args.workspace or ROOT / ".cache" / "benchmark" / config["name"]
+    ws_root = args.workspace or bench_dir() / config["name"]
     out = args.out or ROOT / bench.get("report", f"docs/results/{config['name']}")
     if args.fresh and ws_root.exists():
         shutil.rmtree(ws_root)

@@ -12,9 +12,12 @@ the labelled person):
 * batch-norm statistics: the fine-tuned weights with the pretrained running means/variances put
   back, and the pretrained weights with the fine-tuned statistics (batch 8 on 100 people moves
   them: does that alone cost PCK?);
-* where the weights moved: relative change per part (backbone, neck, box/class/keypoint branches).
+* where the weights moved: relative change per part (backbone, neck, box/class/keypoint branches);
+* the convention alone: the untouched model's val predictions shifted by the median per-joint offset
+  (in torso lengths) it makes on the run's **train** anchors — what learning LSP's joint placement,
+  and nothing else, would be worth.
 
-    python bench/lspet_diagnose.py --workspace .cache/benchmark/lspet-recipe [--run ID] [--out DIR]
+    python bench/lspet_diagnose.py --workspace ~/.cache/realcal/benchmark/lspet-recipe [--run ID] [--out DIR]
 
 Prints the tables and writes ``diagnosis.json`` (and ``diagnosis.md`` with ``--out``).
 """
@@ -147,8 +150,10 @@ def swap_bn_stats(target, source):
 
 
 def main() -> None:
+    import numpy as np
     from ultralytics import YOLO
 
+    from engine import poses
     from engine import assets, config as rc_config
     from engine.train.evaluate import evaluate
     from engine.train.train import split_items
@@ -195,6 +200,31 @@ def main() -> None:
               f"recall {s['recall']:.3f}  box IoU {s['mean box IoU'] or 0:.3f}  "
               f"L/R swaps {s['left/right swaps (share of limb pairs)'] or 0:.3f}", flush=True)
     report["weight change (relative L2)"] = weight_change(pre.model, ft.model)
+    # the convention alone: median offsets of the untouched model on the train anchors, applied on val
+    db = ws.connect()
+    try:
+        train = split_items(db, m, "train")
+    finally:
+        db.close()
+    tm, _ = evaluate(pre, ws, *train, imgsz=imgsz, device=dev, protocol="annotated_person")
+    offsets = {}
+    for name in LIMB_JOINTS:
+        j = poses.KP[name]
+        errs = [(p["pred"][j, :2] - p["gt"][j, :2]) / p["torso"] for p in per_person(tm["_coco"]["gt"], tm["_coco"]["dets"])
+                if p["pred"] is not None and p["gt"][j, 2] > 0 and np.isfinite(p["torso"])]
+        offsets[j] = np.median(np.array(errs), axis=0) if errs else np.zeros(2)
+    vm, _ = evaluate(pre, ws, *val, imgsz=imgsz, device=dev, protocol="annotated_person")
+    shifted = per_person(vm["_coco"]["gt"], vm["_coco"]["dets"])
+    for p in shifted:
+        if p["pred"] is not None and np.isfinite(p["torso"]):
+            p["pred"] = p["pred"].copy()
+            for j, o in offsets.items():
+                p["pred"][j, :2] -= o * p["torso"]
+    s = summarise(shifted)
+    report["zero-shot shifted by its train-anchor median offsets"] = s
+    print(f"{'zero-shot shifted by train median offsets':<40} PCK@0.2 (12 limb joints) {s['PCK@0.2 (12 limb joints)']:.3f} "
+          f"vs {report['variants'][list(report['variants'])[0]]['PCK@0.2 (12 limb joints)']:.3f} unshifted "
+          f"(the gold label's torso is used to scale the shift: an upper bound on a learned offset)", flush=True)
     names = list(report["variants"])
     zs, tuned = report["variants"][names[0]], report["variants"][names[1]]
     lines = ["| joint | PCK@0.2 zero-shot / fine-tuned | PCK@0.1 zero-shot / fine-tuned | median error zero-shot / "
@@ -217,6 +247,11 @@ def main() -> None:
             md.append(f"| {name} | {s['AP50']:.3f} | {s['AP']:.3f} | {s['PCK@0.2']:.3f} | {s['recall']:.3f} | "
                       f"{s['mean score']:.3f} | {s['mean box IoU']:.3f} | {s['left/right swaps (share of limb pairs)']:.3f} |")
         md += ["", "Per joint (errors in torso lengths, x right, y down):", ""] + lines
+        sh = report["zero-shot shifted by its train-anchor median offsets"]
+        md += ["", f"Zero-shot shifted by the median per-joint offsets it makes on the train anchors: PCK@0.2 over the 12 "
+               f"limb joints {sh['PCK@0.2 (12 limb joints)']:.3f} (unshifted "
+               f"{report['variants'][names[0]]['PCK@0.2 (12 limb joints)']:.3f}, fine-tuned "
+               f"{report['variants'][names[1]]['PCK@0.2 (12 limb joints)']:.3f})."]
         md += ["", "Relative weight change per part: " + ", ".join(
             f"{k} {v:.4f}" for k, v in report["weight change (relative L2)"].items()), ""]
         (args.out / f"diagnosis-run{run['id']}.md").write_text("\n".join(md) + "\n")

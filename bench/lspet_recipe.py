@@ -22,6 +22,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from _paths import bench_dir  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "True")
 
@@ -70,7 +72,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "experiments" / "lspet_lowdata.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="recipe override (YAML value)")
     ap.add_argument("--seeds", type=int, nargs="+", help="default: the config's seeds")
-    ap.add_argument("--workspace", type=Path, default=ROOT / ".cache" / "benchmark" / "lspet-recipe")
+    ap.add_argument("--workspace", type=Path, default=bench_dir() / "lspet-recipe")
     ap.add_argument("--device", default=None)
     ap.add_argument("--list", action="store_true", help="print every check so far and stop")
     args = ap.parse_args()

@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+from _paths import bench_dir  # noqa: E402
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
                ("YOLO_AUTOINSTALL", "False")):
     os.environ.setdefault(_k, _v)
@@ -52,7 +54,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "experiments" / "lspet_lowdata.yaml")
     ap.add_argument("--sizes", type=int, nargs="+", default=[25, 50, 100, 200, 300])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--workspace", type=Path, default=ROOT / ".cache" / "benchmark" / "lspet-scaling")
+    ap.add_argument("--workspace", type=Path, default=bench_dir() / "lspet-scaling")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "lspet-scaling")
     ap.add_argument("--device", default=None)
     ap.add_argument("--max-minutes", type=float, help="start no new run after this many minutes")

@@ -8,7 +8,7 @@ For every finished run of an experiment (its test detections are kept in ``test_
 * **coco**: plain pycocotools OKS-AP, every detection counts;
 * **annotated_person**: the protocol for one-person-per-image data (``engine.train.protocols``).
 
-    python bench/protocol_compare.py --workspace .cache/benchmark/lspet-lowdata-quick [--experiment NAME]
+    python bench/protocol_compare.py --workspace ~/.cache/realcal/benchmark/lspet-lowdata-quick [--experiment NAME]
 
 Prints a table (means over seeds) and writes it as JSON beside the workspace's database.
 """

@@ -10,7 +10,7 @@ first run's (largest absolute difference over every tensor; 0 means bit-identica
 * ``load``: the same as plain, with two busy processes beside it (as when a benchmark shares the
   machine with a test run).
 
-    python bench/train_determinism.py --workspace .cache/benchmark/lspet-recipe --epochs 3
+    python bench/train_determinism.py --workspace ~/.cache/realcal/benchmark/lspet-recipe --epochs 3
     python bench/train_determinism.py --workspace W --manifest 1 --epochs 40 --conditions plain load
 
 The workspace needs a manifest with train and val images (``bench/lspet_recipe.py`` makes one; the

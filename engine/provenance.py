@@ -1,9 +1,9 @@
 """What made a result: the code version, package versions and the machine, recorded with every run.
 
-``code_version()`` names the code by a hash of realcal's own source files (``engine/``, ``store/``,
-``app_pages/``, ``ui/``, ``app.py``) — the identity that decides whether two runs were made by the
-same code, with or without git — plus the git commit and a dirty flag where the source is a git
-checkout (for people: which commit to check out). Computed once per process.
+``code_version()`` names the code by a hash of the source files that compute results (``engine/`` and
+``store/``; the app's pages cannot change a figure) — the identity that decides whether two runs were
+made by the same code, with or without git — plus the git commit and a dirty flag where the source is
+a git checkout (for people: which commit to check out). Computed once per process.
 """
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-SOURCE_DIRS = ("engine", "store", "app_pages", "ui")
+SOURCE_DIRS = ("engine", "store")
 PACKAGES = ("ultralytics", "torch", "numpy", "pycocotools", "opencv-python", "scipy")
 
 
 def _source_files() -> list[Path]:
-    files = [ROOT / "app.py"] if (ROOT / "app.py").exists() else []
+    files = []
     for d in SOURCE_DIRS:
         files += sorted((ROOT / d).rglob("*.py"))
     return [f for f in files if "__pycache__" not in f.parts]
@@ -45,7 +45,7 @@ def code_version() -> dict[str, Any]:
     commit = _git("rev-parse", "HEAD")
     dirty = None
     if commit:
-        status = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_DIRS, "app.py")
+        status = _git("status", "--porcelain", "--untracked-files=no", "--", *SOURCE_DIRS)
         dirty = bool(status) if status is not None else None
     return {"source_hash": h.hexdigest()[:16], "commit": commit[:12] if commit else None, "dirty": dirty}
 

@@ -232,7 +232,8 @@ def test_experiment_resumes_after_the_worker_is_killed(ews):
     assert run_worker(ews, once=True, log=lambda m: None) == 1
     db = ews.connect()
     try:
-        assert db.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()[0] == "done"
+        status, error = db.execute("SELECT status, error FROM jobs WHERE id = ?", [job_id]).fetchone()
+        assert status == "done", error
         runs = store_training.experiment_runs(db, store_training.experiment_by_name(db, "killed")["id"])
         assert len(runs) == 6 and all(r["status"] == "done" for r in runs)
         pairs = [(r["arm"], r["seed"]) for r in runs]
