@@ -91,7 +91,11 @@ def main() -> None:
     real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
     results_path = args.workspace / "scaling.jsonl"
     done = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
-    key = lambda r: (r["n"], r["seed"], json.dumps(r["recipe"], sort_keys=True), r["protocol"])  # noqa: E731
+    from engine.train.train import RECIPE
+
+    defaults = {k: v for k, v in RECIPE.items() if k != "model"}
+    norm = lambda rec: json.dumps({**defaults, **rec}, sort_keys=True)  # noqa: E731  (recipes from older code)
+    key = lambda r: (r["n"], r["seed"], norm(r["recipe"]), r["protocol"])  # noqa: E731
     zs_path = args.workspace / f"zero-shot-val-{protocol}.json.gz"
     t_start = time.perf_counter()
 
@@ -119,7 +123,7 @@ def main() -> None:
         for n in args.sizes:
             if args.report_only:
                 break
-            if any(key(r) == (n, seed, json.dumps(recipe, sort_keys=True), protocol) for r in done):
+            if any(key(r) == (n, seed, norm(recipe), protocol) for r in done):
                 continue
             if args.max_minutes and (time.perf_counter() - t_start) / 60 > args.max_minutes:
                 log(f"--max-minutes {args.max_minutes} reached; rerun to continue")
@@ -155,7 +159,7 @@ def main() -> None:
     if not zs_path.exists():
         sys.exit("no zero-shot evaluation yet")
     zs = load_coco(zs_path)
-    rows = [r for r in done if r["protocol"] == protocol and r["recipe"] == recipe]
+    rows = [r for r in done if r["protocol"] == protocol and norm(r["recipe"]) == norm(recipe)]
     if not rows:
         sys.exit("no finished run for this recipe and protocol yet")
     image_ids = [im["id"] for im in zs["gt"]["images"]]

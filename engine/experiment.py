@@ -45,14 +45,14 @@ from store.db import write_transaction
 
 BASELINE = "real-only"
 TRAIN_KEYS = ("imgsz", "batch", "lr0", "optimizer", "freeze", "mosaic", "warmup_epochs", "patience", "nbs",
-              "mask_unannotated")
+              "mask_unannotated", "bn_stats")
 METRICS = ("AP50", "PCK@0.2", "per-person OKS")
 DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     from engine.train import protocols
-    from engine.train.train import RECIPE, check_freeze, check_nbs
+    from engine.train.train import RECIPE, check_bn_stats, check_freeze, check_nbs
 
     if not isinstance(config, dict) or not config.get("arms"):
         raise RealcalError("an experiment file needs a list of arms")
@@ -61,6 +61,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         raise RealcalError(f"unknown recipe option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE)}")
     check_freeze((config.get("recipe") or {}).get("freeze", RECIPE["freeze"]))
     check_nbs((config.get("recipe") or {}).get("nbs", RECIPE["nbs"]))
+    check_bn_stats((config.get("recipe") or {}).get("bn_stats", RECIPE["bn_stats"]))
     cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
            "recipe": {**{k: v for k, v in RECIPE.items() if k != "model"}, **(config.get("recipe") or {})},
            "step_matching": bool(config.get("step_matching", True)), "arms": [],

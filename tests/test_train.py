@@ -220,3 +220,31 @@ def test_keypoint_branch_recipe_on_a_val_only_workspace(ws, lspet):
         resolve_params(ws, m["id"], {"freeze": "everything"})
     with pytest.raises(RealcalError, match="nbs"):
         resolve_params(ws, m["id"], {"nbs": 0})
+
+
+def test_frozen_batchnorm_statistics_stay_pretrained_while_weights_train(ws, lspet):
+    """bn_stats: frozen keeps every BatchNorm's running mean/variance at the pretrained values (small-batch
+    fine-tuning); the convolutions and the BatchNorm scale/shift still train. The default moves them."""
+    import torch
+    from ultralytics import YOLO
+
+    from engine.train.train import resolve_params
+
+    run_import(ws, parse("lsp", lspet), limit=16, split="train")
+    run_import(ws, parse("lsp", lspet), ids=[f"im{i:05d}.jpg" for i in range(100, 104)], split="val")
+    m = build_manifest(ws, {"real_train": {"count": 16, "seed": 0}})
+    moved = {}
+    for bn in ("frozen", "train"):
+        params = resolve_params(ws, m["id"], {"epochs": 1, "imgsz": 96, "batch": 8, "device": "cpu", "freeze": 0,
+                                              "lr0": 0.001, "nbs": 8, "bn_stats": bn})
+        final = jobs.run_foreground(ws, "train", params)
+        assert final["status"] == "done", final["error"]
+        before = YOLO(params["weights"], task="pose").model.state_dict()
+        after = YOLO(final["result"]["weights"], task="pose").model.state_dict()
+        stats_keys = [k for k in before if k.endswith(("running_mean", "running_var"))]
+        moved[bn] = [k for k in stats_keys if not torch.allclose(before[k].float(), after[k].float())]
+        conv = [k for k in before if k.endswith("conv.weight")]
+        assert any(not torch.allclose(before[k].float(), after[k].float()) for k in conv)   # weights trained
+    assert moved["frozen"] == [] and moved["train"]
+    with pytest.raises(RealcalError, match="bn_stats must be one of"):
+        resolve_params(ws, m["id"], {"bn_stats": "off"})

@@ -26,7 +26,9 @@ RECIPE: dict[str, Any] = {
     "mosaic": 0.0, "warmup_epochs": 0.0, "seed": 0, "patience": 100,
     "nbs": 64,                   # Ultralytics' nominal batch: one optimizer step every round(nbs / batch) batches
     "mask_unannotated": True,    # fill people the teacher finds but nobody labelled in real train images
+    "bn_stats": "train",         # "frozen": BatchNorm keeps the pretrained running statistics (small batches)
 }
+BN_STATS = ("train", "frozen")
 
 
 FREEZE_PRESETS = {
@@ -62,6 +64,22 @@ def check_nbs(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()) \
             or not 1 <= value <= 4096:
         raise RealcalError(f"nbs (nominal batch size) must be within 1..4096 images, got {value!r}")
+
+
+def check_bn_stats(value: Any) -> None:
+    if value not in BN_STATS:
+        raise RealcalError(f"bn_stats must be one of {', '.join(BN_STATS)} (frozen: BatchNorm layers keep their "
+                           f"pretrained running statistics while their weights train), got {value!r}")
+
+
+def _freeze_bn_stats(trainer) -> None:
+    """Ultralytics puts the model in train mode every epoch; put every BatchNorm back in eval mode before each
+    batch, so its running statistics stay the pretrained ones (its scale and shift still train)."""
+    import torch
+
+    for m in trainer.model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.eval()
 
 
 def step_plan(n_train: int, epochs: int, batch: int, nbs: int) -> dict[str, Any]:
@@ -136,6 +154,7 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
         raise RealcalError("epochs must be within 1..10,000")
     check_freeze(params["freeze"])
     check_nbs(params["nbs"])
+    check_bn_stats(params["bn_stats"])
     m = str(params["model"])
     params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
     params["manifest_id"] = manifest_id
@@ -189,6 +208,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         ctx.progress(trainer.epoch + 1, epochs, f"epoch {trainer.epoch + 1}/{epochs}" + (f": {text}" if text else ""))
 
     model.add_callback("on_train_epoch_end", on_epoch_end)
+    if params.get("bn_stats", "train") == "frozen":
+        model.add_callback("on_train_batch_start", _freeze_bn_stats)
     ctx.progress(0, epochs, "training", force=True)
     try:
         with warnings.catch_warnings():
