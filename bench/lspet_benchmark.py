@@ -76,6 +76,11 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="report folder (default: the config's benchmark.report)")
     ap.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--fresh", action="store_true", help="delete the benchmark workspace first")
+    ap.add_argument("--max-minutes", type=float,
+                    help="start no new training run after this many minutes; the report covers what finished and a "
+                         "rerun continues (for sessions of limited length)")
+    ap.add_argument("--allow-mixed-code", action="store_true",
+                    help="keep finished runs made by other code (the report lists the versions)")
     args = ap.parse_args()
 
     cfg_path = args.config or ROOT / "experiments" / ("lspet_lowdata_quick.yaml" if args.quick else "lspet_lowdata.yaml")
@@ -161,7 +166,12 @@ def main() -> None:
                  "synthetic images:\n  " + "\n  ".join(problems))
 
     # 5. the experiment (resumable job: finished arm x seed runs are skipped)
-    result = run_job(ws, "experiment", {"config": exp_cfg, "device": args.device}, "experiment")
+    exp_params = {"config": exp_cfg, "device": args.device, "allow_mixed_code": args.allow_mixed_code}
+    if args.max_minutes:
+        exp_params["deadline"] = time.time() - (time.perf_counter() - t_all) + 60 * args.max_minutes
+    result = run_job(ws, "experiment", exp_params, "experiment")
+    if result.get("runs_left"):
+        log(f"{result['runs_left']} arm x seed run(s) left: run the same command again to continue")
     state["timings"].pop("experiment (this invocation)", None)
     # the experiment's wall time is the sum of its arm x seed runs (each timed when it finished, whichever
     # invocation ran it; a run cut off by an interruption is redone and only the finished one counts)

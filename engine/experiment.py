@@ -216,6 +216,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 ctx.progress(n, len(pairs), gate, force=True)
         if (arm["name"], seed) in done:
             continue
+        if params.get("deadline") and time.time() >= float(params["deadline"]):
+            stopped = len([1 for a, sd in pairs if (a["name"], sd) not in done])
+            ctx.progress(n, len(pairs), f"time budget reached: {stopped} run(s) left for the next invocation", force=True)
+            break
         left = time_left([a for a, sd in pairs[n:] if (a["name"], sd) not in done], seconds)
         ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""), force=True)
         t0 = time.perf_counter()
@@ -279,7 +283,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         db.close()
     summary = summarise(runs, cfg, comparisons)
-    return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary}
+    missing = len(pairs) - len({(r["arm"], r["seed"]) for r in runs if r["status"] == "done"})
+    return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing}
 
 
 def time_left(arms_left: list[dict], seconds: dict[str, list[float]]) -> str | None:
@@ -465,6 +470,10 @@ def summarise(runs: list[dict], cfg: dict, comparisons: list[dict] | None = None
             and ro["val PCK@0.2"] < zs["val PCK@0.2"] and (ro["val AP50"] or 0) < (zs["val AP50"] or 0):
         flags.append("real-only is below zero-shot on val (AP50 and PCK@0.2): the training recipe is wrong "
                      "for this data; fix it on val before reading any comparison")
+    expected = len(cfg.get("arms", [])) * len(cfg.get("seeds", []))
+    if expected and len(runs) < expected:
+        flags.append(f"{len(runs)} of {expected} arm x seed runs have finished: the figures cover those only; "
+                     f"run the experiment again to finish it")
     codes = sorted({provenance.describe(r["result"].get("code")) for r in runs})
     if len(codes) > 1:
         flags.append(f"the runs were made by {len(codes)} different code versions: {'; '.join(codes)}")
@@ -533,10 +542,12 @@ def headline(table: list[dict], comparisons: list[dict], val_gate: list[dict], p
     noise = (" Noise floor (arms equal in expectation): " + "; ".join(
         f"{c['arm']} - {c['baseline']} {c['mean_diff']:+.3f} AP50 [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
         for c in floor) + ".") if floor else ""
+    one_seed = (" With one seed the intervals hold test-image variance only, not the variance between seeds: "
+                "read them as a lower bound on the uncertainty.") if seeds == 1 else ""
     return (f"Compared {len(every)} arms ({', '.join(every)}) over {seeds} "
             f"seed{'s' if seeds != 1 else ''}, {sizes.get('real train images (real-only)')} real train images, "
             f"scored on {sizes.get('test images')} test images ({sizes.get('test persons')} labelled people) under the "
-            f"{' / '.join(protocols_used) or 'unknown'} protocol. {verdict}{gate}{noise}")
+            f"{' / '.join(protocols_used) or 'unknown'} protocol. {verdict}{gate}{noise}{one_seed}")
 
 
 def verify(ws: Workspace, name: str, arm: str, seed: int, device: str | None = None, progress=None) -> dict[str, Any]:

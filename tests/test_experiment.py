@@ -254,3 +254,15 @@ def test_time_left_estimate():
     assert time_left([zs, ro, mixed], {"zero-shot": [30.0], "real-only": [600.0, 700.0]}) == "22 min"
     assert time_left([mixed] * 12, {"real-only": [600.0], "mixed": [450.0]}) == "1.5 h"
     assert time_left([zs], {"zero-shot": [30.0]}) is None                # under a minute: not worth saying
+
+
+def test_a_time_budget_stops_between_runs_and_the_next_invocation_continues(ews):
+    import time
+
+    cfg = resolve({**CONFIG, "name": "budget", "seeds": [0]})
+    first = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "deadline": time.time() - 1})
+    assert first["status"] == "done" and first["result"]["runs_left"] == 3
+    assert first["result"]["summary"]["table"] == []
+    again = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
+    assert again["status"] == "done" and again["result"]["runs_left"] == 0
+    assert not any("have finished" in f for f in again["result"]["summary"]["flags"])
