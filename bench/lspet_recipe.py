@@ -142,7 +142,7 @@ def main() -> None:
             zs_path.write_text(json.dumps({k: zs.get(k) for k in ("AP50", "PCK@0.2", "AP", "images")}))
         t0 = time.perf_counter()
         keys = ("imgsz", "batch", "lr0", "optimizer", "freeze", "mosaic", "warmup_epochs", "patience",
-                "nbs", "mask_unannotated", "bn_stats", "epochs")
+                "nbs", "mask_unannotated", "bn_stats", "checkpoint", "epochs")
         params = resolve_params(ws, m["id"], {**{k: recipe[k] for k in keys if k in recipe}, "seed": int(seed),
                                               "device": args.device, "protocol": cfg["protocol"]})
         log(f"seed {seed}: training real-only ({m['counts']['train_real']} images) with {json.dumps(overrides)}")

@@ -45,14 +45,14 @@ from store.db import write_transaction
 
 BASELINE = "real-only"
 TRAIN_KEYS = ("imgsz", "batch", "lr0", "optimizer", "freeze", "mosaic", "warmup_epochs", "patience", "nbs",
-              "mask_unannotated", "bn_stats")
+              "mask_unannotated", "bn_stats", "checkpoint")
 METRICS = ("AP50", "PCK@0.2", "per-person OKS")
 DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     from engine.train import protocols
-    from engine.train.train import RECIPE, check_bn_stats, check_freeze, check_nbs
+    from engine.train.train import RECIPE, check_bn_stats, check_checkpoint, check_freeze, check_nbs
 
     if not isinstance(config, dict) or not config.get("arms"):
         raise RealcalError("an experiment file needs a list of arms")
@@ -62,6 +62,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     check_freeze((config.get("recipe") or {}).get("freeze", RECIPE["freeze"]))
     check_nbs((config.get("recipe") or {}).get("nbs", RECIPE["nbs"]))
     check_bn_stats((config.get("recipe") or {}).get("bn_stats", RECIPE["bn_stats"]))
+    check_checkpoint((config.get("recipe") or {}).get("checkpoint", RECIPE["checkpoint"]))
     cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
            "recipe": {**{k: v for k, v in RECIPE.items() if k != "model"}, **(config.get("recipe") or {})},
            "step_matching": bool(config.get("step_matching", True)), "arms": [],
@@ -524,7 +525,7 @@ def headline(table: list[dict], comparisons: list[dict], val_gate: list[dict], p
     wins = sorted({c["arm"] for c in vs if c["ci"][0] > 0 and c.get("p_holm", 0) < 0.05})
     losses = sorted({c["arm"] for c in vs if c["ci"][1] < 0 and c.get("p_holm", 0) < 0.05} - set(wins))
     if not arms:
-        verdict = "No arm besides real-only and zero-shot was compared."
+        verdict = "Only real-only and the untouched model were compared."
     elif wins:
         verdict = (f"{', '.join(wins)} beat{'s' if len(wins) == 1 else ''} real-only on at least one metric with a "
                    f"two-stage 95% interval above zero after Holm's correction"
@@ -534,6 +535,11 @@ def headline(table: list[dict], comparisons: list[dict], val_gate: list[dict], p
                    f"least one metric (interval below zero after Holm's correction).")
     else:
         verdict = "No arm differs from real-only beyond the noise: every interval includes zero after Holm's correction."
+    zs = {c["metric"]: c for c in comparisons if c["kind"] == "vs_baseline" and c["arm"] == "zero-shot"}
+    tuned = ""
+    if zs:   # said the other way round: what fine-tuning on the real anchors did to the untouched model
+        tuned = " Real-only minus the untouched model on test: " + ", ".join(
+            f"{-c['mean_diff']:+.3f} {m} [{-c['ci'][1]:+.3f}, {-c['ci'][0]:+.3f}]" for m, c in zs.items()) + "."
     gate = ""
     if val_gate:
         n_pass = sum(g["beats zero-shot on"] != "neither" for g in val_gate)
@@ -547,7 +553,7 @@ def headline(table: list[dict], comparisons: list[dict], val_gate: list[dict], p
     return (f"Compared {len(every)} arms ({', '.join(every)}) over {seeds} "
             f"seed{'s' if seeds != 1 else ''}, {sizes.get('real train images (real-only)')} real train images, "
             f"scored on {sizes.get('test images')} test images ({sizes.get('test persons')} labelled people) under the "
-            f"{' / '.join(protocols_used) or 'unknown'} protocol. {verdict}{gate}{noise}{one_seed}")
+            f"{' / '.join(protocols_used) or 'unknown'} protocol. {verdict}{tuned}{gate}{noise}{one_seed}")
 
 
 def verify(ws: Workspace, name: str, arm: str, seed: int, device: str | None = None, progress=None) -> dict[str, Any]:

@@ -248,3 +248,25 @@ def test_frozen_batchnorm_statistics_stay_pretrained_while_weights_train(ws, lsp
     assert moved["frozen"] == [] and moved["train"]
     with pytest.raises(RealcalError, match="bn_stats must be one of"):
         resolve_params(ws, m["id"], {"bn_stats": "off"})
+
+
+def test_checkpoint_last_trains_without_looking_at_val(ws, lspet):
+    """checkpoint: last validates no epoch during training and keeps the last one; val is scored once at the end."""
+    from engine.train.train import resolve_params
+
+    run_import(ws, parse("lsp", lspet), limit=8, split="train")
+    run_import(ws, parse("lsp", lspet), ids=[f"im{i:05d}.jpg" for i in range(100, 104)], split="val")
+    m = build_manifest(ws, {"real_train": {"count": 8, "seed": 0}})
+    params = resolve_params(ws, m["id"], {"epochs": 2, "imgsz": 96, "batch": 8, "device": "cpu", "nbs": 8,
+                                          "checkpoint": "last"})
+    final = jobs.run_foreground(ws, "train", params)
+    assert final["status"] == "done", final["error"]
+    r = final["result"]
+    assert r["weights"].endswith("last.pt") and r["metrics"]["val"]["images"] == 4
+    import csv
+
+    rows = list(csv.DictReader(open(ws.root / "runs" / f"train{r['run_id']:05d}" / "ultralytics" / "results.csv")))
+    maps = [float(row["metrics/mAP50(P)"]) for row in rows]
+    assert len(rows) == 2 and maps[0] == 0.0          # epoch 1 was not validated
+    with pytest.raises(RealcalError, match="checkpoint must be one of"):
+        resolve_params(ws, m["id"], {"checkpoint": "middle"})

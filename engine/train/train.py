@@ -27,8 +27,15 @@ RECIPE: dict[str, Any] = {
     "nbs": 64,                   # Ultralytics' nominal batch: one optimizer step every round(nbs / batch) batches
     "mask_unannotated": True,    # fill people the teacher finds but nobody labelled in real train images
     "bn_stats": "train",         # "frozen": BatchNorm keeps the pretrained running statistics (small batches)
+    "checkpoint": "best",        # "best": the epoch Ultralytics scores best on val; "last": no per-epoch validation
 }
 BN_STATS = ("train", "frozen")
+CHECKPOINTS = {
+    "best": "validate every epoch and keep the epoch that scores best on val (the val figures are then optimistic: "
+            "val chose the epoch)",
+    "last": "no validation during training; keep the last epoch (val stays untouched until it is scored once; "
+            "cheaper on a CPU)",
+}
 
 
 FREEZE_PRESETS = {
@@ -64,6 +71,12 @@ def check_nbs(value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()) \
             or not 1 <= value <= 4096:
         raise RealcalError(f"nbs (nominal batch size) must be within 1..4096 images, got {value!r}")
+
+
+def check_checkpoint(value: Any) -> None:
+    if value not in CHECKPOINTS:
+        raise RealcalError(f"checkpoint must be one of {', '.join(CHECKPOINTS)} (best: the epoch best on val; last: the "
+                           f"last epoch, no validation during training), got {value!r}")
 
 
 def check_bn_stats(value: Any) -> None:
@@ -155,6 +168,7 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
     check_freeze(params["freeze"])
     check_nbs(params["nbs"])
     check_bn_stats(params["bn_stats"])
+    check_checkpoint(params["checkpoint"])
     m = str(params["model"])
     params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
     params["manifest_id"] = manifest_id
@@ -220,6 +234,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                         lr0=float(params["lr0"]), optimizer=params["optimizer"], freeze=freeze_layers(model, params["freeze"]),
                         mosaic=float(params["mosaic"]), warmup_epochs=float(params["warmup_epochs"]),
                         seed=int(params["seed"]), nbs=int(params.get("nbs", 64)), deterministic=True, patience=int(params["patience"]),
+                        val=params.get("checkpoint", "best") == "best",
                         plots=False, project=str(run_dir), name="ultralytics", exist_ok=True, workers=0,
                         device=device, amp=device.startswith("cuda"), verbose=False)
     except Exception:
@@ -231,7 +246,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             db.close()
         raise
     out = run_dir / "ultralytics"
-    best = out / "weights" / "best.pt"
+    best = out / "weights" / ("last.pt" if params.get("checkpoint", "best") == "last" else "best.pt")
     if not best.exists():
         best = out / "weights" / "last.pt"
     curves = []
