@@ -81,11 +81,15 @@ def _parse_freeze(value):
 @click.option("--device")
 @click.option("--protocol", type=click.Choice(["auto", "coco", "annotated_person"]),
               help="Evaluation protocol (default auto: annotated_person for LSP imports, else coco).")
+@click.option("--checkpoint", type=click.Choice(["best", "last"]),
+              help="best: the epoch best on val (default); last: no validation during training, the last epoch.")
+@click.option("--bn-stats", type=click.Choice(["train", "frozen"]),
+              help="frozen: BatchNorm layers keep their pretrained running statistics.")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run's result as JSON.")
 @pass_state
 def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, seed, model, device, protocol,
-          background, as_json) -> None:
+          checkpoint, bn_stats, background, as_json) -> None:
     """Fine-tune YOLO-pose on a manifest (low-data recipe by default); score the test split once."""
     from engine.cli.jobs import run_or_queue
     from engine.train.train import resolve_params
@@ -93,7 +97,7 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
     ws = state.workspace()
     params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
                                               "freeze": freeze, "seed": seed, "model": model, "device": device,
-                                              "protocol": protocol})
+                                              "protocol": protocol, "checkpoint": checkpoint, "bn_stats": bn_stats})
     from engine.train.train import manifest_step_plan
     from store import training as store_training
 
