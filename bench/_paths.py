@@ -8,3 +8,28 @@ from pathlib import Path
 
 def bench_dir() -> Path:
     return Path(os.environ.get("REALCAL_BENCH_DIR") or Path.home() / ".cache" / "realcal" / "benchmark")
+
+
+def train_val_workspace(root: Path, dataset: Path, split_dir: Path, log=print):
+    """A workspace that holds only the train and val splits of the committed LSPET split (test is never
+    imported, so nothing run in it can see test). Train is imported first, then val: the same image ids,
+    and so the same per-seed anchor draws, as the benchmark's workspace."""
+    from engine.workspace import Workspace
+
+    ws = Workspace.open(root) if (root / "realcal.db").exists() else Workspace.init(root)
+    db = ws.connect()
+    try:
+        n_images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+    finally:
+        db.close()
+    if n_images == 0:
+        if not (dataset / "joints.mat").exists():
+            raise SystemExit(f"LSPET not found at {dataset} (expected joints.mat and images/)")
+        from engine.io import parse
+        from engine.io.common import read_ids_file, run_import
+
+        parsed = parse("lsp", dataset)
+        for split in ("train", "val"):
+            rep = run_import(ws, parsed, split=split, ids=read_ids_file(split_dir / f"{split}.txt"))
+            log(f"imported {split}: {rep.images} images")
+    return ws

@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _paths import bench_dir  # noqa: E402
+from _paths import bench_dir, train_val_workspace  # noqa: E402
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "True")
 
@@ -52,13 +52,14 @@ def parse_set(items: list[str]) -> dict:
 
 def show(checks: list[dict]) -> None:
     print(f"{'recipe overrides':<46} {'seeds':<8} {'val AP50':>9} {'(zero-shot)':>11} {'val PCK':>8} "
-          f"{'(zero-shot)':>11}  beats zero-shot (mean)?")
+          f"{'(zero-shot)':>11}  beats zero-shot (mean)?  scored under")
     for c in checks:
         m, z = c["mean"], c["zero_shot"]
         beats = [k for k in ("AP50", "PCK@0.2") if m[k] is not None and z[k] is not None and m[k] > z[k]]
         print(f"{json.dumps(c['overrides'], sort_keys=True)[:46]:<46} {','.join(map(str, c['seeds'])):<8} "
               f"{m['AP50']:>9.3f} {z['AP50']:>11.3f} {m['PCK@0.2']:>8.3f} {z['PCK@0.2']:>11.3f}  "
-              f"{'yes (' + ', '.join(beats) + ')' if beats else 'no'}")
+              f"{'yes (' + ', '.join(beats) + ')' if beats else 'no':<24} "
+              f"{c.get('protocol', 'teacher ignore regions (before protocols)')}")
 
 
 def main() -> None:
@@ -66,7 +67,6 @@ def main() -> None:
     import yaml
 
     from engine.errors import RealcalError
-    from engine.workspace import Workspace
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=ROOT / "experiments" / "lspet_lowdata.yaml")
@@ -100,22 +100,7 @@ def main() -> None:
     bench = config.get("benchmark") or {}
     dataset = (ROOT / bench.get("dataset", "../shared/data/lspet")).resolve()
     split_dir = ROOT / bench.get("split_dir", "experiments/lspet_split")
-    ws = Workspace.open(args.workspace) if (args.workspace / "realcal.db").exists() else Workspace.init(args.workspace)
-    db = ws.connect()
-    try:
-        n_images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-    finally:
-        db.close()
-    if n_images == 0:  # train first, then val: the same image ids (and anchor draws) as the benchmark
-        if not (dataset / "joints.mat").exists():
-            sys.exit(f"LSPET not found at {dataset} (expected joints.mat and images/)")
-        from engine.io import parse
-        from engine.io.common import read_ids_file, run_import
-
-        parsed = parse("lsp", dataset)
-        for split in ("train", "val"):
-            rep = run_import(ws, parsed, split=split, ids=read_ids_file(split_dir / f"{split}.txt"))
-            log(f"imported {split}: {rep.images} images")
+    ws = train_val_workspace(args.workspace, dataset, split_dir, log)
 
     recipe = cfg["recipe"]
     real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
@@ -159,7 +144,7 @@ def main() -> None:
         xs = [r[key] for r in per_seed if r[key] is not None]
         return float(np.mean(xs)) if xs else None
 
-    check = {"overrides": overrides, "recipe": recipe, "seeds": seeds, "per_seed": per_seed,
+    check = {"overrides": overrides, "recipe": recipe, "protocol": cfg["protocol"], "seeds": seeds, "per_seed": per_seed,
              "mean": {"AP50": mean("AP50"), "PCK@0.2": mean("PCK@0.2")}, "zero_shot": zero,
              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(results_path, "a") as fh:

@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _paths import bench_dir  # noqa: E402
+from _paths import bench_dir, train_val_workspace  # noqa: E402
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
                ("YOLO_AUTOINSTALL", "False")):
     os.environ.setdefault(_k, _v)
@@ -47,7 +47,6 @@ def main() -> None:
     from engine.train import protocols
     from engine.train.manifest import build_manifest
     from engine.train.train import load_coco, resolve_params, save_coco, split_items
-    from engine.workspace import Workspace
     from store import training as store_training
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,22 +69,7 @@ def main() -> None:
     bench = config.get("benchmark") or {}
     dataset = (ROOT / bench.get("dataset", "../shared/data/lspet")).resolve()
     split_dir = ROOT / bench.get("split_dir", "experiments/lspet_split")
-    if not (dataset / "joints.mat").exists() and not args.report_only:
-        sys.exit(f"LSPET not found at {dataset} (expected joints.mat and images/)")
-    ws = Workspace.open(args.workspace) if (args.workspace / "realcal.db").exists() else Workspace.init(args.workspace)
-    db = ws.connect()
-    try:
-        n_images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-    finally:
-        db.close()
-    if n_images == 0:  # train first, then val: the same image ids (and anchor draws) as the benchmark
-        from engine.io import parse
-        from engine.io.common import read_ids_file, run_import
-
-        parsed = parse("lsp", dataset)
-        for split in ("train", "val"):
-            rep = run_import(ws, parsed, split=split, ids=read_ids_file(split_dir / f"{split}.txt"))
-            log(f"imported {split}: {rep.images} images")
+    ws = train_val_workspace(args.workspace, dataset, split_dir, log)
 
     recipe, protocol = cfg["recipe"], cfg["protocol"]
     real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
