@@ -371,7 +371,7 @@ def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
     arms = [a for a in cfg.get("arms", []) if a["name"] in arrays]
     out = []
     for a in arms:
-        if a["name"] != BASELINE:
+        if a["name"] != BASELINE and not a.get("replica"):      # a replica is the A/A arm: the noise floor
             for metric in METRICS:
                 if c := _compare(arrays, a["name"], BASELINE, metric, n_boot, "vs_baseline"):
                     out.append(c)

@@ -164,6 +164,7 @@ def test_comparisons_ablation_and_noise_floor_reach_the_report(tmp_path):
     assert floor == {("real-only-aa", "real-only"), ("mixed-random-50", "mixed-unfiltered-50")}
     vs = [c for c in comparisons if c["kind"] == "vs_baseline"]
     assert {c["metric"] for c in vs} == {"AP50", "PCK@0.2", "per-person OKS"} and all("p_holm" in c for c in vs)
+    assert "real-only-aa" not in {c["arm"] for c in vs}          # the A/A arm is the noise floor, not a contender
     summary = summarise(runs, cfg, comparisons)
     assert summary["ablation"] == abl and summary["protocol"] == "coco" and summary["sizes"]["test images"] == 30
     assert "mixed-curated-50 beats real-only" in summary["headline"] and "Noise floor" in summary["headline"]
