@@ -108,6 +108,7 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         md += ["## Val gate", "", f"Comparisons count only when real-only beats zero-shot on val AP50 or PCK@0.2 "
                f"(means over seeds; the warning above says when they do not). Per seed: real-only beats zero-shot "
                f"in {n_pass} of {len(gate)}.", ""] + _md_table(gate, list(gate[0])) + [""]
+        md += [_comparison_line(c) for c in summary.get("val_gate_intervals") or []] + [""]
     md += ["## Verdicts", "", "Each arm against real-only on test AP50, PCK@0.2 and per-person OKS (Holm-adjusted "
            "across these comparisons), with each seed's own difference:", ""]
     md += [_comparison_line(c) for c in summary["comparisons"]]
@@ -198,7 +199,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     page += [_html_table(summary["table"], COLS)]
     if gate:
         page += ["<h2>Val gate</h2><p>Comparisons count only when real-only beats zero-shot on val AP50 or "
-                 "PCK@0.2 (means over seeds).</p>", _html_table(gate, list(gate[0]))]
+                 "PCK@0.2 (means over seeds).</p>", _html_table(gate, list(gate[0])),
+                 "<ul>", *items(summary.get("val_gate_intervals") or []), "</ul>"]
     page += ["<h2>Verdicts</h2><ul>", *items(summary["comparisons"]), "</ul>"]
     if summary.get("ablation"):
         page += ["<h3>Curation ablation at matched volume</h3><ul>", *items(summary["ablation"]), "</ul>"]
@@ -240,7 +242,8 @@ def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=Non
     if exp.get("ap50_comparisons") is None or any("kind" not in c for c in exp["ap50_comparisons"]):
         from store.db import write_transaction
 
-        comparisons = summary["comparisons"] + summary["ablation"] + summary["noise_floor"]
+        comparisons = (summary["comparisons"] + summary["ablation"] + summary["noise_floor"]
+                       + summary["val_gate_intervals"])
         db = ws.connect()
         try:
             with write_transaction(db):

@@ -55,6 +55,10 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert [g["seed"] for g in s["val_gate"]] == [0, 1]
     assert all(g["beats zero-shot on"] in ("AP50", "PCK@0.2", "AP50, PCK@0.2", "neither") for g in s["val_gate"])
     assert all("p_holm" in c and c["verdict"] for c in s["comparisons"])
+    # the val gate with a two-stage interval: real-only minus the untouched model on val
+    assert [(c["arm"], c["baseline"], c["metric"]) for c in s["val_gate_intervals"]] == [
+        ("real-only", "zero-shot", "AP50"), ("real-only", "zero-shot", "PCK@0.2")]
+    assert all(c["seeds"] == 2 and c["n"] == 6 for c in s["val_gate_intervals"])
     db = ews.connect()
     try:
         exp_id = final["result"]["experiment_id"]
