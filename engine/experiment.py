@@ -405,7 +405,7 @@ def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
     val = _arrays(runs, "val")
     for metric in ("AP50", "PCK@0.2"):
         if c := _compare(val, BASELINE, "zero-shot", metric, n_boot, "val_gate"):
-            out.append(c)
+            out.append({**c, "split": "val"})
     for c in out:
         c.setdefault("verdict", stats.verdict(c["arm"], c["baseline"], c["metric"], c["mean_diff"], c["ci"]))
     return out

@@ -42,7 +42,7 @@ def _html_table(rows: list[dict], keys: list[str]) -> str:
 def _comparison_line(c: dict) -> str:
     seeds = c.get("seeds", 0)
     per_seed = ", ".join(f"seed {d['seed']} {d['diff']:+.3f}" for d in c.get("per_seed") or [])
-    return (f"- {c['verdict']} ({seeds} seed{'' if seeds == 1 else 's'} x {c['n']} test images, {c.get('n_boot')} "
+    return (f"- {c['verdict']} ({seeds} seed{'' if seeds == 1 else 's'} x {c['n']} {c.get('split', 'test')} images, {c.get('n_boot')} "
             f"resamples, {c.get('method', 'bootstrap')}" + (f"; per seed: {per_seed}" if per_seed else "") + ")")
 
 
