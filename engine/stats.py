@@ -190,8 +190,8 @@ def two_stage_bootstrap(arm: dict[int, Any], baseline: dict[int, Any], metric: s
     p = min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0))) if obs != 0 or lo != hi else 1.0
     p = max(float(p), 1.0 / n_boot)
     return {"mean_diff": obs, "ci": [lo, hi], "p": p, "n": n_img, "seeds": len(seeds), "n_boot": n_boot,
-            "method": ("two-stage bootstrap: seeds, then test images" if len(seeds) > 1
-                       else "bootstrap over test images (one seed: no seed variance)"),
+            "method": ("two-stage bootstrap: seeds, then images" if len(seeds) > 1
+                       else "bootstrap over images (one seed: no seed variance)"),
             "per_seed": [{"seed": int(s), "diff": float(per_seed_obs[s]),
                           "ci": [float(np.percentile(per_seed_boot[s], 2.5)),
                                  float(np.percentile(per_seed_boot[s], 97.5))]} for s in seeds]}
