@@ -1,9 +1,12 @@
 """The ``train`` job: Ultralytics YOLO-pose on a manifest, progress per epoch, test evaluation.
 
 The default recipe is the low-data fine-tuning one measured not to wreck the pretrained model
-(freeze=10, AdamW lr0=2e-4, mosaic 0, warmup 0, imgsz 320), not Ultralytics' defaults. The
-weights Ultralytics selects on the **val** split (best.pt) are scored once on the **test** split.
-Progress comes from Ultralytics' ``on_train_epoch_end`` callback; a cancel stops training there.
+(freeze=10, AdamW lr0=2e-4, mosaic 0, warmup 0, imgsz 320), not Ultralytics' defaults. With
+``checkpoint: best`` the epoch Ultralytics scores best on **val** is kept; with ``checkpoint: last`` no
+epoch is validated and the last is kept. The kept weights are scored on val and once on **test** under
+the run's evaluation protocol (``engine.train.protocols``), and the run records what made it
+(``engine.provenance``). Progress comes from Ultralytics' ``on_train_epoch_end`` callback; a cancel
+stops training there.
 """
 from __future__ import annotations
 
