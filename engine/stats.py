@@ -134,6 +134,7 @@ class PersonArrays:
     """Per-person values (PCK@0.2 or OKS) of one run, indexed by the image each person is in."""
 
     def __init__(self, image_ids: list[int], rows: list[dict], key: str):
+        self.image_ids = list(image_ids)
         pos = {i: k for k, i in enumerate(image_ids)}
         keep = [r for r in rows if r.get(key) is not None and r["image_id"] in pos]
         self.person_ids = [r["person_id"] for r in keep]
@@ -167,12 +168,10 @@ def two_stage_bootstrap(arm: dict[int, Any], baseline: dict[int, Any], metric: s
     if not seeds:
         return {"mean_diff": float("nan"), "ci": [float("nan"), float("nan")], "p": float("nan"), "n": 0,
                 "seeds": 0, "per_seed": [], "n_boot": n_boot}
-    ids = {tuple(x.image_ids) if hasattr(x, "image_ids") else None for s in seeds for x in (arm[s], baseline[s])}
-    ids.discard(None)
+    ids = {tuple(x.image_ids) for s in seeds for x in (arm[s], baseline[s])}
     if len(ids) > 1:
         raise ValueError("a paired comparison needs the same test images in every run")
-    n_img = len(next(iter(ids))) if ids else max(int(x.img.max()) + 1 if len(x.img) else 0
-                                                 for s in seeds for x in (arm[s], baseline[s]))
+    n_img = len(next(iter(ids)))
     ones = np.ones(n_img)
     per_seed_obs = {s: fn(arm[s], ones) - fn(baseline[s], ones) for s in seeds}
     obs = float(np.mean(list(per_seed_obs.values())))
