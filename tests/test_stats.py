@@ -121,6 +121,9 @@ def test_two_stage_bootstrap_on_per_person_values():
     res = stats.two_stage_bootstrap({0: a, 1: a}, {0: b, 1: b}, "PCK@0.2", n_boot=200)
     assert res["mean_diff"] == pytest.approx(0.8 - np.mean([r["pck"] for r in rows_b]))
     assert 0 < res["ci"][0] <= res["ci"][1]
+    other = stats.PersonArrays(ids[:-1], rows_b, "pck")        # another test set
+    with pytest.raises(ValueError, match="same test images"):
+        stats.two_stage_bootstrap({0: a}, {0: other}, "PCK@0.2")
 
 
 def test_comparisons_ablation_and_noise_floor_reach_the_report(tmp_path):
