@@ -8,7 +8,9 @@ first run's (largest absolute difference over every tensor; 0 means bit-identica
 * ``threads=1``: torch on one thread instead of the machine's default (float sums split differently,
   as on a machine with another core count);
 * ``load``: the same as plain, with two busy processes beside it (as when a benchmark shares the
-  machine with a test run).
+  machine with a test run);
+* ``isa=AVX2`` (or another oneDNN ISA name): oneDNN and MKL limited to that instruction set, as on a
+  CPU without AVX-512 (another machine kind computes with other kernels and rounds differently).
 
     python bench/train_determinism.py --workspace ~/.cache/realcal/benchmark/lspet-recipe --epochs 3
     python bench/train_determinism.py --workspace W --manifest 1 --epochs 40 --conditions plain load
@@ -59,7 +61,7 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=ROOT / "experiments" / "lspet_lowdata.yaml",
                     help="the recipe comes from this experiment file")
     ap.add_argument("--conditions", nargs="+", default=list(CONDITIONS),
-                    help=f"any of plain, threads=N, load (default: {' '.join(CONDITIONS)})")
+                    help=f"any of plain, threads=N, load, isa=NAME (default: {' '.join(CONDITIONS)})")
     args = ap.parse_args()
 
     import yaml
@@ -90,6 +92,9 @@ def main() -> None:
         if cond.startswith("threads="):
             n = cond.split("=", 1)[1]
             env.update({"OMP_NUM_THREADS": n, "MKL_NUM_THREADS": n})
+        elif cond.startswith("isa="):
+            isa = cond.split("=", 1)[1]
+            env.update({"ONEDNN_MAX_CPU_ISA": isa, "DNNL_MAX_CPU_ISA": isa, "MKL_ENABLE_INSTRUCTIONS": isa})
         elif cond == "load":
             stop = time.time() + 36000
             hogs = [multiprocessing.Process(target=_busy, args=(stop,), daemon=True) for _ in range(os.cpu_count() or 2)]
