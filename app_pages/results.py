@@ -4,7 +4,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine import review
-from engine.experiment import BASELINE, summarise
+from engine.experiment import BASELINE, comparisons_of, summarise
 from store import curation as store_curation
 from store import jobs as store_jobs
 from store import training as store_training
@@ -37,7 +37,7 @@ if not exp or not runs:
                 "experiments/example_tiny.yaml` (it needs labelled real train, val and test images).")
     st.stop()
 
-summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
+summary = summarise(runs, exp["config"], comparisons_of(ws, exp, runs))
 st.subheader(f"Experiment: {exp['name']}")
 expected = len(exp["config"]["arms"]) * len(exp["config"]["seeds"])
 if len(runs) < expected:

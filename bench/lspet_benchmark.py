@@ -150,7 +150,7 @@ def main() -> None:
         done("curate", time.perf_counter() - t0, funnel=res["funnel"])
 
     # 4. every arm x seed training set can be built (enough curated images per seed?) before hours of training
-    from engine.experiment import _manifest_spec
+    from engine.experiment import manifest_spec
     from engine.train.manifest import build_manifest
 
     problems = []
@@ -158,7 +158,7 @@ def main() -> None:
         for arm in exp_cfg["arms"]:
             if arm["kind"] == "train":
                 try:
-                    build_manifest(ws, _manifest_spec(arm, int(seed), exp_cfg.get("anchor_pool")))
+                    build_manifest(ws, manifest_spec(arm, int(seed), exp_cfg.get("anchor_pool")))
                 except RealcalError as exc:
                     problems.append(f"{arm['name']} seed {seed}: {exc}")
     if problems:

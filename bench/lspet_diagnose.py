@@ -49,11 +49,7 @@ def per_person(gt: dict, dets: list[dict]) -> list[dict]:
     from engine import poses
     from engine.train import protocols
 
-    owner = protocols.attribute(gt, dets)
-    top: dict[int, dict] = {}
-    for d, o in zip(dets, owner):
-        if o is not None and (o not in top or d["score"] > top[o]["score"]):
-            top[o] = d
+    top = protocols.top_detections(gt, dets)
     out = []
     for a in gt["annotations"]:
         if a.get("iscrowd") or not a.get("num_keypoints"):

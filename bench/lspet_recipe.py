@@ -84,7 +84,7 @@ def main() -> None:
         return
 
     from engine import jobs
-    from engine.experiment import BASELINE, _manifest_spec, resolve
+    from engine.experiment import BASELINE, manifest_spec, resolve
     from engine.train.evaluate import evaluate
     from engine.train.manifest import build_manifest
     from engine.train.train import resolve_params, split_items
@@ -108,7 +108,7 @@ def main() -> None:
     zs_path = args.workspace / f"zero_shot_val-{cfg['protocol']}.json"
     per_seed = []
     for seed in seeds:
-        m = build_manifest(ws, _manifest_spec(real_only, seed, cfg.get("anchor_pool")))
+        m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
         if m["counts"]["test"]:
             sys.exit("this workspace holds test images; a recipe check must not (use a fresh --workspace)")
         if not zs_path.exists():

@@ -149,12 +149,9 @@ def main() -> None:
     image_ids = [im["id"] for im in zs["gt"]["images"]]
 
     def arrays(coco, person_rows):
-        return {"AP50": stats.MatchArrays.from_coco(coco["gt"], stats_scored(coco)),
+        return {"AP50": stats.MatchArrays.from_coco(coco["gt"], protocols.scored_in(coco)),
                 "PCK@0.2": stats.PersonArrays(image_ids, person_rows, "pck"),
                 "per-person OKS": stats.PersonArrays(image_ids, person_rows, "oks")}
-
-    def stats_scored(coco):
-        return protocols.scored_detections(coco["gt"], coco["dets"], coco.get("protocol") or protocol)
 
     zs_arr = arrays(zs, zs["rows"])
     table = []

@@ -110,15 +110,13 @@ def manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict:
     return spec
 
 
-_manifest_spec = manifest_spec   # the name the benchmark scripts used
-
-
 def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_dir, seed: int,
                protocol: str = "auto") -> dict:
     """The untouched pretrained model scored on val and test under ``protocol`` (no model decides what is ignored)."""
     from ultralytics import YOLO
 
     from engine import assets, config
+    from engine.train import protocols
     from engine.train.evaluate import evaluate
     from engine.train.train import save_coco, split_items
 
@@ -144,18 +142,11 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_
         if split == "test":
             out["rows"] = [{k: r[k] for k in ("person_id", "image_id", "oks", "pck")} for r in rows]
             if coco["dets"]:
-                ci = stats.bootstrap_ap(coco["gt"], protocols_scored(coco), n_boot=200)
+                ci = stats.bootstrap_ap(coco["gt"], protocols.scored_in(coco), n_boot=200)
                 metrics.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
     out.setdefault("rows", [])
     out.setdefault("test_eval", None)
     return out
-
-
-def protocols_scored(coco: dict) -> list[dict]:
-    """The detections of a stored evaluation that its protocol scores."""
-    from engine.train import protocols
-
-    return protocols.scored_detections(coco["gt"], coco["dets"], coco.get("protocol") or "coco")
 
 
 def _code_check(finished: list[dict], params: dict) -> set[tuple[str, int]]:
@@ -181,6 +172,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine import provenance
     from engine.train.manifest import build_manifest, train_images
     from engine.train.train import resolve_params as train_params
+    from engine.train.train import step_plan
 
     ws, cfg = ctx.ws, params["config"]
     db = ws.connect()
@@ -255,8 +247,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 db.close()
             test = dict(tr["metrics"])
             val = test.pop("val", {})
-            plan_steps = epochs * batches // max(round(int(recipe.get("nbs", 64)) / int(recipe["batch"])), 1)
-            result = {"test": test, "val": val, "rows": rows, "epochs": epochs, "steps": plan_steps,
+            plan = step_plan(n_train, epochs, int(recipe["batch"]), int(recipe.get("nbs", 64)))
+            result = {"test": test, "val": val, "rows": rows, "epochs": epochs, "steps": plan["steps"],
                       "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
                       "val_eval": final["result"].get("val_eval")}
         result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
@@ -341,7 +333,7 @@ def _arrays(runs: list[dict], split: str = "test") -> dict[str, dict[str, dict[i
             continue
         image_ids = [im["id"] for im in coco["gt"]["images"]]
         arm = out.setdefault(r["arm"], {m: {} for m in METRICS})
-        arm["AP50"][r["seed"]] = stats.MatchArrays.from_coco(coco["gt"], protocols_scored(coco))
+        arm["AP50"][r["seed"]] = stats.MatchArrays.from_coco(coco["gt"], protocols.scored_in(coco))
         rows = res.get("rows") if split == "test" else None
         if rows is None:
             rows = protocols.person_rows(coco["gt"], coco["dets"])
@@ -409,6 +401,22 @@ def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
     for c in out:
         c.setdefault("verdict", stats.verdict(c["arm"], c["baseline"], c["metric"], c["mean_diff"], c["ci"]))
     return out
+
+
+def comparisons_of(ws: Workspace, exp: dict, runs: list[dict]) -> list[dict]:
+    """An experiment's stored comparisons. One stored before the two-stage bootstrap (no ``kind``) is compared
+    again from its runs' files once, and the result is stored, so pages and reports do not redo it."""
+    stored = exp.get("ap50_comparisons")
+    if stored is not None and all("kind" in c for c in stored):
+        return stored
+    comparisons = compare(runs, exp["config"])
+    db = ws.connect()
+    try:
+        with write_transaction(db):
+            store_training.set_experiment_ap50(db, exp["id"], comparisons)
+    finally:
+        db.close()
+    return comparisons
 
 
 def _mean(xs):

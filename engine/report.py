@@ -225,7 +225,7 @@ def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=Non
     runs and summary (for callers that print them). Raises when there is no such experiment."""
     from engine import review
     from engine.errors import RealcalError
-    from engine.experiment import summarise
+    from engine.experiment import comparisons_of, summarise
     from store import training as store_training
 
     db = ws.connect()
@@ -238,18 +238,7 @@ def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=Non
         cost = review.stats(db)
     finally:
         db.close()
-    summary = summarise(runs, exp["config"], exp.get("ap50_comparisons"))
-    if exp.get("ap50_comparisons") is None or any("kind" not in c for c in exp["ap50_comparisons"]):
-        from store.db import write_transaction
-
-        comparisons = (summary["comparisons"] + summary["ablation"] + summary["noise_floor"]
-                       + summary["val_gate_intervals"])
-        db = ws.connect()
-        try:
-            with write_transaction(db):
-                store_training.set_experiment_ap50(db, exp["id"], comparisons)
-        finally:
-            db.close()
+    summary = summarise(runs, exp["config"], comparisons_of(ws, exp, runs))
     extra = extra_fn(exp) if extra_fn else None
     paths = write_report(out, exp, summary, runs, cost, extra=extra)
     return {**paths, "experiment": exp, "runs": runs, "summary": summary}

@@ -121,13 +121,23 @@ def scored_detections(gt: dict, dets: list[dict], protocol: str) -> list[dict]:
     return list(dets)
 
 
-def person_rows(gt: dict, dets: list[dict]) -> list[dict]:
-    """One row per labelled person: OKS and PCK@0.2 of the highest-scoring detection attributed to them."""
-    owner = attribute(gt, dets)
+def scored_in(coco: dict) -> list[dict]:
+    """The detections of a stored evaluation (``{"gt", "dets", "protocol"}``) that its protocol scores."""
+    return scored_detections(coco["gt"], coco["dets"], coco.get("protocol") or "coco")
+
+
+def top_detections(gt: dict, dets: list[dict]) -> dict[int, dict]:
+    """Per labelled person id, the highest-scoring detection attributed to them (the person's prediction)."""
     top: dict[int, dict] = {}
-    for d, o in zip(dets, owner):
+    for d, o in zip(dets, attribute(gt, dets)):
         if o is not None and (o not in top or d["score"] > top[o]["score"]):
             top[o] = d
+    return top
+
+
+def person_rows(gt: dict, dets: list[dict]) -> list[dict]:
+    """One row per labelled person: OKS and PCK@0.2 of the highest-scoring detection attributed to them."""
+    top = top_detections(gt, dets)
     rows = []
     for image_id, ps in _labelled(gt).items():
         for p in ps:
