@@ -44,7 +44,7 @@ def job_list() -> None:
     for r in rows:
         with st.container(border=True):
             top = st.columns([4, 2, 1])
-            title = jobs.JOB_KINDS[r["kind"]].title if r["kind"] in jobs.JOB_KINDS else r["kind"]
+            title = KINDS[r["kind"]].title if r["kind"] in KINDS else r["kind"]
             top[0].markdown(f"**#{r['id']} {title}**  \n`{r['status']}` · created {r['created_at'][:19]}")
             if r["status"] in ("queued", "running"):
                 label = "Stopping…" if r["cancel_requested"] else "Cancel"
@@ -62,5 +62,5 @@ def job_list() -> None:
                         st.code(rest.strip())
 
 
-jobs._load_kinds()
+KINDS = jobs.kinds()
 job_list()

@@ -18,6 +18,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from engine import registry
 from engine.errors import RealcalError
 from engine.workspace import Workspace
 from store import events as store_events
@@ -33,7 +34,7 @@ class JobCancelled(Exception):
     pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class JobKind:
     name: str
     fn: Callable[["JobContext", dict[str, Any]], dict[str, Any] | None]
@@ -41,31 +42,19 @@ class JobKind:
     title: str
 
 
-JOB_KINDS: dict[str, JobKind] = {}
-
-
 def job_kind(name: str, *, title: str, resumable: bool = False):
-    def register(fn):
-        JOB_KINDS[name] = JobKind(name, fn, resumable, title)
-        return fn
-    return register
-
-
-def _load_kinds() -> None:
-    # Each feature module registers its kinds on import.
-    import engine.pseudo_label  # noqa: F401
-    import engine.selftest  # noqa: F401
-    import engine.generate.job  # noqa: F401
-    import engine.curate.run  # noqa: F401
-    import engine.train.train  # noqa: F401
-    import engine.experiment  # noqa: F401
+    """Register a job kind in the registry (kind ``job``): ``fn(ctx, params) -> result``."""
+    return registry.register("job", name, title=title, resumable=resumable)
 
 
 def get_kind(name: str) -> JobKind:
-    _load_kinds()
-    if name not in JOB_KINDS:
-        raise RealcalError(f"unknown job kind {name!r}; known: {', '.join(sorted(JOB_KINDS))}")
-    return JOB_KINDS[name]
+    e = registry.entry("job", name)
+    return JobKind(name, e.obj, bool(e.meta.get("resumable", False)), str(e.meta.get("title", name)))
+
+
+def kinds() -> dict[str, JobKind]:
+    """Every registered job kind (built-in and plugins)."""
+    return {name: get_kind(name) for name in registry.names("job")}
 
 
 def worker_id() -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from engine import assets, config, media, poses
+from engine.curate.teacher import load_teacher
 from engine.jobs import JobContext, job_kind
 from engine.workspace import Workspace
 from store import batches as store_batches
@@ -32,17 +33,6 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     params = {k: cfg[k] for k in keys}
     params["weights"] = str(assets.resolve(cfg["teacher.model"], explicit=cfg["teacher.path"] or None))
     return params
-
-
-def load_teacher(weights: str):
-    from ultralytics import YOLO
-
-    model = YOLO(weights)
-    if model.task != "pose":
-        from engine.errors import RealcalError
-
-        raise RealcalError(f"{weights} is a {model.task} model; the teacher must be a pose model")
-    return model
 
 
 def predict_persons(model, paths: list[str], *, imgsz: int, conf: float, device: str,

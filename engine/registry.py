@@ -1,78 +1,205 @@
-"""One registry of swappable components: ``{kind: {name: cls}}``.
+"""One registry for every swappable thing: ``{kind: {name: Entry}}``.
 
-``@register("generator", "copy_paste")`` adds a class; ``build(kind, name, params)`` constructs it
-and fails at once, listing the valid names, on a typo. Modules register on import, so
-``_KIND_MODULES`` names the package to import for each kind.
+Kinds: ``generator``, ``stage`` (curation), ``embedder``, ``selector`` (review order), ``job`` (a
+background job kind), ``import_format``, ``export_format`` and ``pipeline_step``. Built-in
+components register themselves with a decorator when their module is imported::
+
+    @register("generator", "copy_paste")
+    class CopyPasteGenerator(Component): ...
+
+    @register("job", "generate", title="Generate synthetic people", resumable=True)
+    def run(ctx, params): ...
+
+The registry imports a kind's built-in modules (``KINDS[kind].modules``, by name) the first time
+that kind is asked for, so this module imports no feature module and features import it, never
+the other way round. Third-party packages add components through entry points, one group per
+kind (``realcal.generators``, ``realcal.stages``, ``realcal.embedders``, ``realcal.selectors``,
+``realcal.jobs``, ``realcal.import_formats``, ``realcal.export_formats``,
+``realcal.pipeline_steps``)::
+
+    [project.entry-points."realcal.generators"]
+    my_gen = "my_package.module:MyGenerator"
+
+A plugin that fails to import or breaks the contract (a component class without a ``Config``) is
+reported by :func:`plugin_errors`, never fatal. ``build(kind, name, params)`` constructs a component
+from its validated ``Config``; a typo fails at once with the valid names.
 """
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import RealcalError
 
-_REGISTRY: dict[str, dict[str, type]] = {}
-_KIND_MODULES = {
-    "generator": ["engine.generate.copy_paste", "engine.generate.controlnet"],
-    "embedder": ["engine.curate.embedders"],
-    "stage": ["engine.curate.quality", "engine.curate.realism", "engine.curate.duplicates",
-              "engine.curate.clip_align", "engine.curate.pose_consistency"],
+
+@dataclass(frozen=True)
+class Kind:
+    modules: tuple[str, ...]          # built-in modules that register this kind's entries on import
+    group: str                        # entry-point group for plugins
+    component: bool                   # entries are Component classes built from a Config
+    doc: str
+
+
+KINDS: dict[str, Kind] = {
+    "generator": Kind(("engine.generate.copy_paste", "engine.generate.controlnet"), "realcal.generators", True,
+                      "makes synthetic images with their labels"),
+    "stage": Kind(("engine.curate.quality", "engine.curate.duplicates", "engine.curate.realism",
+                   "engine.curate.clip_align", "engine.curate.pose_consistency"), "realcal.stages", True,
+                  "a curation filter: calibrate on real anchors, then pass/fail each synthetic image"),
+    "embedder": Kind(("engine.curate.embedders",), "realcal.embedders", True,
+                     "image embeddings for realism, duplicates and diversity"),
+    "selector": Kind(("engine.curate.select",), "realcal.selectors", True,
+                     "orders curated images for review and selection"),
+    "job": Kind(("engine.pseudo_label", "engine.selftest", "engine.generate.job", "engine.curate.run",
+                 "engine.train.train", "engine.experiment"), "realcal.jobs", False,
+                "a background job kind run by the worker"),
+    "import_format": Kind(("engine.io.coco", "engine.io.yolo_pose", "engine.io.lsp", "engine.io.images"),
+                          "realcal.import_formats", False, "parses a dataset on disk"),
+    "export_format": Kind(("engine.io.coco", "engine.io.yolo_pose"), "realcal.export_formats", False,
+                          "writes a workspace selection to disk"),
+    "pipeline_step": Kind(("engine.pipeline_steps",), "realcal.pipeline_steps", False,
+                          "one step of a pipeline file"),
 }
 
 
-def register(kind: str, name: str):
-    def add(cls):
-        _REGISTRY.setdefault(kind, {})[name] = cls
-        cls.registry_name = name
-        return cls
+@dataclass(frozen=True)
+class Entry:
+    kind: str
+    name: str
+    obj: Any
+    meta: dict[str, Any] = field(default_factory=dict)
+    source: str = "built-in"          # or "plugin <distribution>"
+
+
+_REGISTRY: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
+_LOADED: set[str] = set()
+_PLUGINS_LOADED: set[str] = set()
+_PLUGIN_ERRORS: dict[str, dict[str, str]] = {}
+
+
+def _check_kind(kind: str) -> Kind:
+    if kind not in KINDS:
+        raise RealcalError(f"unknown component kind {kind!r}; kinds: {', '.join(KINDS)}")
+    return KINDS[kind]
+
+
+def _contract_error(kind: str, obj: Any) -> str | None:
+    if not KINDS[kind].component:
+        return None if callable(obj) else "not callable"
+    from engine.component import Config
+
+    if not isinstance(obj, type):
+        return "not a class"
+    cfg = getattr(obj, "Config", None)
+    if not (isinstance(cfg, type) and issubclass(cfg, Config)):
+        return "has no Config (a frozen dataclass deriving from engine.component.Config)"
+    return None
+
+
+def register(kind: str, name: str, *, source: str = "built-in", **meta: Any):
+    """Decorator: add ``obj`` under ``kind``/``name`` with optional metadata (e.g. a job's title)."""
+    _check_kind(kind)
+
+    def add(obj):
+        problem = _contract_error(kind, obj)
+        if problem:
+            raise RealcalError(f"{kind} {name!r}: {problem}")
+        _REGISTRY[kind][name] = Entry(kind, name, obj, dict(meta), source)
+        if isinstance(obj, type):
+            obj.registry_name = name
+        return obj
     return add
 
 
-ENTRY_POINT_GROUP = "realcal.stages"
-_PLUGIN_ERRORS: dict[str, str] = {}
-_plugins_loaded = False
+def unregister(kind: str, name: str) -> None:
+    _REGISTRY.get(kind, {}).pop(name, None)
 
 
-def load_plugins(force: bool = False) -> dict[str, str]:
-    """Curation stages from installed packages: entry points in the ``realcal.stages`` group,
-    ``name = "package.module:StageClass"``. A plugin that fails to load is reported, not fatal."""
-    global _plugins_loaded
-    if _plugins_loaded and not force:
-        return dict(_PLUGIN_ERRORS)
+def load_plugins(kind: str | None = None, force: bool = False) -> dict[str, dict[str, str]]:
+    """Entry points of installed packages, for one kind or all; returns {kind: {name: error}}."""
     from importlib.metadata import entry_points
 
-    _plugins_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken third-party package must not break realcal
-            _PLUGIN_ERRORS[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+    for k in ([kind] if kind else list(KINDS)):
+        spec = _check_kind(k)
+        if k in _PLUGINS_LOADED and not force:
             continue
-        if isinstance(obj, type) and ep.name not in _REGISTRY.get("stage", {}):
-            register("stage", ep.name)(obj)
-    return dict(_PLUGIN_ERRORS)
+        _PLUGINS_LOADED.add(k)
+        for ep in entry_points(group=spec.group):
+            if ep.name in _REGISTRY[k] and _REGISTRY[k][ep.name].source == "built-in":
+                _PLUGIN_ERRORS.setdefault(k, {})[ep.name] = f"{ep.value}: a built-in {k} has this name"
+                continue
+            try:
+                obj = ep.load()
+                dist = getattr(getattr(ep, "dist", None), "name", None) or ep.value.split(":")[0]
+                register(k, ep.name, source=f"plugin {dist}", **dict(getattr(obj, "registry_meta", {}) or {}))(obj)
+                _PLUGIN_ERRORS.get(k, {}).pop(ep.name, None)
+            except Exception as exc:  # a broken third-party package must not break realcal
+                _PLUGIN_ERRORS.setdefault(k, {})[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+    return {k: dict(v) for k, v in _PLUGIN_ERRORS.items() if v}
+
+
+def plugin_errors(kind: str | None = None) -> dict[str, dict[str, str]]:
+    load_plugins(kind)
+    return {k: dict(v) for k, v in _PLUGIN_ERRORS.items() if v and (kind is None or k == kind)}
 
 
 def _load(kind: str) -> None:
-    for module in _KIND_MODULES.get(kind, []):
-        importlib.import_module(module)
-    if kind == "stage":
-        load_plugins()
+    spec = _check_kind(kind)
+    if kind not in _LOADED:
+        for module in spec.modules:
+            importlib.import_module(module)
+        _LOADED.add(kind)
+    load_plugins(kind)
+
+
+def entries(kind: str) -> list[Entry]:
+    _load(kind)
+    return [_REGISTRY[kind][n] for n in sorted(_REGISTRY[kind])]
 
 
 def names(kind: str) -> list[str]:
-    _load(kind)
-    return sorted(_REGISTRY.get(kind, {}))
+    return [e.name for e in entries(kind)]
 
 
-def get(kind: str, name: str) -> type:
+def entry(kind: str, name: str) -> Entry:
     _load(kind)
-    options = _REGISTRY.get(kind, {})
+    options = _REGISTRY[kind]
     if name not in options:
-        broken = f" (plugins that failed to load: {_PLUGIN_ERRORS})" if kind == "stage" and _PLUGIN_ERRORS else ""
-        raise RealcalError(f"unknown {kind} {name!r}; valid names: {', '.join(sorted(options)) or 'none'}{broken}")
+        broken = plugin_errors(kind).get(kind)
+        extra = f" (plugins that failed to load: {broken})" if broken else ""
+        label = kind.replace("_", " ")
+        raise RealcalError(f"unknown {label} {name!r}; valid names: {', '.join(sorted(options)) or 'none'}{extra}")
     return options[name]
 
 
+def get(kind: str, name: str) -> Any:
+    return entry(kind, name).obj
+
+
+def config_of(kind: str, name: str, params: dict[str, Any] | None = None):
+    """The component's validated, frozen configuration (unknown keys and wrong types refused)."""
+    cls = get(kind, name)
+    if not KINDS[kind].component:
+        raise RealcalError(f"{kind} entries have no Config")
+    return cls.Config.from_dict(params or {}, where=name)
+
+
 def build(kind: str, name: str, params: dict[str, Any] | None = None):
-    return get(kind, name)(**(params or {}))
+    """A component built from its validated configuration."""
+    return get(kind, name)(config_of(kind, name, params))
+
+
+def describe() -> dict[str, list[dict[str, Any]]]:
+    """Every registered name per kind, with its parameters (components) or metadata."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for kind, spec in KINDS.items():
+        rows = []
+        for e in entries(kind):
+            row: dict[str, Any] = {"name": e.name, "source": e.source}
+            if spec.component:
+                row["params"] = e.obj.Config.describe()
+            row.update({k: v for k, v in e.meta.items() if isinstance(v, (str, int, float, bool))})
+            rows.append(row)
+        out[kind] = rows
+    return out

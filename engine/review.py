@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -246,13 +246,12 @@ def _store_fix(db, image_id: int, keypoints, person_id: int | None) -> int:
     if base is None:
         raise RealcalError("this image has no person to correct")
     bbox = poses.bbox_from_points(k, pad=0.1) or (base["bbox_x"], base["bbox_y"], base["bbox_w"], base["bbox_h"])
-    store_images.insert_persons(db, [{
+    return store_images.insert_person(db, {
         "image_id": image_id, "batch_id": base["batch_id"], "source": "corrected",
         "keypoints": [round(float(v), 3) for v in k.reshape(-1)], "extra": base.get("extra"),
         "bbox_x": bbox[0], "bbox_y": bbox[1], "bbox_w": bbox[2], "bbox_h": bbox[3],
         "area": poses.bbox_area_scale(bbox), "area_source": "bbox", "num_keypoints": poses.num_labelled(k),
-        "iscrowd": 0, "source_ann_id": f"corrects:{base['id']}"}])
-    return db.execute("SELECT last_insert_rowid()").fetchone()[0]
+        "iscrowd": 0, "source_ann_id": f"corrects:{base['id']}"})
 
 
 def undo(db, user: str, now: float | None = None) -> dict[str, Any] | None:
@@ -268,7 +267,7 @@ def undo(db, user: str, now: float | None = None) -> dict[str, Any] | None:
             raise RealcalError("an admin has settled this item; it can no longer be undone")
         store_review.mark_undone(db, d["id"])
         if d["corrected_person_id"]:
-            db.execute("DELETE FROM persons WHERE id = ?", [d["corrected_person_id"]])
+            store_images.delete_person(db, d["corrected_person_id"])
         store_review.undecide(db, d["item_id"], d["slot"], user, now + LEASE_S)
         state = _settle(db, d["item_id"])
         store_review.audit(db, user, "undo", d["item_id"], d["slot"], {"decision_id": d["id"], "state": state})
@@ -279,6 +278,38 @@ def skip(db, user: str, item_id: int, slot: int) -> None:
     with write_transaction(db):
         store_review.release_lease(db, item_id, slot, user)
         store_review.audit(db, user, "skip", item_id, slot)
+
+
+POLICY_PREFIX = "policy:"
+
+
+def auto_decide(db, run_id: int, policy: str, accept: Callable[[int], bool], *,
+                reason: str | None = None, now: float | None = None) -> dict[str, int]:
+    """Decide every open, undecided slot of a curation run's queued images by a machine policy
+    (``accept(image_id) -> bool``), through the same decisions table as people: each decision is
+    stored under the user ``policy:<policy>`` with no reviewer time, audited, and settled. Honeypots
+    are left alone (they exist to test people). Review statistics count people only."""
+    now = time.time() if now is None else now
+    who = POLICY_PREFIX + policy
+    counts = {"accepted": 0, "rejected": 0}
+    with write_transaction(db):
+        for it in store_review.items_for_run(db, run_id, honeypot=False):
+            if it["state"] != "open":
+                continue
+            decision = "accept" if accept(it["image_id"]) else "reject"
+            for s in store_review.open_slots(db, it["id"]):
+                row = {"item_id": it["id"], "slot": s["slot"], "user": who, "decision": decision,
+                       "reasons": [] if decision == "accept" or not reason else [reason],
+                       "shown_at": now, "decided_at": now, "active_s": 0.0, "idle": False,
+                       "corrected_person_id": None}
+                decision_id = store_review.insert_decision(db, row)
+                store_review.mark_decided(db, it["id"], s["slot"], who)
+                store_review.audit(db, who, "auto." + decision, it["id"], s["slot"], {"decision_id": decision_id})
+            _settle(db, it["id"])
+        for it in store_review.items_for_run(db, run_id, honeypot=False):
+            if it["state"] in ("accepted", "rejected"):
+                counts[it["state"]] += 1
+    return counts
 
 
 def resolve_conflict(db, admin: str, item_id: int, decision: str) -> None:
@@ -306,10 +337,13 @@ def cohen_kappa(pairs: list[tuple[str, str]]) -> float | None:
 
 
 def stats(db) -> dict[str, Any]:
-    rows = store_review.decision_table(db)
+    """Reviewer statistics: people only (decisions made by a machine policy are counted apart)."""
+    all_rows = store_review.decision_table(db)
+    rows = [r for r in all_rows if not str(r["user"]).startswith(POLICY_PREFIX)]
+    policy = len(all_rows) - len(rows)
     if not rows:
-        return {"decisions": 0}
-    out: dict[str, Any] = {"decisions": len(rows)}
+        return {"decisions": 0, **({"policy_decisions": policy} if policy else {})}
+    out: dict[str, Any] = {"decisions": len(rows), **({"policy_decisions": policy} if policy else {})}
     per_user: dict[str, dict] = {}
     for r in rows:
         u = per_user.setdefault(r["user"], {"decisions": 0, "active_s": 0.0, "accepted": 0, "idle": 0,

@@ -54,7 +54,9 @@ class Workspace:
         return cls(root)
 
     def connect(self) -> sqlite_utils.Database:
-        """A new connection (one per thread/process), migrated to the current schema."""
+        """A new connection (one per thread/process), migrated to the current schema.
+
+        Use it as a context manager, which closes it: ``with ws.connect() as db: ...``."""
         return store_db.open_db(self.db_path)
 
     def path(self, relpath: str) -> Path:

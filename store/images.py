@@ -36,6 +36,16 @@ def insert_persons(db: sqlite_utils.Database, rows: Iterable[dict[str, Any]]) ->
     return len(encoded)
 
 
+def insert_person(db: sqlite_utils.Database, row: dict[str, Any]) -> int:
+    """One person row; returns its id."""
+    insert_persons(db, [row])
+    return db.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+
+def delete_person(db: sqlite_utils.Database, person_id: int) -> None:
+    db.execute("DELETE FROM persons WHERE id = ?", [person_id])
+
+
 def by_sha256(db: sqlite_utils.Database, shas: Sequence[str]) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     shas = list(shas)

@@ -100,6 +100,20 @@ def item(db: sqlite_utils.Database, item_id: int) -> dict | None:
     return dict(rows[0]) if rows else None
 
 
+def items_for_run(db: sqlite_utils.Database, run_id: int, honeypot: bool | None = None) -> list[dict]:
+    sql, params = "SELECT * FROM review_items WHERE run_id = ?", [run_id]
+    if honeypot is not None:
+        sql += " AND honeypot = ?"
+        params.append(int(honeypot))
+    return [dict(r) for r in db.query(sql + " ORDER BY rank", params)]
+
+
+def open_slots(db: sqlite_utils.Database, item_id: int) -> list[dict]:
+    """The item's slots nobody has decided yet."""
+    return [dict(r) for r in db.query("SELECT * FROM review_slots WHERE item_id = ? AND decided_by IS NULL "
+                                      "ORDER BY slot", [item_id])]
+
+
 def mark_decided(db: sqlite_utils.Database, item_id: int, slot_no: int, user_name: str) -> None:
     db.execute("UPDATE review_slots SET decided_by = ?, lease_user = NULL, lease_until = NULL "
                "WHERE item_id = ? AND slot = ?", [user_name, item_id, slot_no])

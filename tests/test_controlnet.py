@@ -3,6 +3,7 @@ import pytest
 
 from engine import poses
 from engine.errors import RealcalError
+from engine.component import Resources
 from engine.generate import GenerationRequest
 from engine.generate.controlnet import ControlNetGenerator, model_available
 from engine.generate.pose_sources import PoseSample
@@ -28,7 +29,7 @@ def test_tiny_pipeline_round_trips_through_the_user_loading_code(tiny):
     steps = []
     gen = ControlNetGenerator(base=str(base), controlnet=str(cn), steps=2, width=64, height=64,
                               batch_size=2, device="cpu", allow_cpu=True, scheduler="unipc")
-    gen.setup(on_step=lambda s, n: steps.append((s, n)))
+    gen.setup(Resources(progress=lambda s, n, msg: steps.append((s, n))))
     reqs = [GenerationRequest(i, 100 + i, 64, 64, pose=_pose(), prompt="a photo of the man")
             for i in range(3)]
     out = gen.generate(reqs)

@@ -91,7 +91,7 @@ def test_grabcut_mask_when_no_segmentation(tmp_path):
 def test_bad_parameters_are_named():
     from engine.errors import RealcalError
 
-    with pytest.raises(RealcalError, match="background must be"):
+    with pytest.raises(RealcalError, match="background: .sky. is not one of"):
         CopyPasteGenerator(background="sky")
     with pytest.raises(RealcalError, match="people must be"):
         CopyPasteGenerator(people=(3, 1))

@@ -174,10 +174,10 @@ def test_open_clip_tiny_model_through_the_real_loading_path(tmp_path):
     model = open_clip.create_model("tiny-clip", pretrained=None)
     ckpt = tmp_path / "tiny.pt"
     torch.save(model.state_dict(), ckpt)
-    emb = OpenClipEmbedder("tiny-clip", pretrained=str(ckpt))
+    emb = OpenClipEmbedder(model="tiny-clip", pretrained=str(ckpt))
     emb.setup()
     v = emb.embed([np.zeros((40, 50, 3), np.uint8), np.full((40, 50, 3), 255, np.uint8)])
     assert v.shape == (2, 16) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert emb.embed_text(["a photo of a person"]).shape == (1, 16)
     with pytest.raises(RealcalError, match="unavailable"):
-        OpenClipEmbedder("ViT-B-32", "laion2b_s34b_b79k").setup()
+        OpenClipEmbedder(model="ViT-B-32", pretrained="laion2b_s34b_b79k").setup()

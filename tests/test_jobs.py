@@ -1,3 +1,4 @@
+import dataclasses
 import os
 import signal
 import subprocess
@@ -147,7 +148,10 @@ def test_resumable_job_is_requeued_after_a_crash(ws, monkeypatch):
         store_jobs.claim(db, jobs.worker_id(), 999_999_999)   # a pid that cannot exist
     finally:
         db.close()
-    monkeypatch.setattr(jobs.JOB_KINDS["selftest"], "resumable", True)
+    from engine import registry
+
+    e = registry.entry("job", "selftest")
+    monkeypatch.setitem(registry._REGISTRY["job"], "selftest", dataclasses.replace(e, meta={**e.meta, "resumable": True}))
     assert jobs.recover(ws) == [(job_id, "requeued")]
     assert _job(ws, job_id)["status"] == "queued"
 

@@ -53,7 +53,7 @@ def test_unattended_pipeline_runs_to_a_report_and_resumes(pws):
     cfg = tiny({"policy": "auto_accept", "min_pose_oks": 0.0})
     logs = []
     res = pipeline.run(pws, cfg, log=logs.append)
-    assert set(res) == set(pipeline.STEPS)
+    assert set(res) == set(pipeline.steps())
     md = Path(res["report"]["markdown"]).read_text()
     assert "UNATTENDED" in md and "auto-accept" in md  # the policy is stated downstream
     db = pws.connect()
@@ -69,7 +69,7 @@ def test_unattended_pipeline_runs_to_a_report_and_resumes(pws):
     n = jobs_count(pws)
     logs.clear()
     pipeline.run(pws, cfg, log=logs.append)  # unchanged: nothing reruns
-    assert jobs_count(pws) == n and sum("skipped" in m for m in logs) == len(pipeline.STEPS)
+    assert jobs_count(pws) == n and sum("skipped" in m for m in logs) == len(pipeline.steps())
     logs.clear()
     pipeline.run(pws, cfg, from_step="experiment", log=logs.append)
     assert [m.split(":")[0] for m in logs if "skipped" in m] == ["generate", "curate", "select", "review"]
@@ -117,7 +117,7 @@ def test_unknown_names_fail_before_any_work(pws):
 def test_example_pipelines_resolve_or_say_what_is_missing(pws):
     offline = yaml.safe_load((REPO / "pipelines" / "offline_cpu.yaml").read_text())
     r = pipeline.resolve(pws, offline)
-    assert list(r["steps"]) == list(pipeline.STEPS) and r["executor"]["name"] == "local"
+    assert list(r["steps"]) == list(pipeline.steps()) and r["executor"]["name"] == "local"
     gpu = yaml.safe_load((REPO / "pipelines" / "gpu_controlnet.yaml").read_text())
     with pytest.raises(RealcalError, match="ControlNet|controlnet|CUDA|GPU|weights"):
         pipeline.resolve(pws, gpu)  # no weights or GPU here: refused with the reason, before work
@@ -127,10 +127,16 @@ def test_entry_point_plugin_stage_is_discovered_and_used(pws, tmp_path, monkeypa
     site = tmp_path / "site"
     (site / "realcal_plugin_example").mkdir(parents=True)
     (site / "realcal_plugin_example" / "__init__.py").write_text(textwrap.dedent('''
-        class AspectStage:
+        from dataclasses import dataclass
+
+        from engine import component
+
+
+        class AspectStage(component.Component):
             """Rejects images whose aspect ratio is outside a range (an example third-party stage)."""
-            def __init__(self, max_ratio=2.0):
-                self.max_ratio = float(max_ratio)
+            @dataclass(frozen=True)
+            class Config(component.Config):
+                max_ratio: float = 2.0
             def calibrate(self, ctx):
                 return {"max_ratio": self.max_ratio}
             def run(self, ctx, items):
@@ -157,5 +163,5 @@ def test_entry_point_plugin_stage_is_discovered_and_used(pws, tmp_path, monkeypa
         res = pipeline.run(pws, cfg, log=lambda m: None)
         assert res["curate"]["funnel"][0]["stage"] == "aspect" and res["curate"]["funnel"][0]["passed"] == 8
     finally:
-        registry._REGISTRY["stage"].pop("aspect", None)
+        registry.unregister("stage", "aspect")
         sys.modules.pop("realcal_plugin_example", None)

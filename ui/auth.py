@@ -11,7 +11,7 @@ import secrets
 
 import streamlit as st
 
-from ui.common import connect
+
 
 USER_KEY = "realcal_user"
 
@@ -31,7 +31,7 @@ def current_user(ws) -> dict | None:
     """The logged-in user ({name, role, single_user}), rendering the login form when needed."""
     from store import review as store_review
 
-    with connect(ws) as db:
+    with ws.connect() as db:
         users = store_review.users(db, include_disabled=False)
         if not users:
             user = {"name": "local", "role": "admin", "single_user": True}
@@ -70,7 +70,7 @@ def page_user(ws, admin_only: bool = True) -> dict:
 
     user = st.session_state.get(USER_KEY)
     if user is None:
-        with connect(ws) as db:
+        with ws.connect() as db:
             if store_review.active_user_count(db) == 0:
                 user = {"name": "local", "role": "admin", "single_user": True}
     if user is None:

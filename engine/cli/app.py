@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli import State, main, pass_state
+from engine.cli.base import State, main, pass_state
 from engine.errors import RealcalError
 
 APP_PY = Path(__file__).resolve().parents[2] / "app.py"

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli import State, main, pass_state
+from engine.cli.base import State, main, pass_state
 from engine.errors import RealcalError
 
 
@@ -19,14 +19,14 @@ from engine.errors import RealcalError
 @pass_state
 def curate(state: State, config_path, background, executor, ray_address) -> None:
     """Filter synthetic images in stages (calibrated on real train anchors) and rank the survivors."""
-    from engine.cli.generate import _load_config
+    from engine.cli.base import load_config
     from engine.cli.jobs import run_or_queue
     from engine.curate.run import resolve_params
 
     ws = state.workspace()
-    from engine.cli.pipeline import executor_override
+    from engine.cli.base import executor_override
 
-    overrides = _load_config(config_path)
+    overrides = load_config(config_path, "curation config")
     exe = executor_override(executor, ray_address, None)
     if exe:
         overrides["executor"] = exe

@@ -6,16 +6,15 @@ from pathlib import Path
 
 import click
 
-from engine.cli import State, main, pass_state, progress_bar
-from engine.io import EXPORT_FORMATS, IMPORT_FORMATS
+from engine.cli.base import State, main, pass_state, progress_bar
 from engine.io.common import LABEL_SOURCES, SPLIT_CHOICES, SPLITS
 from engine.media import DEFAULT_MAX_PIXELS
 
 
 @main.command("import")
-@click.option("--format", "fmt", type=click.Choice(IMPORT_FORMATS), required=True,
+@click.option("--format", "fmt", required=True, metavar="FORMAT",
               help="coco: annotation JSON; yolo-pose: data.yaml or its folder; lsp: folder with "
-                   "joints.mat; images: a folder of unlabelled images.")
+                   "joints.mat; images: a folder of unlabelled images; or a plugin's import format.")
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 @click.option("--split", type=click.Choice(SPLIT_CHOICES), default="source", show_default=True,
               help="train/val/test for all; auto = 80/10/10 by a seeded hash of the image "
@@ -46,6 +45,9 @@ def import_(state: State, fmt, path, split, split_seed, limit, ids_file, strict,
     from engine.io import parse
     from engine.io.common import read_ids_file, run_import
 
+    from engine import registry
+
+    registry.get("import_format", fmt)   # a typo fails here, naming the valid formats
     ws = state.workspace()
     options = {"image_root": image_root} if image_root else {}
     parsed = parse(fmt, path, **options)
@@ -89,7 +91,8 @@ def _splits(values: tuple[str, ...]) -> list[str]:
 
 
 @main.command()
-@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), required=True)
+@click.option("--format", "fmt", required=True, metavar="FORMAT",
+              help="coco (keypoints JSON), yolo-pose (an Ultralytics folder), or a plugin's export format.")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--split", "split_values", type=click.Choice(SPLITS + ("all",)), multiple=True,
               help="Split(s) to export (repeatable); default all.")
@@ -104,8 +107,9 @@ def export(state: State, fmt, out, split_values, sources, kind, as_json) -> None
     """Export images and labels as COCO keypoints JSON or an Ultralytics YOLO-pose folder."""
     from engine.io import exporter
 
+    export_fn = exporter(fmt)   # a typo fails here, naming the valid formats
     ws = state.workspace()
-    summary = exporter(fmt)(
+    summary = export_fn(
         ws, out, splits=_splits(split_values),
         sources=list(sources) or ["ground_truth", "corrected", "conditioning"],
         kinds=None if kind == "all" else [kind], progress=progress_bar("export"))

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli import State, main, pass_state
+from engine.cli.base import State, main, pass_state
 
 
 @main.group()
@@ -28,14 +28,14 @@ def experiment_run(state: State, config_path, device, background, allow_mixed_co
 
     Finished runs are kept only when the same code made them; runs made by other code stop the
     experiment unless --allow-mixed-code or --rerun-other-code is given."""
-    from engine.cli.generate import _load_config
+    from engine.cli.base import load_config
     from engine.cli.jobs import run_or_queue
     from engine.experiment import resolve
 
     if allow_mixed_code and rerun_other_code:
         raise click.UsageError("choose one of --allow-mixed-code and --rerun-other-code")
     ws = state.workspace()
-    cfg = resolve(_load_config(config_path))
+    cfg = resolve(load_config(config_path, "experiment file"))
     final = run_or_queue(ws, "experiment", {"config": cfg, "device": device, "allow_mixed_code": allow_mixed_code,
                                             "rerun_other_code": rerun_other_code, "n_boot": n_boot},
                          background, "experiment")

@@ -6,22 +6,8 @@ from pathlib import Path
 
 import click
 
-from engine.cli import State, main, pass_state
+from engine.cli.base import State, main, pass_state
 from engine.errors import RealcalError
-
-
-def _load_config(path: Path | None) -> dict:
-    if path is None:
-        return {}
-    import yaml
-
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise RealcalError(f"cannot read the generation config {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise RealcalError(f"{path}: expected a mapping of generation options")
-    return data
 
 
 @main.command()
@@ -36,15 +22,14 @@ def _load_config(path: Path | None) -> dict:
 @pass_state
 def generate(state: State, generator, count, seed, config_path, background, executor, ray_address) -> None:
     """Generate labelled synthetic people from the real train anchors (the pose is the label)."""
+    from engine.cli.base import executor_override, load_config
     from engine.cli.jobs import run_or_queue
     from engine.generate.job import resolve_params
 
     ws = state.workspace()
-    overrides = _load_config(config_path)
+    overrides = load_config(config_path, "generation config")
     overrides.update({k: v for k, v in {"generator": generator, "count": count, "seed": seed}.items()
                       if v is not None})
-    from engine.cli.pipeline import executor_override
-
     exe = executor_override(executor, ray_address, None)
     if exe:
         overrides["executor"] = exe

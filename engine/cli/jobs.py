@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from engine.cli import State, main, pass_state
+from engine.cli.base import State, main, pass_state
 from engine.errors import RealcalError
 
 

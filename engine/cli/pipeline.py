@@ -6,18 +6,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli import State, main, pass_state
-
-
-def executor_override(executor: str | None, ray_address: str | None, actors: int | None) -> dict | None:
-    if executor is None and ray_address is None and actors is None:
-        return None
-    cfg: dict = {"name": executor or "ray"}
-    if ray_address:
-        cfg["address"] = ray_address
-    if actors:
-        cfg["actors"] = actors
-    return cfg
+from engine.cli.base import State, main, pass_state
 
 
 @main.command("run")
@@ -35,10 +24,10 @@ def run_pipeline(state: State, pipeline_path, from_step, executor, ray_address, 
     import yaml
 
     from engine import pipeline
-    from engine.cli.generate import _load_config
+    from engine.cli.base import executor_override, load_config
 
     ws = state.workspace()
-    cfg = _load_config(pipeline_path)
+    cfg = load_config(pipeline_path, "pipeline file")
     override = executor_override(executor, ray_address, actors)
     if override:
         cfg["executor"] = {**(cfg.get("executor") if isinstance(cfg.get("executor"), dict) else {}), **override}

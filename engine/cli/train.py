@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from engine.cli import State, main, pass_state
+from engine.cli.base import State, main, pass_state
 
 
 @main.group()

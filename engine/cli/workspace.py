@@ -5,7 +5,7 @@ import json
 
 import click
 
-from engine.cli import State, main, pass_state
+from engine.cli.base import State, main, pass_state
 from engine.errors import WorkspaceError
 from engine.workspace import Workspace
 

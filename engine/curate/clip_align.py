@@ -5,31 +5,39 @@ the reason, and the funnel shows it so.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from engine.curate.base import StageContext
 from engine.errors import RealcalError
+from engine import component
+from engine.component import Component
 from engine.registry import register
 
 PERSON_PROMPTS = ("a photo of a person", "a photo with no people in it")
 
 
 @register("stage", "clip")
-class ClipStage:
+class ClipStage(Component):
     higher_is_better = True
     main = "alignment"
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str = "laion2b_s34b_b79k",
-                 min_alignment: float = 0.2, min_person_prob: float = 0.5):
-        self.model, self.pretrained = model, pretrained
-        self.min_alignment, self.min_person_prob = float(min_alignment), float(min_person_prob)
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        model: str = "ViT-B-32"
+        pretrained: str = "laion2b_s34b_b79k"
+        min_alignment: float = 0.2
+        min_person_prob: float = 0.5
+
+    def configure(self) -> None:
         self.embedder = None
         self.unavailable: str | None = None
 
     def calibrate(self, ctx: StageContext) -> dict:
         from engine.curate.embedders import OpenClipEmbedder
 
-        self.embedder = OpenClipEmbedder(self.model, self.pretrained)
+        self.embedder = OpenClipEmbedder(model=self.model, pretrained=self.pretrained)
         try:
             self.embedder.setup()
         except RealcalError as exc:

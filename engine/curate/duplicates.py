@@ -6,10 +6,14 @@ kept. Exact and re-encoded copies are caught by either signal.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
 from engine.curate.base import StageContext
+from engine import component
+from engine.component import Component
 from engine.registry import register
 
 
@@ -25,12 +29,14 @@ def hamming(a: int, b: int) -> int:
 
 
 @register("stage", "duplicates")
-class DuplicatesStage:
+class DuplicatesStage(Component):
     higher_is_better = False
     main = "max_similarity"
 
-    def __init__(self, max_hamming: int = 6, max_cosine: float = 0.97):
-        self.max_hamming, self.max_cosine = int(max_hamming), float(max_cosine)
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        max_hamming: int = 6
+        max_cosine: float = 0.97
 
     def calibrate(self, ctx: StageContext) -> dict:
         self.calibration = {"max_hamming": self.max_hamming, "max_cosine": self.max_cosine,

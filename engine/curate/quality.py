@@ -2,10 +2,14 @@
 of the smallest labelled person, and broken images."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import cv2
 import numpy as np
 
 from engine.curate.base import StageContext, passes, resolve_threshold
+from engine import component
+from engine.component import Component
 from engine.registry import register
 
 
@@ -23,16 +27,21 @@ def image_quality(rgb: np.ndarray) -> dict[str, float]:
 
 
 @register("stage", "quality")
-class QualityStage:
+class QualityStage(Component):
     higher_is_better = True
     main = "sharpness"
 
-    def __init__(self, sharpness: object = {"real_percentile": 2}, brightness: tuple = (20, 235),
-                 min_contrast: float = 15.0, max_clipped: float = 0.5, min_person_px: float = 32.0):
-        self.sharpness, self.brightness = sharpness, tuple(brightness)
-        self.min_contrast, self.max_clipped = float(min_contrast), float(max_clipped)
-        self.min_person_px = float(min_person_px)
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        sharpness: float | dict = field(default_factory=lambda: {"real_percentile": 2})
+        brightness: tuple[float, float] = (20, 235)
+        min_contrast: float = 15.0
+        max_clipped: float = 0.5
+        min_person_px: float = 32.0
+
+    def configure(self) -> None:
         self.calibration: dict = {}
+        self.threshold: float | None = None
 
     def calibrate(self, ctx: StageContext) -> dict:
         real = None

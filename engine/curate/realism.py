@@ -10,10 +10,14 @@ Ledoit-Wolf shrinkage, both named after the embedder (e.g. "FD-EffNetLite0"), ne
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 
 from engine.curate.base import StageContext, passes, resolve_threshold
 from engine.errors import RealcalError
+from engine import component
+from engine.component import Component
 from engine.registry import register
 
 
@@ -75,12 +79,22 @@ def frechet_shrunk(x: np.ndarray, y: np.ndarray, dims: int = 64) -> float:
 
 
 @register("stage", "realism")
-class RealismStage:
+class RealismStage(Component):
     higher_is_better = False
     main = "knn_distance"
 
-    def __init__(self, k: int = 5, threshold: object = {"real_percentile": 95}):
-        self.k, self.threshold_spec = int(k), threshold
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        k: int = 5
+        threshold: float | dict = field(default_factory=lambda: {"real_percentile": 95})
+
+        def validate(self) -> None:
+            if self.k < 1:
+                raise RealcalError("realism: k must be at least 1")
+
+    def configure(self) -> None:
+        self.threshold_spec = self.config.threshold
+        self.threshold: float | None = None
 
     def _real(self, ctx: StageContext) -> np.ndarray:
         if "real_train_emb" not in ctx.cache:

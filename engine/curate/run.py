@@ -13,7 +13,7 @@ import numpy as np
 
 from engine import registry
 from engine.curate.base import StageContext
-from engine.curate.select import DEFAULT_WEIGHTS, greedy_order, pose_vector, uncertainty
+from engine.curate.select import DEFAULT_WEIGHTS, pose_vector, uncertainty
 from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
 from engine.workspace import Workspace
@@ -46,10 +46,15 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     if unknown:
         raise RealcalError(f"unknown curation option(s) {', '.join(sorted(unknown))}; valid: {', '.join(DEFAULTS)}")
     params = {**DEFAULTS, **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    registry.get("embedder", params["embedder"]["name"])
+    registry.config_of("embedder", params["embedder"]["name"], params["embedder"].get("params") or {})
     from engine.executors import ExecutorConfig
 
     params["executor"] = ExecutorConfig.from_dict(params.get("executor")).as_dict()
+    selection = params.get("selection") or {}
+    unknown_sel = set(selection) - {"weights", "flip_tta"}
+    if unknown_sel:
+        raise RealcalError(f"unknown selection option(s) {', '.join(sorted(unknown_sel))}; valid: weights, flip_tta")
+    registry.config_of("selector", "greedy", selection.get("weights", DEFAULT_WEIGHTS))
     for s in params["stages"]:
         if not isinstance(s, dict) or "name" not in s:
             raise RealcalError("each curation stage is {name: ..., params: {...}}")
@@ -183,8 +188,9 @@ def select(ws: Workspace, db, run_id: int, weights: dict[str, float], budget: in
         embedder = registry.build("embedder", spec["name"], spec.get("params") or {})
     emb = cached_embeddings(ws, db, embedder, items)
     u = np.array([next(r["value"] for r in scored if r["image_id"] == it["id"]) for it in items])
-    order = greedy_order(u, np.stack([emb[it["id"]] for it in items]),
-                         np.stack([pose_vector(it["persons"]) for it in items]), weights, budget)
+    selector = registry.build("selector", "greedy", weights)
+    order = selector.order(u, np.stack([emb[it["id"]] for it in items]),
+                           np.stack([pose_vector(it["persons"]) for it in items]), budget)
     rows = [{"image_id": items[i]["id"], "rank": rank + 1,
              "priority": round(weights.get("uncertainty", 0.5) * un + weights.get("diversity", 0.5) * dv, 4),
              "components": {"uncertainty": round(float(u[i]), 4), "uncertainty_scaled": round(un, 4),

@@ -16,12 +16,16 @@ scaled to 0..1 (k-center greedy when ``w_u = 0``). Defaults ``w_u = w_d = 0.5``.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine import poses
+from engine import component, poses
+from engine.component import Component
 from engine.curate.pose_consistency import match_people
+from engine.errors import RealcalError
+from engine.registry import register
 
 DEFAULT_WEIGHTS = {"uncertainty": 0.5, "diversity": 0.5}
 
@@ -97,3 +101,23 @@ def greedy_order(u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray,
         d_emb = np.minimum(d_emb, 1.0 - emb @ emb[i])
         d_pose = np.minimum(d_pose, np.linalg.norm(pose_vecs - pose_vecs[i], axis=1))
     return chosen
+
+
+@register("selector", "greedy")
+class GreedySelector(Component):
+    """Uncertainty plus diversity, greedily (k-center greedy when ``uncertainty`` is 0); the weights
+    are this selector's configuration (``selection.weights`` in a curation config)."""
+
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        uncertainty: float = 0.5
+        diversity: float = 0.5
+
+        def validate(self) -> None:
+            if self.uncertainty < 0 or self.diversity < 0 or self.uncertainty + self.diversity <= 0:
+                raise RealcalError("selection weights must be >= 0 and not both 0")
+
+    def order(self, u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray,
+              budget: int | None = None) -> list[tuple[int, float, float]]:
+        """Indices in selection order with (index, uncertainty part, diversity part)."""
+        return greedy_order(u, emb, pose_vecs, self.params(), budget)

@@ -5,6 +5,18 @@ from typing import Sequence
 
 import numpy as np
 
+from engine.errors import RealcalError
+
+
+def load_teacher(weights: str):
+    """The teacher model (Ultralytics YOLO pose weights); refuses a model of another task."""
+    from ultralytics import YOLO
+
+    model = YOLO(weights)
+    if model.task != "pose":
+        raise RealcalError(f"{weights} is a {model.task} model; the teacher must be a pose model")
+    return model
+
 
 class Teacher:
     def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
@@ -13,7 +25,6 @@ class Teacher:
 
     def setup(self) -> None:
         from engine.config import resolve_device
-        from engine.pseudo_label import load_teacher
 
         self.model = load_teacher(self.weights)
         self.device = resolve_device(self.device)
@@ -59,3 +70,19 @@ class MappedTeacher:
             for i, p in results:
                 out[i] = p
         return out
+
+
+def person_detector(weights: str, device: str = "auto", conf: float = 0.25):
+    """The teacher as a person detector: ``detect(image_bgr) -> [(x, y, w, h), ...]`` (used to keep
+    generated backgrounds person-free)."""
+    from engine.config import resolve_device
+
+    model = load_teacher(weights)
+    dev = resolve_device(device)
+
+    def detect(image_bgr: np.ndarray) -> list[tuple[float, float, float, float]]:
+        r = model.predict(image_bgr, conf=conf, device=dev, verbose=False)[0]
+        return [(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
+                for x0, y0, x1, y1 in r.boxes.xyxy.cpu().numpy()]
+
+    return detect

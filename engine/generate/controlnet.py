@@ -13,11 +13,13 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Callable, Literal
 
 import numpy as np
 
-from engine import poses
+from engine import component, poses
+from engine.component import Component, Resources
 from engine.errors import RealcalError
 from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, clip_to_image
 from engine.generate.prompts import DEFAULT_NEGATIVE
@@ -57,46 +59,42 @@ def cuda_visible() -> bool:
 
 
 @register("generator", "controlnet")
-class ControlNetGenerator:
+class ControlNetGenerator(Component):
     """SD1.5 + ControlNet-OpenPose (diffusers). See the module docstring."""
 
     needs_teacher = False
-    uses_poses = True
+    inputs = frozenset({"pose", "prompt"})   # what each request must carry (see generate/job.py)
 
-    def __init__(self, base: str = DEFAULT_BASE, controlnet: str = DEFAULT_CONTROLNET,
-                 scheduler: str = "unipc", steps: int = 20, guidance: float = 7.5,
-                 conditioning_scale: float = 1.0, batch_size: int = 4,
-                 negative_prompt: str = DEFAULT_NEGATIVE, width: int = 512, height: int = 512,
-                 device: str = "auto", dtype: str = "auto", allow_cpu: bool = False):
-        self.base, self.controlnet = str(base), str(controlnet)
-        self.scheduler = scheduler
-        self.steps, self.guidance = int(steps), float(guidance)
-        self.conditioning_scale = float(conditioning_scale)
-        self.batch_size = int(batch_size)
-        self.negative_prompt = negative_prompt
-        self.width, self.height = int(width), int(height)
-        self.device, self.dtype, self.allow_cpu = device, dtype, bool(allow_cpu)
-        if scheduler not in SCHEDULERS:
-            raise RealcalError(f"controlnet: unknown scheduler {scheduler!r}; valid: {', '.join(SCHEDULERS)}")
-        if not 1 <= self.steps <= 1000:
-            raise RealcalError("controlnet: steps must be within 1..1000")
-        if self.width % 8 or self.height % 8 or not 64 <= min(self.width, self.height):
-            raise RealcalError("controlnet: width and height must be multiples of 8, at least 64")
-        if self.batch_size < 1:
-            raise RealcalError("controlnet: batch_size must be at least 1")
-        if dtype not in ("auto", "float16", "bfloat16", "float32"):
-            raise RealcalError("controlnet: dtype must be auto, float16, bfloat16 or float32")
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        base: str = DEFAULT_BASE
+        controlnet: str = DEFAULT_CONTROLNET
+        scheduler: str = "unipc"
+        steps: int = 20
+        guidance: float = 7.5
+        conditioning_scale: float = 1.0
+        batch_size: int = 4
+        negative_prompt: str = DEFAULT_NEGATIVE
+        width: int = 512
+        height: int = 512
+        device: str = "auto"
+        dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+        allow_cpu: bool = False
+
+        def validate(self) -> None:
+            if self.scheduler not in SCHEDULERS:
+                raise RealcalError(f"controlnet: unknown scheduler {self.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
+            if not 1 <= self.steps <= 1000:
+                raise RealcalError("controlnet: steps must be within 1..1000")
+            if self.width % 8 or self.height % 8 or not 64 <= min(self.width, self.height):
+                raise RealcalError("controlnet: width and height must be multiples of 8, at least 64")
+            if self.batch_size < 1:
+                raise RealcalError("controlnet: batch_size must be at least 1")
+
+    def configure(self) -> None:
         self.pipe = None
-        self.on_step: Callable[[int, int], None] | None = None
-        self._device = None
-
-    def params(self) -> dict[str, Any]:
-        return {"base": self.base, "controlnet": self.controlnet, "scheduler": self.scheduler,
-                "steps": self.steps, "guidance": self.guidance,
-                "conditioning_scale": self.conditioning_scale, "batch_size": self.batch_size,
-                "negative_prompt": self.negative_prompt, "width": self.width, "height": self.height,
-                "device": self._device or self.device, "dtype": self.dtype,
-                "allow_cpu": self.allow_cpu}
+        self._progress: Callable[[float, float | None, str | None], None] | None = None
+        self._device: str | None = None
 
     def preflight(self) -> None:
         """Cheap checks before a job is queued: weights present (when offline) and a GPU visible."""
@@ -110,14 +108,16 @@ class ControlNetGenerator:
                 "controlnet needs a CUDA GPU: none is visible here. A 20-step 512 px image takes "
                 "minutes on a CPU; set allow_cpu: true to run anyway, or use the copy_paste generator")
 
-    def setup(self, on_step: Callable[[int, int], None] | None = None) -> None:
+    def setup(self, resources: Resources | None = None) -> None:
+        """Load the pipeline on the configured device; denoising steps are reported through
+        ``resources.progress(step, steps, message)``."""
         import torch
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
         import diffusers
 
         from engine.config import resolve_device
 
-        self.on_step = on_step
+        self._progress = resources.progress if resources is not None else None
         device = resolve_device(self.device)
         if device == "cpu" and not self.allow_cpu:
             raise RealcalError(
@@ -165,8 +165,8 @@ class ControlNetGenerator:
         generators = [torch.Generator(device=gen_device).manual_seed(int(r.seed)) for r in reqs]
 
         def on_step_end(pipe, step, timestep, callback_kwargs):
-            if self.on_step:
-                self.on_step(step + 1, self.steps)
+            if self._progress:
+                self._progress(step + 1, self.steps, f"denoising step {step + 1}/{self.steps}")
             return callback_kwargs
 
         result = self.pipe(
@@ -184,7 +184,7 @@ class ControlNetGenerator:
             k = clip_to_image(r.pose.keypoints, self.width, self.height)
             extra = {n: (j if 0 <= j[0] < self.width and 0 <= j[1] < self.height else [0.0, 0.0, 0.0])
                      for n, j in r.pose.extra.items()}
-            lineage = {"generator": "controlnet", "params": self.params(), "seed": r.seed,
+            lineage = {"generator": "controlnet", "params": self.params(), "device_used": self._device, "seed": r.seed,
                        "prompt": r.prompt, "prompt_axes": r.prompt_axes,
                        "negative_prompt": self.negative_prompt,
                        "anchors": r.pose.anchor_person_ids, "transform": r.pose.transform}

@@ -15,12 +15,14 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Literal
 
 import cv2
 import numpy as np
 
-from engine import poses
+from engine import component, poses
+from engine.component import Component, Resources
 from engine.errors import RealcalError
 from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, clip_to_image
 from engine.registry import register
@@ -115,62 +117,60 @@ def _boxes_overlap(a, b) -> bool:
 
 
 @register("generator", "copy_paste")
-class CopyPasteGenerator:
+class CopyPasteGenerator(Component):
     """Offline copy-paste compositing; needs no diffusion weights. See the module docstring."""
 
-    needs_teacher = True
-    uses_poses = False
+    inputs = frozenset({"anchors", "backgrounds"})   # what each request must carry (see generate/job.py)
 
-    def __init__(self, width: int = 512, height: int = 512, people: tuple[int, int] = (1, 2),
-                 height_frac: tuple[float, float] = (0.45, 0.9), max_rotate_deg: float = 15.0,
-                 mirror_p: float = 0.5, photometric: bool = True, occluder_p: float = 0.3,
-                 background: str = "mixed", feather_px: float = 1.5, grabcut_iterations: int = 3,
-                 max_background_tries: int = 40):
-        self.width, self.height = int(width), int(height)
-        self.people = tuple(int(v) for v in people)
-        self.height_frac = tuple(float(v) for v in height_frac)
-        self.max_rotate_deg = float(max_rotate_deg)
-        self.mirror_p = float(mirror_p)
-        self.photometric = bool(photometric)
-        self.occluder_p = float(occluder_p)
-        self.background = background
-        self.feather_px = float(feather_px)
-        self.grabcut_iterations = int(grabcut_iterations)
-        self.max_background_tries = int(max_background_tries)
-        self._check()
+    @dataclass(frozen=True)
+    class Config(component.Config):
+        width: int = 512
+        height: int = 512
+        people: tuple[int, int] = (1, 2)
+        height_frac: tuple[float, float] = (0.45, 0.9)
+        max_rotate_deg: float = 15.0
+        mirror_p: float = 0.5
+        photometric: bool = True
+        occluder_p: float = 0.3
+        background: Literal["real", "procedural", "mixed"] = "mixed"
+        feather_px: float = 1.5
+        grabcut_iterations: int = 3
+        max_background_tries: int = 40
+
+        def validate(self) -> None:
+            if not (16 <= self.width <= 4096 and 16 <= self.height <= 4096):
+                raise RealcalError("copy_paste: width and height must be within 16..4096 pixels")
+            if not 1 <= self.people[0] <= self.people[1] <= 10:
+                raise RealcalError("copy_paste: people must be [min, max] with 1 <= min <= max <= 10")
+            if not 0.05 <= self.height_frac[0] <= self.height_frac[1] <= 1.5:
+                raise RealcalError("copy_paste: height_frac must be [low, high] within 0.05..1.5")
+            for name in ("mirror_p", "occluder_p"):
+                if not 0 <= getattr(self, name) <= 1:
+                    raise RealcalError(f"copy_paste: {name} must be within 0..1")
+            if self.grabcut_iterations < 1 or self.max_background_tries < 1:
+                raise RealcalError("copy_paste: grabcut_iterations and max_background_tries must be >= 1")
+
+    def configure(self) -> None:
         self._detector: Detector | None = None
         self._masks: dict[int, tuple[np.ndarray, str]] = {}
         self._detections: dict[int, list] = {}
 
-    def _check(self) -> None:
-        if not (16 <= self.width <= 4096 and 16 <= self.height <= 4096):
-            raise RealcalError("copy_paste: width and height must be within 16..4096 pixels")
-        if len(self.people) != 2 or not 1 <= self.people[0] <= self.people[1] <= 10:
-            raise RealcalError("copy_paste: people must be [min, max] with 1 <= min <= max <= 10")
-        if not 0.05 <= self.height_frac[0] <= self.height_frac[1] <= 1.5:
-            raise RealcalError("copy_paste: height_frac must be [low, high] within 0.05..1.5")
-        if self.background not in ("real", "procedural", "mixed"):
-            raise RealcalError("copy_paste: background must be real, procedural or mixed")
-        for name in ("mirror_p", "occluder_p"):
-            if not 0 <= getattr(self, name) <= 1:
-                raise RealcalError(f"copy_paste: {name} must be within 0..1")
-
-    def params(self) -> dict[str, Any]:
-        return {"width": self.width, "height": self.height, "people": list(self.people),
-                "height_frac": list(self.height_frac), "max_rotate_deg": self.max_rotate_deg,
-                "mirror_p": self.mirror_p, "photometric": self.photometric,
-                "occluder_p": self.occluder_p, "background": self.background,
-                "feather_px": self.feather_px, "grabcut_iterations": self.grabcut_iterations}
+    @property
+    def needs_teacher(self) -> bool:
+        """Real backgrounds are checked for people with the teacher; procedural ones need nothing."""
+        return self.background != "procedural"
 
     def preflight(self) -> None:
         """Nothing to check before queueing: no weights needed (the teacher is resolved apart)."""
 
-    def setup(self, detector: Detector | None = None) -> None:
-        """``detector(image_bgr) -> person boxes``: the teacher, to keep backgrounds person-free."""
-        if self.background != "procedural" and detector is None:
-            raise RealcalError("copy_paste: real backgrounds need the teacher to check them for "
-                               "people; pass a detector or use background=procedural")
-        self._detector = detector
+    def setup(self, resources: Resources | None = None) -> None:
+        """The teacher as a person detector, to keep real backgrounds person-free."""
+        self._detector = None
+        if self.needs_teacher:
+            if resources is None:
+                raise RealcalError("copy_paste: real backgrounds need the teacher to check them for "
+                                   "people; give resources with teacher weights or use background=procedural")
+            self._detector = resources.person_detector()
 
     # ------------------------------------------------------------------ pieces
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from engine import media, poses, registry
 from engine.errors import RealcalError
+from engine.component import Resources
 from engine.generate import GenerationRequest
 from engine.generate.pose_sources import PoseSourceConfig, sample_pose
 from engine.generate.prompts import DEFAULT_AXES, DEFAULT_TEMPLATE, check_axes, sample_prompt
@@ -85,9 +86,9 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     check_axes(params["prompt"].get("axes", DEFAULT_AXES))
     PoseSourceConfig.from_dict(params["pose_source"])
     gen = registry.build("generator", params["generator"], params["generator_params"])  # checks names
-    params["generator_params"] = gen.params()
+    params["generator_params"] = gen.params()   # every parameter, from the generator's own Config
     gen.preflight()  # missing weights or GPU: say so now, not after the job is queued
-    if getattr(gen, "needs_teacher", False):
+    if gen.needs_teacher:
         db = ws.connect()
         try:
             cfg = config.resolve(db)
@@ -103,29 +104,15 @@ def _seed(job_seed: int, index: int, stream: int) -> int:
     return int(np.random.SeedSequence([job_seed, index, stream]).generate_state(1)[0])
 
 
-def _teacher_detector(weights: str, device: str):
-    from engine.config import resolve_device
-    from engine.pseudo_label import load_teacher
-
-    model = load_teacher(weights)
-    dev = resolve_device(device)
-
-    def detect(image_bgr: np.ndarray) -> list[tuple[float, float, float, float]]:
-        r = model.predict(image_bgr, conf=0.25, device=dev, verbose=False)[0]
-        return [(float(x0), float(y0), float(x1 - x0), float(y1 - y0))
-                for x0, y0, x1, y1 in r.boxes.xyxy.cpu().numpy()]
-
-    return detect
+def resources(params: dict[str, Any], progress=None) -> Resources:
+    return Resources(device=params.get("device") or "auto", teacher_weights=params.get("teacher_weights"),
+                     progress=progress)
 
 
 def generator_fn(params: dict[str, Any]):
     """Batch-function factory for executors: generation requests -> results (model loaded once)."""
     gen = registry.build("generator", params["generator"], params["generator_params"])
-    if gen.uses_poses:
-        gen.setup()
-    else:
-        gen.setup(_teacher_detector(params["teacher_weights"], params["device"])
-                  if gen.background != "procedural" else None)
+    gen.setup(resources(params))
     return gen.generate
 
 
@@ -139,10 +126,11 @@ def build_requests(params: dict[str, Any], gen, anchors: list[dict], backgrounds
         rng = np.random.default_rng(_seed(params["seed"], i, 0))
         req = GenerationRequest(index=i, seed=_seed(params["seed"], i, 1), width=gen.width,
                                 height=gen.height)
-        if gen.uses_poses:
+        if "pose" in gen.inputs:
             req.pose = sample_pose(anchors, rng, pose_cfg, gen.width, gen.height)
+        if "prompt" in gen.inputs:
             req.prompt, req.prompt_axes = sample_prompt(rng, template, axes)
-        else:
+        if "anchors" in gen.inputs:
             lo, hi = gen.people
             n = int(rng.integers(lo, hi + 1))
             req.anchors = [anchors[int(j)] for j in rng.choice(len(anchors), size=n, replace=len(anchors) < n)]
@@ -182,7 +170,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             a["path"] = ws.path(media.image_relpath(a["sha256"], a["ext"]))
         gen = registry.build("generator", params["generator"], params["generator_params"])
         backgrounds = []
-        if not gen.uses_poses and gen.background != "procedural":
+        if "backgrounds" in gen.inputs and gen.needs_teacher:   # real backgrounds, checked by the teacher
             backgrounds = [b for b in store_images.train_background_images(db) if not only or b["id"] in only]
             for b in backgrounds:
                 b["path"] = ws.path(media.image_relpath(b["sha256"], b["ext"]))
@@ -197,13 +185,12 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             done = 0
         ctx.progress(done, count, f"loading the {params['generator']} generator",
                      state={"batch_id": batch_id, "done": done})
-        chunk = max(1, int(params.get("chunk", 8)))
-        if gen.uses_poses:
-            chunk = max(chunk, gen.batch_size)
+        chunk = max(1, int(params.get("chunk", 8)), int(getattr(gen, "batch_size", 1)))
 
-        def on_step(step: int, steps: int) -> None:
-            ctx.progress(done + (step / steps) * min(chunk, count - done), count,
-                         f"{done}/{count} images; denoising step {step}/{steps}")
+        def on_step(step: float, steps: float | None, message: str | None = None) -> None:
+            # a generator's progress inside one chunk (e.g. denoising steps), shown as overall progress
+            ctx.progress(done + (step / (steps or 1)) * min(chunk, count - done), count,
+                         f"{done}/{count} images" + (f"; {message}" if message else ""))
 
         exe_cfg = params.get("executor") or {"name": "local"}
         mapped = exe_cfg.get("name") == "ray"
@@ -220,11 +207,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     n += len(results)
                     yield n, results
         else:
-            if gen.uses_poses:
-                gen.setup(on_step=on_step)
-            else:
-                gen.setup(_teacher_detector(params["teacher_weights"], params["device"])
-                          if gen.background != "procedural" else None)
+            gen.setup(resources(params, on_step))
 
             def chunks():
                 start = done

@@ -1,43 +1,39 @@
-"""Importers and exporters, one module per format."""
+"""Importers and exporters, one module per format, each registered in the component registry.
+
+An import format is ``parse(path, **options) -> ParsedDataset`` registered as
+``@register("import_format", NAME)``; an export format is ``export(ws, out, *, splits, sources, kinds,
+progress) -> summary`` registered as ``@register("export_format", NAME)``. Third-party formats arrive
+through the ``realcal.import_formats`` / ``realcal.export_formats`` entry-point groups.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Callable
 
-from engine.errors import DatasetError
-
-IMPORT_FORMATS = ("coco", "yolo-pose", "lsp", "images")
-EXPORT_FORMATS = ("coco", "yolo-pose")
+from engine import registry
 
 
 def parse(fmt: str, path: str | Path, **options):
     """Parse a dataset in ``fmt`` without touching any workspace."""
-    if fmt == "coco":
-        from engine.io import coco
+    import inspect
 
-        return coco.parse(path, image_root=options.get("image_root"))
-    if fmt == "yolo-pose":
-        from engine.io import yolo_pose
+    from engine.errors import DatasetError
 
-        return yolo_pose.parse(path)
-    if fmt == "lsp":
-        from engine.io import lsp
-
-        return lsp.parse(path)
-    if fmt == "images":
-        from engine.io import images
-
-        return images.parse(path)
-    raise DatasetError(f"unknown format {fmt!r}; choose one of {', '.join(IMPORT_FORMATS)}")
+    fn = registry.get("import_format", fmt)
+    accepted = inspect.signature(fn).parameters
+    extra = [k for k, v in options.items() if v is not None and k not in accepted]
+    if extra:
+        raise DatasetError(f"the {fmt} format takes no {', '.join(extra)} option")
+    return fn(path, **{k: v for k, v in options.items() if k in accepted})
 
 
 def exporter(fmt: str) -> Callable:
-    if fmt == "coco":
-        from engine.io import coco
+    return registry.get("export_format", fmt)
 
-        return coco.export
-    if fmt == "yolo-pose":
-        from engine.io import yolo_pose
 
-        return yolo_pose.export
-    raise DatasetError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+def import_formats() -> list[str]:
+    return registry.names("import_format")
+
+
+def export_formats() -> list[str]:
+    return registry.names("export_format")

@@ -25,6 +25,7 @@ from engine.io.common import (LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset,
 from engine.workspace import Workspace
 from store import events as store_events
 from store import images as store_images
+from engine.registry import register
 
 SPLIT_IN_NAME = re.compile(r"person_keypoints_(train|val|test)\w*\.json$")
 
@@ -77,6 +78,7 @@ def _segmentation_area(seg: Any, height: int | None, width: int | None) -> float
     return None
 
 
+@register("import_format", "coco")
 def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDataset:
     path = Path(path)
     data = _load_json(path)
@@ -193,6 +195,7 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
 
 # ----------------------------------------------------------------------------- export
 
+@register("export_format", "coco")
 def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
            sources: Sequence[str] = ("ground_truth", "corrected", "conditioning"),
            kinds: Sequence[str] | None = None,

@@ -5,8 +5,10 @@ from pathlib import Path
 
 from engine.errors import DatasetError
 from engine.io.common import ImageRecord, ParsedDataset, list_image_files
+from engine.registry import register
 
 
+@register("import_format", "images")
 def parse(path: str | Path) -> ParsedDataset:
     path = Path(path)
     if not path.is_dir():

@@ -24,8 +24,10 @@ from engine import poses
 from engine.errors import DatasetError
 from engine.io import schemas
 from engine.io.common import ImageRecord, ParsedDataset, PersonRecord
+from engine.registry import register
 
 
+@register("import_format", "lsp")
 def parse(path: str | Path) -> ParsedDataset:
     path = Path(path)
     mat_path = path if path.is_file() else path / "joints.mat"

@@ -32,6 +32,7 @@ from engine.io.common import (IMAGE_EXTENSIONS, LABEL_SOURCES, SPLITS, ImageReco
 from engine.workspace import Workspace
 from store import events as store_events
 from store import images as store_images
+from engine.registry import register
 
 
 def _find_yaml(path: Path) -> Path:
@@ -53,6 +54,7 @@ def label_path_for(image: Path) -> Path:
     return Path(s).with_suffix(".txt")
 
 
+@register("import_format", "yolo-pose")
 def parse(path: str | Path) -> ParsedDataset:
     yaml_path = _find_yaml(Path(path))
     try:
@@ -195,6 +197,7 @@ def _read_labels(label: Path, dims: int, root: Path,
 
 # ----------------------------------------------------------------------------- export
 
+@register("export_format", "yolo-pose")
 def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
            sources: Sequence[str] = ("ground_truth", "corrected", "conditioning"),
            kinds: Sequence[str] | None = None,

@@ -1,0 +1,109 @@
+"""What every ``realcal`` subcommand module shares: the root group, the state, progress bars, config
+files. Subcommand modules import this module; ``engine/cli/__init__.py`` imports them (never the
+other way round)."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+
+from engine import env
+
+env.configure()  # before anything imports torch, ultralytics or the hub clients
+
+from engine import __version__  # noqa: E402
+from engine.errors import RealcalError  # noqa: E402
+from engine.workspace import Workspace  # noqa: E402
+
+
+class RealcalGroup(click.Group):
+    """Prints user-facing errors as one line (no traceback) and exits 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RealcalError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the current step was rolled back", err=True)
+            sys.exit(130)
+
+
+@dataclass
+class State:
+    workspace_arg: str | None
+
+    def workspace(self) -> Workspace:
+        return Workspace.open(self.workspace_arg)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=RealcalGroup, context_settings={"help_option_names": ["-h", "--help"],
+                                                 "max_content_width": 100})
+@click.option("-w", "--workspace", envvar="REALCAL_WORKSPACE", metavar="DIR",
+              help="Workspace folder (default: $REALCAL_WORKSPACE).")
+@click.version_option(__version__, prog_name="realcal")
+@click.pass_context
+def main(ctx: click.Context, workspace: str | None) -> None:
+    """realcal: real-calibrated synthetic training data for human pose estimation.
+
+    \b
+    Typical start:
+      realcal -w ws init
+      realcal -w ws import --format coco annotations.json
+      realcal -w ws status --json
+    """
+    ctx.obj = State(workspace)
+
+
+def progress_bar(desc: str):
+    """A tqdm bar on stderr as a ``progress(done, total)`` callback (hidden when not a TTY)."""
+    from tqdm import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=desc, unit="img", file=sys.stderr, disable=None,
+                       dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+
+
+def load_config(path: Path | None, what: str = "config") -> dict:
+    """A YAML mapping from ``path`` ({} when no path); a one-line error when it cannot be read."""
+    if path is None:
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise RealcalError(f"cannot read the {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RealcalError(f"{path}: expected a mapping of {what} options")
+    return data
+
+
+def executor_override(executor: str | None, ray_address: str | None, actors: int | None) -> dict | None:
+    """The ``--executor/--ray-address/--actors`` flags as an executor config (None: not given)."""
+    if executor is None and ray_address is None and actors is None:
+        return None
+    cfg: dict = {"name": executor or "ray"}
+    if ray_address:
+        cfg["address"] = ray_address
+    if actors:
+        cfg["actors"] = actors
+    return cfg
