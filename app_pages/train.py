@@ -14,7 +14,7 @@ from engine.worker import ensure_worker
 from store import images as store_images
 from store import jobs as store_jobs
 from store import training as store_training
-from ui.common import connect, workspace
+from ui.common import workspace
 
 ws = workspace()
 st.title("Train")
@@ -23,7 +23,7 @@ st.caption("Ultralytics YOLO-pose on an immutable manifest (real anchors + a syn
            "Default recipe: the low-data fine-tuning one (freeze 10, AdamW lr0 2e-4, no mosaic, no "
            "warmup, imgsz 320), not Ultralytics' defaults.")
 
-with connect(ws) as db:
+with ws.connect() as db:
     counts = store_images.counts(db)
     manifests = store_training.list_manifests(db)
     runs = store_training.list_runs(db)
@@ -31,9 +31,7 @@ with connect(ws) as db:
     exp_runs = {e["id"]: store_training.experiment_runs(db, e["id"]) for e in experiments}
     active = [j for j in store_jobs.list_jobs(db, limit=50)
               if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
-    labelled = {s: n for s, n in db.execute(
-        "SELECT i.split, COUNT(DISTINCT i.id) FROM images i JOIN persons p ON p.image_id = i.id "
-        "WHERE i.kind = 'real' AND p.source IN ('ground_truth', 'corrected') AND p.iscrowd = 0 GROUP BY i.split")}
+    labelled = store_training.labelled_real_per_split(db)
 
 c = st.columns(4)
 c[0].metric("Labelled real train", labelled.get("train", 0))
@@ -54,7 +52,7 @@ def queue(kind: str, params: dict) -> None:
 
 @st.fragment(run_every=2)
 def live() -> None:
-    with connect(ws) as db:
+    with ws.connect() as db:
         rows = [j for j in store_jobs.list_jobs(db, limit=50)
                 if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
     for j in rows:
@@ -124,7 +122,7 @@ with tab_manifest:
                                     "synthetic": {"pool": pool, "count": int(syn_count) or None, "seed": int(syn_seed)}})
             st.success(f"Manifest {r['id']} ({'new' if r['new'] else 'already existed'}, {r['hash'][:12]}): "
                        + ", ".join(f"{k} {v}" for k, v in r["counts"].items()))
-            with connect(ws) as db:
+            with ws.connect() as db:
                 manifests = store_training.list_manifests(db)
         except RealcalError as exc:
             st.error(str(exc))

@@ -43,7 +43,7 @@ def main() -> None:
 
     from engine import jobs, provenance, stats
     from engine.errors import RealcalError
-    from engine.experiment import BASELINE, TRAIN_KEYS, manifest_spec, resolve
+    from engine.experiment import BASELINE, manifest_spec, resolve
     from engine.train import protocols
     from engine.train.manifest import build_manifest
     from engine.train.train import load_coco, resolve_params, save_coco, split_items
@@ -115,9 +115,8 @@ def main() -> None:
             m = build_manifest(ws, manifest_spec({**real_only, "real": n}, seed, None))
             if m["counts"]["test"]:
                 sys.exit("this workspace holds test images; the scaling curve must not (use a fresh --workspace)")
-            params = resolve_params(ws, m["id"], {**{k: recipe[k] for k in TRAIN_KEYS if k in recipe},
-                                                  "epochs": int(recipe["epochs"]), "seed": int(seed),
-                                                  "device": args.device, "protocol": protocol})
+            params = resolve_params(ws, m["id"], {**recipe, "seed": int(seed), "device": args.device,
+                                                  "protocol": protocol})
             log(f"N={n} seed {seed}: training real-only ({recipe['epochs']} epochs)")
             t0 = time.perf_counter()
             final = jobs.run_foreground(ws, "train", params)

@@ -30,7 +30,6 @@ val is flagged as a recipe problem.
 """
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -44,27 +43,24 @@ from store import training as store_training
 from store.db import write_transaction
 
 BASELINE = "real-only"
-TRAIN_KEYS = ("imgsz", "batch", "lr0", "optimizer", "freeze", "mosaic", "warmup_epochs", "patience", "nbs",
-              "mask_unannotated", "bn_stats", "checkpoint")
 METRICS = ("AP50", "PCK@0.2", "per-person OKS")
 DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 
 
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     from engine.train import protocols
-    from engine.train.train import RECIPE, check_bn_stats, check_checkpoint, check_freeze, check_nbs
+    from engine.train.recipe import Recipe
 
     if not isinstance(config, dict) or not config.get("arms"):
         raise RealcalError("an experiment file needs a list of arms")
-    unknown = set(config.get("recipe") or {}) - set(RECIPE)
-    if unknown:
-        raise RealcalError(f"unknown recipe option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE)}")
-    check_freeze((config.get("recipe") or {}).get("freeze", RECIPE["freeze"]))
-    check_nbs((config.get("recipe") or {}).get("nbs", RECIPE["nbs"]))
-    check_bn_stats((config.get("recipe") or {}).get("bn_stats", RECIPE["bn_stats"]))
-    check_checkpoint((config.get("recipe") or {}).get("checkpoint", RECIPE["checkpoint"]))
+    given = config.get("recipe") or {}
+    if not isinstance(given, dict):
+        raise RealcalError("recipe must be a mapping of training options")
+    recipe = Recipe.from_dict(given).as_dict()      # unknown keys, types and ranges refused here
+    if "model" not in given:
+        recipe.pop("model")   # the default model: recorded with every run (kept out so older experiments resume)
     cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
-           "recipe": {**{k: v for k, v in RECIPE.items() if k != "model"}, **(config.get("recipe") or {})},
+           "recipe": recipe,
            "step_matching": bool(config.get("step_matching", True)), "arms": [],
            "anchor_pool": config.get("anchor_pool"),
            "protocol": protocols.check(config.get("protocol", "auto"))}
@@ -110,7 +106,7 @@ def manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict:
     return spec
 
 
-def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_dir, seed: int,
+def _zero_shot(ws: Workspace, manifest_id: int, imgsz: int, device: str, eval_dir, seed: int,
                protocol: str = "auto") -> dict:
     """The untouched pretrained model scored on val and test under ``protocol`` (no model decides what is ignored)."""
     from ultralytics import YOLO
@@ -120,12 +116,9 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_
     from engine.train.evaluate import evaluate
     from engine.train.train import save_coco, split_items
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         m = store_training.manifest(db, manifest_id)
         splits = {s: split_items(db, m, s) for s in ("val", "test")}
-    finally:
-        db.close()
     model = YOLO(str(assets.resolve("yolo11n-pose")), task="pose")
     dev = config.resolve_device(device)
     out: dict[str, Any] = {}
@@ -134,7 +127,7 @@ def _zero_shot(ws: Workspace, manifest_id: int, recipe: dict, device: str, eval_
         if not splits[split][0]:
             out[split] = {"images": 0}
             continue
-        metrics, rows = evaluate(model, ws, *splits[split], imgsz=int(recipe["imgsz"]), device=dev, protocol=protocol)
+        metrics, rows = evaluate(model, ws, *splits[split], imgsz=int(imgsz), device=dev, protocol=protocol)
         coco = metrics.pop("_coco")
         path = eval_dir / f"zero-shot-seed{seed}-{split}.json.gz"
         save_coco(path, coco)
@@ -171,12 +164,11 @@ def _code_check(finished: list[dict], params: dict) -> set[tuple[str, int]]:
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine import provenance
     from engine.train.manifest import build_manifest, train_images
+    from engine.train.recipe import Recipe
     from engine.train.train import resolve_params as train_params
-    from engine.train.train import step_plan
 
     ws, cfg = ctx.ws, params["config"]
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         exp = store_training.experiment_by_name(db, cfg["name"])
         if exp is None or exp["config"] != cfg:
             with write_transaction(db):
@@ -184,8 +176,6 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         else:
             exp_id = exp["id"]
         finished = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
-    finally:
-        db.close()
     redo = _code_check(finished, params)
     done = {(r["arm"], r["seed"]) for r in finished} - redo
     seconds: dict[str, list[float]] = {}      # per arm, for the time-left estimate
@@ -198,9 +188,9 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     pairs = ([(a, s) for s in cfg["seeds"] for a in gate_arms]
              + [(a, s) for s in cfg["seeds"] for a in cfg["arms"] if a not in gate_arms])
     gate_announced = False
-    recipe = cfg["recipe"]
+    recipe = Recipe.from_dict(cfg["recipe"])
     protocol = cfg.get("protocol", "auto")
-    base_steps: dict[int, int] = {}
+    base_steps: dict[int, int] = {}      # per seed: the real-only arm's optimizer steps
     for n, (arm, seed) in enumerate(pairs):
         if not gate_announced and arm not in gate_arms:
             gate_announced = True
@@ -221,33 +211,29 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                              cfg.get("anchor_pool")))
         n_train = train_images(m["counts"])
         if arm["kind"] == "zero_shot":
-            result = _zero_shot(ws, m["id"], recipe, params.get("device", "auto"),
+            result = _zero_shot(ws, m["id"], recipe.imgsz, params.get("device", "auto"),
                                 ws.root / "experiments" / f"{exp_id:05d}", seed, protocol)
             run_id = None
         else:
-            batches = math.ceil(n_train / int(recipe["batch"]))
             if seed not in base_steps:
                 base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
-                base_steps[seed] = int(recipe["epochs"]) * math.ceil(train_images(base_m["counts"]) / int(recipe["batch"]))
-            epochs = (max(1, round(base_steps[seed] / batches)) if cfg["step_matching"] else int(recipe["epochs"]))
+                base_steps[seed] = recipe.plan(train_images(base_m["counts"]))["steps"]
+            epochs = recipe.epochs_for_steps(n_train, base_steps[seed]) if cfg["step_matching"] else recipe.epochs
             train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
-            tp = train_params(ws, m["id"], {**{k: v for k, v in recipe.items() if k in TRAIN_KEYS},
-                                            "epochs": epochs, "seed": train_seed, "device": params.get("device"),
+            run_recipe = recipe.replace(epochs=epochs, seed=train_seed)
+            tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": params.get("device"),
                                             "protocol": protocol})
             final = jobs.run_foreground(ws, "train", tp)
             if final["status"] != "done":
                 raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
                                    f"{(final.get('error') or '').splitlines()[0] if final.get('error') else ''}")
             run_id = final["result"]["run_id"]
-            db = ws.connect()
-            try:
+            with ws.connect() as db:
                 tr = store_training.run(db, run_id)
                 rows = store_training.eval_rows(db, run_id)
-            finally:
-                db.close()
             test = dict(tr["metrics"])
             val = test.pop("val", {})
-            plan = step_plan(n_train, epochs, int(recipe["batch"]), int(recipe.get("nbs", 64)))
+            plan = run_recipe.plan(n_train)
             result = {"test": test, "val": val, "rows": rows, "epochs": epochs, "steps": plan["steps"],
                       "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
                       "val_eval": final["result"].get("val_eval")}
@@ -255,26 +241,17 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                        "manifest_hash": m["hash"], **provenance.record()})
         seconds.setdefault(arm["name"], []).append(result["seconds"])
         done.add((arm["name"], seed))
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             with write_transaction(db):
                 store_training.put_experiment_run(db, exp_id, arm["name"], seed, manifest_id=m["id"],
                                                   training_run_id=run_id, status="done", result=result)
-        finally:
-            db.close()
     ctx.progress(len(pairs), len(pairs), "two-stage bootstrap over seeds and test images", force=True)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         runs = store_training.experiment_runs(db, exp_id)
-    finally:
-        db.close()
     comparisons = compare(runs, cfg, n_boot=int(params.get("n_boot", 1000)))
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         with write_transaction(db):
             store_training.set_experiment_ap50(db, exp_id, comparisons)
-    finally:
-        db.close()
     summary = summarise(runs, cfg, comparisons)
     missing = len(pairs) - len({(r["arm"], r["seed"]) for r in runs if r["status"] == "done"})
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing}
@@ -297,11 +274,8 @@ def time_left(arms_left: list[dict], seconds: dict[str, list[float]]) -> str | N
 
 def val_gate(ws: Workspace, exp_id: int) -> str | None:
     """One line on the val gate from the finished zero-shot and real-only runs (means over seeds)."""
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         runs = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
-    finally:
-        db.close()
     val = {(r["arm"], r["seed"]): (r["result"] or {}).get("val") or {} for r in runs}
     seeds = sorted(sd for (arm, sd) in val if arm == BASELINE and ("zero-shot", sd) in val)
     if not seeds:
@@ -410,12 +384,9 @@ def comparisons_of(ws: Workspace, exp: dict, runs: list[dict]) -> list[dict]:
     if stored is not None and all("kind" in c for c in stored):
         return stored
     comparisons = compare(runs, exp["config"])
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         with write_transaction(db):
             store_training.set_experiment_ap50(db, exp["id"], comparisons)
-    finally:
-        db.close()
     return comparisons
 
 
@@ -578,10 +549,10 @@ def verify(ws: Workspace, name: str, arm: str, seed: int, device: str | None = N
     """Rerun one finished (arm, seed) run of an experiment with its recorded recipe, and return the stored and
     the new figures side by side (the new run is kept as an ordinary training run; the experiment is not changed)."""
     from engine import provenance
+    from engine.train.recipe import RECIPE_KEYS, Recipe
     from engine.train.train import resolve_params as train_params
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         exp = store_training.experiment_by_name(db, name)
         if exp is None:
             raise RealcalError(f"no experiment named {name!r}")
@@ -591,17 +562,15 @@ def verify(ws: Workspace, name: str, arm: str, seed: int, device: str | None = N
             have = ", ".join(f"{a} seed {s}" for a, s in sorted(runs)) or "none"
             raise RealcalError(f"experiment {name!r} has no finished run for arm {arm!r} seed {seed} (finished: {have})")
         tr = store_training.run(db, r["training_run_id"]) if r["training_run_id"] else None
-    finally:
-        db.close()
     cfg = exp["config"]
     stored = r["result"]
     if tr is None:        # zero-shot: evaluate the untouched model again
-        new = _zero_shot(ws, r["manifest_id"], cfg["recipe"], device or "auto",
+        new = _zero_shot(ws, r["manifest_id"], Recipe.from_dict(cfg["recipe"]).imgsz, device or "auto",
                          ws.root / "experiments" / f"{exp['id']:05d}" / "verify", int(seed), cfg.get("protocol", "auto"))
         new_test, new_val = new["test"], new["val"]
     else:
         old = tr["config"]
-        overrides = {k: old[k] for k in (*TRAIN_KEYS, "epochs", "seed", "model", "protocol") if k in old}
+        overrides = {k: old[k] for k in (*RECIPE_KEYS, "protocol") if k in old}
         final = jobs.run_foreground(ws, "train", train_params(ws, r["manifest_id"], {**overrides, "device": device}),
                                     progress)
         if final["status"] != "done":

@@ -26,9 +26,11 @@ from its validated ``Config``; a typo fails at once with the valid names.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from engine.errors import RealcalError
 
@@ -114,6 +116,18 @@ def register(kind: str, name: str, *, source: str = "built-in", **meta: Any):
 
 def unregister(kind: str, name: str) -> None:
     _REGISTRY.get(kind, {}).pop(name, None)
+
+
+@contextlib.contextmanager
+def swapped(kind: str, name: str, obj: Any) -> Iterator[Entry]:
+    """Temporarily replace a registered entry's object (its metadata kept): for tests and tools that
+    need a stand-in, e.g. a training job that does not train."""
+    old = entry(kind, name)
+    _REGISTRY[kind][name] = dataclasses.replace(old, obj=obj)
+    try:
+        yield _REGISTRY[kind][name]
+    finally:
+        _REGISTRY[kind][name] = old
 
 
 def load_plugins(kind: str | None = None, force: bool = False) -> dict[str, dict[str, str]]:

@@ -161,7 +161,7 @@ def test_bad_experiment_files():
     with pytest.raises(RealcalError, match="list of arms"):
         resolve({"name": "x"})
     arms = [{"name": "real-only", "real": 5}]
-    with pytest.raises(RealcalError, match="unknown recipe option.*epoch"):
+    with pytest.raises(RealcalError, match="recipe: unknown parameter.*epoch"):
         resolve({"arms": arms, "recipe": {"epoch": 3}})
     with pytest.raises(RealcalError, match="unknown freeze preset 'head'"):
         resolve({"arms": arms, "recipe": {"freeze": "head"}})
@@ -169,7 +169,7 @@ def test_bad_experiment_files():
         resolve({"arms": arms, "recipe": {"freeze": [1, "../x"]}})
     assert resolve({"arms": arms, "recipe": {"freeze": "keypoint-branch"}})["recipe"]["freeze"] == "keypoint-branch"
     for bad in ("eight", 0, 8.5, True, 10_000):
-        with pytest.raises(RealcalError, match="nbs \\(nominal batch size\\) must be within 1..4096"):
+        with pytest.raises(RealcalError, match="nbs"):
             resolve({"arms": arms, "recipe": {"nbs": bad}})
     assert resolve({"arms": arms, "recipe": {"nbs": 8}})["recipe"]["nbs"] == 8
     with pytest.raises(RealcalError, match="unknown evaluation protocol 'teacher'"):

@@ -246,7 +246,7 @@ def test_frozen_batchnorm_statistics_stay_pretrained_while_weights_train(ws, lsp
         conv = [k for k in before if k.endswith("conv.weight")]
         assert any(not torch.allclose(before[k].float(), after[k].float()) for k in conv)   # weights trained
     assert moved["frozen"] == [] and moved["train"]
-    with pytest.raises(RealcalError, match="bn_stats must be one of"):
+    with pytest.raises(RealcalError, match="bn_stats: 'off' is not one of 'train', 'frozen'"):
         resolve_params(ws, m["id"], {"bn_stats": "off"})
 
 
@@ -268,5 +268,5 @@ def test_checkpoint_last_trains_without_looking_at_val(ws, lspet):
     rows = list(csv.DictReader(open(ws.root / "runs" / f"train{r['run_id']:05d}" / "ultralytics" / "results.csv")))
     maps = [float(row["metrics/mAP50(P)"]) for row in rows]
     assert len(rows) == 2 and maps[0] == 0.0          # epoch 1 was not validated
-    with pytest.raises(RealcalError, match="checkpoint must be one of"):
+    with pytest.raises(RealcalError, match="checkpoint: 'middle' is not one of 'best', 'last'"):
         resolve_params(ws, m["id"], {"checkpoint": "middle"})

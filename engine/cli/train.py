@@ -101,11 +101,8 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
     from engine.train.train import manifest_step_plan
     from store import training as store_training
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         counts = store_training.manifest(db, manifest_id)["counts"]
-    finally:
-        db.close()
     plan = manifest_step_plan(counts, params)
     click.echo(plan["text"])
     if plan["warning"]:

@@ -104,8 +104,5 @@ def ws_formats(ws, image_ids: list[int]) -> set[str]:
     """The import formats (batch formats) of these images."""
     from store import images as store_images
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         return store_images.batch_formats(db, image_ids)
-    finally:
-        db.close()
