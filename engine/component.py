@@ -111,7 +111,12 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class Config:
-    """Base of every component configuration: frozen, typed, validated on construction."""
+    """Base of every component configuration: frozen, typed, validated on construction.
+
+    ``examples`` (a class attribute, not a parameter) may give a valid non-default value for a
+    parameter whose type alone does not say one (the contract test uses it)."""
+
+    examples: ClassVar[dict[str, Any]] = {}
 
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from engine import media
+from engine.component import Component
 from engine.errors import RealcalError
 
 
@@ -34,6 +35,22 @@ class StageContext:
         if bgr is None:
             raise RealcalError(f"cannot read image {row['id']}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class Stage(Component):
+    """Base of every curation stage. ``calibrate(ctx)`` measures what it needs on the real train anchors
+    (returns a JSON-able record of the thresholds it chose); ``run(ctx, items)`` returns one row per item:
+    ``{"image_id", "status": pass|fail|unavailable, "value", "reason", "details"}``. ``main`` names the
+    score in ``value``; ``higher_is_better`` its direction."""
+
+    higher_is_better: bool = True
+    main: str = "score"
+
+    def calibrate(self, ctx: StageContext) -> dict:
+        return {}
+
+    def run(self, ctx: StageContext, items: list[dict]) -> list[dict]:
+        raise NotImplementedError
 
 
 def resolve_threshold(spec: Any, real_values: np.ndarray | None, higher_is_better: bool,

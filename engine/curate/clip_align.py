@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.curate.base import StageContext
+from engine.curate.base import Stage, StageContext
 from engine.errors import RealcalError
 from engine import component
-from engine.component import Component
 from engine.registry import register
 
 PERSON_PROMPTS = ("a photo of a person", "a photo with no people in it")
 
 
 @register("stage", "clip")
-class ClipStage(Component):
+class ClipStage(Stage):
     higher_is_better = True
     main = "alignment"
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engine.curate.base import StageContext
+from engine.curate.base import Stage, StageContext
 from engine import component
-from engine.component import Component
 from engine.registry import register
 
 
@@ -29,7 +28,7 @@ def hamming(a: int, b: int) -> int:
 
 
 @register("stage", "duplicates")
-class DuplicatesStage(Component):
+class DuplicatesStage(Stage):
     higher_is_better = False
     main = "max_similarity"
 

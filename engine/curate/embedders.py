@@ -92,7 +92,7 @@ class OpenClipEmbedder(Component):
 
     def configure(self) -> None:
         self.model_name = self.config.model
-        self.model = self.preprocess = self.tokenizer = None
+        self.net = self.preprocess = self.tokenizer = None    # loaded in setup()
 
     @property
     def id(self) -> str:
@@ -120,7 +120,7 @@ class OpenClipEmbedder(Component):
                 f"run where the weights can be downloaded") from None
         finally:
             root.setLevel(level)
-        self.model, self.preprocess = model.eval(), preprocess
+        self.net, self.preprocess = model.eval(), preprocess
         self.tokenizer = open_clip.get_tokenizer(self.model_name)
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
@@ -131,14 +131,14 @@ class OpenClipEmbedder(Component):
         for start in range(0, len(images), self.batch_size):
             x = torch.stack([self.preprocess(Image.fromarray(im)) for im in images[start:start + self.batch_size]])
             with torch.inference_mode():
-                out.append(self.model.encode_image(x.to(self.device)).float().cpu().numpy())
+                out.append(self.net.encode_image(x.to(self.device)).float().cpu().numpy())
         return _normalise(np.concatenate(out)) if out else np.zeros((0, 1), np.float32)
 
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            t = self.model.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
+            t = self.net.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
         return _normalise(t)
 
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engine import poses
-from engine.curate.base import StageContext, passes, resolve_threshold
+from engine.curate.base import Stage, StageContext, passes, resolve_threshold
 from engine import component
-from engine.component import Component
 from engine.registry import register
 
 
@@ -61,7 +60,7 @@ def consistency(persons: list[dict], pred: dict, sources=("conditioning",)) -> t
 
 
 @register("stage", "pose_consistency")
-class PoseConsistencyStage(Component):
+class PoseConsistencyStage(Stage):
     higher_is_better = True
     main = "oks"
 
@@ -72,18 +71,17 @@ class PoseConsistencyStage(Component):
         threshold: float | dict = field(default_factory=lambda: {"real_percentile": 10})
 
     def configure(self) -> None:
-        self.threshold_spec = self.config.threshold
-        self.threshold: float | None = None
+        self.cutoff: float | None = None      # the threshold in effect, once calibrated
 
     def calibrate(self, ctx: StageContext) -> dict:
         real = None
-        if isinstance(self.threshold_spec, dict):
+        if isinstance(self.threshold, dict):
             anchors = [r for r in ctx.real_train if any(p["source"] in ("ground_truth", "corrected")
                                                          for p in r["persons"])]
             preds = ctx.teacher([ctx.image(r) for r in anchors])
             real = np.array([consistency(r["persons"], pr, ("ground_truth", "corrected"))[0]
                              for r, pr in zip(anchors, preds)])
-        self.threshold, record = resolve_threshold(self.threshold_spec, real, True, "pose_consistency")
+        self.cutoff, record = resolve_threshold(self.threshold, real, True, "pose_consistency")
         self.calibration = {"oks": record}
         return self.calibration
 
@@ -93,9 +91,9 @@ class PoseConsistencyStage(Component):
         ctx.cache.setdefault("teacher_predictions", {}).update({it["id"]: p for it, p in zip(items, preds)})
         for it, pred in zip(items, preds):
             value, details = consistency(it["persons"], pred)
-            ok = passes(value, self.threshold, True)
+            ok = passes(value, self.cutoff, True)
             rows.append({"image_id": it["id"], "status": "pass" if ok else "fail",
                          "value": None if not np.isfinite(value) else value,
-                         "reason": None if ok else f"pose mismatch (worst OKS {value:.2f} < {self.threshold:.2f})",
+                         "reason": None if ok else f"pose mismatch (worst OKS {value:.2f} < {self.cutoff:.2f})",
                          "details": {"people": details, "detections": int(len(pred["scores"]))}})
         return rows

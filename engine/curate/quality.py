@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engine.curate.base import StageContext, passes, resolve_threshold
+from engine.curate.base import Stage, StageContext, passes, resolve_threshold
 from engine import component
-from engine.component import Component
 from engine.registry import register
 
 
@@ -27,7 +26,7 @@ def image_quality(rgb: np.ndarray) -> dict[str, float]:
 
 
 @register("stage", "quality")
-class QualityStage(Component):
+class QualityStage(Stage):
     higher_is_better = True
     main = "sharpness"
 

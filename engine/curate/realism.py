@@ -14,10 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.curate.base import StageContext, passes, resolve_threshold
+from engine.curate.base import Stage, StageContext, passes, resolve_threshold
 from engine.errors import RealcalError
 from engine import component
-from engine.component import Component
 from engine.registry import register
 
 
@@ -79,7 +78,7 @@ def frechet_shrunk(x: np.ndarray, y: np.ndarray, dims: int = 64) -> float:
 
 
 @register("stage", "realism")
-class RealismStage(Component):
+class RealismStage(Stage):
     higher_is_better = False
     main = "knn_distance"
 
@@ -93,8 +92,7 @@ class RealismStage(Component):
                 raise RealcalError("realism: k must be at least 1")
 
     def configure(self) -> None:
-        self.threshold_spec = self.config.threshold
-        self.threshold: float | None = None
+        self.cutoff: float | None = None      # the threshold in effect, once calibrated
 
     def _real(self, ctx: StageContext) -> np.ndarray:
         if "real_train_emb" not in ctx.cache:
@@ -109,7 +107,7 @@ class RealismStage(Component):
     def calibrate(self, ctx: StageContext) -> dict:
         real = self._real(ctx)
         loo = knn_distance(real, real, self.k, exclude_self=True)
-        self.threshold, record = resolve_threshold(self.threshold_spec, loo, False, "realism")
+        self.cutoff, record = resolve_threshold(self.threshold, loo, False, "realism")
         self.calibration = {"knn_distance": record, "embedder": ctx.embedder.label, "k": self.k}
         return self.calibration
 
@@ -124,10 +122,10 @@ class RealismStage(Component):
         dist = knn_distance(q, real, self.k)
         rows = []
         for it, d in zip(items, dist):
-            ok = passes(float(d), self.threshold, False)
+            ok = passes(float(d), self.cutoff, False)
             rows.append({"image_id": it["id"], "status": "pass" if ok else "fail", "value": float(d),
                          "reason": None if ok else f"less realistic than the threshold "
-                                                   f"({d:.3f} > {self.threshold:.3f})"})
+                                                   f"({d:.3f} > {self.cutoff:.3f})"})
         return rows
 
     def set_metrics(self, ctx: StageContext, items_by_batch: dict[int, list[dict]]) -> dict:

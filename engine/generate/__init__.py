@@ -1,10 +1,12 @@
 """Generators: pure functions from a batch of requests to a batch of results.
 
-A generator class stores its parameters in ``__init__`` (nothing heavy), loads models in
-``setup()`` and maps ``generate(requests) -> results``. Requests carry everything a sample needs
-(seed, conditioning pose, source records), so the same function can be mapped over several
-processes or GPUs later without a rewrite. See ``engine/generate/job.py`` for the job that feeds
-it and stores the results with their lineage.
+A generator is a :class:`Generator`: its parameters are its frozen ``Config`` (nothing heavy at
+construction), it loads models in ``setup(resources)`` and maps ``generate(requests) -> results``.
+It declares which request fields it needs in ``inputs`` (``pose``, ``prompt``, ``anchors``,
+``backgrounds``) and the job fills exactly those; ``needs_teacher`` says whether ``setup`` uses the
+teacher. Requests carry everything a sample needs (seed, conditioning pose, source records), so the
+same function can be mapped over several processes or GPUs without a rewrite. See
+``engine/generate/job.py`` for the job that feeds it and stores the results with their lineage.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from engine.component import Component
 
 
 @dataclass
@@ -51,3 +55,18 @@ def clip_to_image(k: np.ndarray, width: int, height: int) -> np.ndarray:
     outside = (k[:, 0] < 0) | (k[:, 1] < 0) | (k[:, 0] > width - 1) | (k[:, 1] > height - 1)
     k[outside] = 0.0
     return k
+
+
+class Generator(Component):
+    """Base of every generator (see the module docstring). Subclasses set ``inputs``, give their
+    ``Config`` a ``width`` and ``height``, and implement ``generate``."""
+
+    inputs: frozenset[str] = frozenset()      # request fields the job must fill: pose, prompt, anchors, backgrounds
+    needs_teacher: bool = False               # does setup() use resources.person_detector()?
+    batch_size: int = 1                       # requests per generate() call the job should send at least
+
+    def preflight(self) -> None:
+        """Cheap checks before a job is queued (weights present, a GPU visible); raise RealcalError."""
+
+    def generate(self, requests: list[GenerationRequest]) -> list[GenerationResult]:
+        raise NotImplementedError

@@ -19,9 +19,9 @@ from typing import Callable, Literal
 import numpy as np
 
 from engine import component, poses
-from engine.component import Component, Resources
+from engine.component import Resources
 from engine.errors import RealcalError
-from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, clip_to_image
+from engine.generate import GeneratedPerson, Generator, GenerationRequest, GenerationResult, clip_to_image
 from engine.generate.prompts import DEFAULT_NEGATIVE
 from engine.registry import register
 
@@ -59,7 +59,7 @@ def cuda_visible() -> bool:
 
 
 @register("generator", "controlnet")
-class ControlNetGenerator(Component):
+class ControlNetGenerator(Generator):
     """SD1.5 + ControlNet-OpenPose (diffusers). See the module docstring."""
 
     needs_teacher = False
@@ -69,7 +69,7 @@ class ControlNetGenerator(Component):
     class Config(component.Config):
         base: str = DEFAULT_BASE
         controlnet: str = DEFAULT_CONTROLNET
-        scheduler: str = "unipc"
+        scheduler: Literal["unipc", "ddim", "euler", "euler_a", "dpmpp_2m", "pndm"] = "unipc"   # SCHEDULERS
         steps: int = 20
         guidance: float = 7.5
         conditioning_scale: float = 1.0
@@ -82,8 +82,6 @@ class ControlNetGenerator(Component):
         allow_cpu: bool = False
 
         def validate(self) -> None:
-            if self.scheduler not in SCHEDULERS:
-                raise RealcalError(f"controlnet: unknown scheduler {self.scheduler!r}; valid: {', '.join(SCHEDULERS)}")
             if not 1 <= self.steps <= 1000:
                 raise RealcalError("controlnet: steps must be within 1..1000")
             if self.width % 8 or self.height % 8 or not 64 <= min(self.width, self.height):

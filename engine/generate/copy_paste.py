@@ -22,9 +22,9 @@ import cv2
 import numpy as np
 
 from engine import component, poses
-from engine.component import Component, Resources
+from engine.component import Resources
 from engine.errors import RealcalError
-from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, clip_to_image
+from engine.generate import GeneratedPerson, Generator, GenerationRequest, GenerationResult, clip_to_image
 from engine.registry import register
 
 Detector = Callable[[np.ndarray], list[tuple[float, float, float, float]]]
@@ -117,7 +117,7 @@ def _boxes_overlap(a, b) -> bool:
 
 
 @register("generator", "copy_paste")
-class CopyPasteGenerator(Component):
+class CopyPasteGenerator(Generator):
     """Offline copy-paste compositing; needs no diffusion weights. See the module docstring."""
 
     inputs = frozenset({"anchors", "backgrounds"})   # what each request must carry (see generate/job.py)
