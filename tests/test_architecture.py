@@ -106,7 +106,7 @@ def test_layers_point_one_way():
 
 
 SQL = re.compile(r"\bSELECT\b.*\bFROM\b|\bINSERT (OR \w+ )?INTO\b|\bUPDATE \w+ SET\b|\bDELETE FROM\b|"
-                 r"\b(CREATE|DROP|ALTER) (TABLE|INDEX|VIEW)\b|\bPRAGMA \w+|\bBEGIN IMMEDIATE\b")
+                 r"\b(CREATE|DROP|ALTER) (TABLE|INDEX|VIEW)\b|\bPRAGMA \w+")
 
 
 def test_sql_lives_only_in_store():
