@@ -203,9 +203,17 @@ class Component:
         elif not isinstance(config, self.Config):
             raise RealcalError(f"{type(self).__name__}: expected {self.Config.__qualname__}, got {type(config).__name__}")
         self.config = config
-        for f in fields(config):
-            setattr(self, f.name, getattr(config, f.name))
         self.configure()
+
+    def __getattr__(self, name: str) -> Any:
+        """A parameter reads as an attribute (``self.width`` is ``self.config.width``); an attribute the
+        component sets itself takes precedence, so never give one a parameter's name."""
+        if name == "config" or name.startswith("__"):
+            raise AttributeError(name)
+        try:
+            return getattr(self.config, name)
+        except AttributeError:
+            raise AttributeError(f"{type(self).__name__} has no attribute or parameter {name!r}") from None
 
     def configure(self) -> None:
         """Derived, cheap state from the config (no model loading: that is ``setup``)."""

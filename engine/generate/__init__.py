@@ -63,7 +63,11 @@ class Generator(Component):
 
     inputs: frozenset[str] = frozenset()      # request fields the job must fill: pose, prompt, anchors, backgrounds
     needs_teacher: bool = False               # does setup() use resources.person_detector()?
-    batch_size: int = 1                       # requests per generate() call the job should send at least
+
+    @property
+    def requests_per_call(self) -> int:
+        """The fewest requests the job should send per ``generate`` call (a ``batch_size`` parameter, else 1)."""
+        return int(getattr(self.config, "batch_size", 1))
 
     def preflight(self) -> None:
         """Cheap checks before a job is queued (weights present, a GPU visible); raise RealcalError."""

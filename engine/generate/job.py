@@ -185,7 +185,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             done = 0
         ctx.progress(done, count, f"loading the {params['generator']} generator",
                      state={"batch_id": batch_id, "done": done})
-        chunk = max(1, int(params.get("chunk", 8)), int(gen.batch_size))
+        chunk = max(1, int(params.get("chunk", 8)), gen.requests_per_call)
 
         def on_step(step: float, steps: float | None, message: str | None = None) -> None:
             # a generator's progress inside one chunk (e.g. denoising steps), shown as overall progress
