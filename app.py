@@ -12,6 +12,10 @@ import streamlit as st
 
 st.set_page_config(page_title="realcal", page_icon=":material/accessibility_new:", layout="wide")
 
+from engine import logs  # noqa: E402
+
+logs.configure("INFO")   # the server console: one format with the CLI and the worker
+
 from ui.auth import current_user  # noqa: E402
 from ui.common import job_badge, workspace  # noqa: E402
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 from typing import Any, Callable
 
 from engine import registry
@@ -83,8 +84,9 @@ def step_keys(resolved: dict) -> dict[str, str]:
 
 
 def run(ws: Workspace, config: dict[str, Any], *, from_step: str | None = None,
-        log: Callable[[str], None] = print, on_progress=None) -> dict[str, Any]:
+        log: Callable[[str], None] | None = None, on_progress=None) -> dict[str, Any]:
     """Run the pipeline's steps as jobs; returns {step: result}. Raises ReviewGate at a stop gate."""
+    log = log or logging.getLogger(__name__).info
     resolved = resolve(ws, config)
     if from_step is not None and from_step not in resolved["steps"]:
         raise RealcalError(f"--from {from_step}: not a step of this pipeline; its steps: {', '.join(resolved['steps'])}")

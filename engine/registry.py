@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
@@ -74,6 +75,7 @@ class Entry:
     source: str = "built-in"          # or "plugin <distribution>"
 
 
+logger = logging.getLogger(__name__)
 _REGISTRY: dict[str, dict[str, Entry]] = {k: {} for k in KINDS}
 _LOADED: set[str] = set()
 _PLUGINS_LOADED: set[str] = set()
@@ -150,6 +152,7 @@ def load_plugins(kind: str | None = None, force: bool = False) -> dict[str, dict
                 _PLUGIN_ERRORS.get(k, {}).pop(ep.name, None)
             except Exception as exc:  # a broken third-party package must not break realcal
                 _PLUGIN_ERRORS.setdefault(k, {})[ep.name] = f"{ep.value}: {type(exc).__name__}: {exc}"
+                logger.warning("plugin %s %r not loaded: %s", k, ep.name, _PLUGIN_ERRORS[k][ep.name])
     return {k: dict(v) for k, v in _PLUGIN_ERRORS.items() if v}
 
 

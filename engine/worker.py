@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import logging
 import subprocess
 import sys
 import time
@@ -13,6 +14,8 @@ from engine import jobs
 from engine.errors import RealcalError
 from engine.workspace import Workspace
 from store import jobs as store_jobs
+
+logger = logging.getLogger(__name__)
 
 
 class WorkerRunning(RealcalError):
@@ -56,9 +59,10 @@ def worker_running(ws: Workspace) -> int | None:
     return None
 
 
-def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0,
-               log=lambda msg: print(msg, file=sys.stderr, flush=True)) -> int:
-    """Claim and run jobs until stopped (or, with ``once``, until the queue is empty)."""
+def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0, log=None) -> int:
+    """Claim and run jobs until stopped (or, with ``once``, until the queue is empty). Each event goes to
+    ``log(message)``, by default the ``engine.worker`` logger (see ``engine.logs``)."""
+    log = log or logger.info
     lock = acquire_lock(ws)
 
     def on_term(signum, frame):

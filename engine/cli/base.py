@@ -3,6 +3,7 @@ files. Subcommand modules import this module; ``engine/cli/__init__.py`` imports
 other way round)."""
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,11 @@ pass_state = click.make_pass_decorator(State)
                                                  "max_content_width": 100})
 @click.option("-w", "--workspace", envvar="REALCAL_WORKSPACE", metavar="DIR",
               help="Workspace folder (default: $REALCAL_WORKSPACE).")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Diagnostics on stderr (default: $REALCAL_LOG_LEVEL, else WARNING; the worker logs INFO).")
 @click.version_option(__version__, prog_name="realcal")
 @click.pass_context
-def main(ctx: click.Context, workspace: str | None) -> None:
+def main(ctx: click.Context, workspace: str | None, log_level: str | None) -> None:
     """realcal: real-calibrated synthetic training data for human pose estimation.
 
     \b
@@ -58,6 +61,11 @@ def main(ctx: click.Context, workspace: str | None) -> None:
       realcal -w ws import --format coco annotations.json
       realcal -w ws status --json
     """
+    from engine import logs
+
+    if log_level:
+        os.environ["REALCAL_LOG_LEVEL"] = log_level.upper()   # the worker and jobs it starts inherit it
+    logs.configure("WARNING")
     ctx.obj = State(workspace)
 
 

@@ -51,8 +51,10 @@ def run_or_queue(ws, kind: str, params: dict, background: bool, desc: str) -> di
 @pass_state
 def worker(state: State, once: bool) -> None:
     """Run the workspace's background worker (one per workspace)."""
+    from engine import logs
     from engine.worker import run_worker
 
+    logs.configure("INFO")      # the worker's events go to its log (<workspace>/logs/worker.log when detached)
     n = run_worker(state.workspace(), once=once)
     click.echo(f"worker: {n} jobs run", err=True)
 
