@@ -368,3 +368,19 @@ def test_component_config_types_are_checked_on_construction():
                      ({"x": "fast"}, "x: expected a number"), ({"path": 3}, "path: expected text")):
         with pytest.raises(RealcalError, match=msg):
             C.from_dict(bad, where="demo")
+
+
+def test_components_command_lists_every_kind_with_parameters():
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    r = CliRunner().invoke(main, ["components", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)["components"]
+    assert set(data) == set(registry.KINDS)
+    assert "copy_paste" in {c["name"] for c in data["generator"]}
+    r = CliRunner().invoke(main, ["components", "--kind", "stage"])
+    assert r.exit_code == 0 and "pose_consistency" in r.output and "threshold:" in r.output
+    r = CliRunner().invoke(main, ["components", "--kind", "widget"])
+    assert r.exit_code == 1 and "unknown component kind" in r.output

@@ -17,5 +17,6 @@ from engine.cli import review as _review  # noqa: E402,F401  (registers user/rev
 from engine.cli import train as _train  # noqa: E402,F401  (registers manifest/train)
 from engine.cli import experiment as _experiment  # noqa: E402,F401  (registers experiment/report)
 from engine.cli import pipeline as _pipeline  # noqa: E402,F401  (registers run)
+from engine.cli import components as _components  # noqa: E402,F401  (registers components)
 
 __all__ = ["main"]
