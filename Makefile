@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE ?= 1
 export YOLO_OFFLINE ?= True
 export YOLO_AUTOINSTALL ?= False
 
-.PHONY: install test app clean benchmark benchmark-quick
+.PHONY: install test lint app clean benchmark benchmark-quick
 
 DEMO ?= demo-workspace
 PORT ?= 8501
@@ -29,6 +29,11 @@ install: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (style, imports, common bugs) and mypy (types) on the whole tree; CI runs it before the tests.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 # Builds the demo workspace (real photos from installed packages, pseudo-labelled) and opens the app.
 app: $(VENV)/.installed
