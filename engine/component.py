@@ -191,13 +191,16 @@ class Resources:
             self.progress(done, total, message)
 
 
+ConfigBase = Config
+
+
 class Component:
     """Base of generators, stages, embedders and selectors (see the module docstring)."""
 
-    Config: ClassVar[type[Config]] = Config
+    Config: ClassVar[type[ConfigBase]] = ConfigBase
     registry_name: ClassVar[str] = ""
 
-    def __init__(self, config: Config | None = None, /, **params: Any):
+    def __init__(self, config: ConfigBase | None = None, /, **params: Any):
         if config is None:
             config = self.Config.from_dict(params, where=self.registry_name or type(self).__name__)
         elif params:

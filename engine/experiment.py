@@ -59,7 +59,7 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     recipe = Recipe.from_dict(given).as_dict()      # unknown keys, types and ranges refused here
     if "model" not in given:
         recipe.pop("model")   # the default model: recorded with every run (kept out so older experiments resume)
-    cfg = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
+    cfg: dict[str, Any] = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
            "recipe": recipe,
            "step_matching": bool(config.get("step_matching", True)), "arms": [],
            "anchor_pool": config.get("anchor_pool"),
@@ -114,10 +114,10 @@ def _zero_shot(ws: Workspace, manifest_id: int, imgsz: int, device: str, eval_di
     from engine import assets, config
     from engine.train import protocols
     from engine.train.evaluate import evaluate
-    from engine.train.train import save_coco, split_items
+    from engine.train.train import load_manifest, save_coco, split_items
 
     with ws.connect() as db:
-        m = store_training.manifest(db, manifest_id)
+        m = load_manifest(db, manifest_id)
         splits = {s: split_items(db, m, s) for s in ("val", "test")}
     model = YOLO(str(assets.resolve("yolo11n-pose")), task="pose")
     dev = config.resolve_device(device)
@@ -231,6 +231,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             with ws.connect() as db:
                 tr = store_training.run(db, run_id)
                 rows = store_training.eval_rows(db, run_id)
+            if tr is None:
+                raise RealcalError(f"arm {arm['name']} seed {seed}: training run {run_id} vanished from the workspace")
             test = dict(tr["metrics"])
             val = test.pop("val", {})
             plan = run_recipe.plan(n_train)
@@ -497,8 +499,8 @@ def summarise(runs: list[dict], cfg: dict, comparisons: list[dict] | None = None
 
 
 def _split_sizes(runs: list[dict]) -> dict[str, Any]:
-    test = next((r["result"]["test"] for r in runs if r["result"]["test"].get("images")), {})
-    val = next((r["result"]["val"] for r in runs if (r["result"]["val"] or {}).get("images")), {})
+    test: dict = next((r["result"]["test"] for r in runs if r["result"]["test"].get("images")), {})
+    val: dict = next((r["result"]["val"] for r in runs if (r["result"]["val"] or {}).get("images")), {})
     real = next((r["result"].get("train_images") for r in runs if r["arm"] == BASELINE), None)
     return {"real train images (real-only)": real, "val images": val.get("images"), "val persons": val.get("persons"),
             "test images": test.get("images"), "test persons": test.get("persons")}

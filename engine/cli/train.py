@@ -98,11 +98,10 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
     params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
                                               "freeze": freeze, "seed": seed, "model": model, "device": device,
                                               "protocol": protocol, "checkpoint": checkpoint, "bn_stats": bn_stats})
-    from engine.train.train import manifest_step_plan
-    from store import training as store_training
+    from engine.train.train import load_manifest, manifest_step_plan
 
     with ws.connect() as db:
-        counts = store_training.manifest(db, manifest_id)["counts"]
+        counts = load_manifest(db, manifest_id)["counts"]
     plan = manifest_step_plan(counts, params)
     click.echo(plan["text"])
     if plan["warning"]:

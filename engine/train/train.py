@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 from engine import assets, config
@@ -119,7 +120,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         from engine.train.evaluate import unannotated_regions
 
         with ws.connect() as db:
-            m = store_training.manifest(db, params["manifest_id"])
+            m = load_manifest(db, params["manifest_id"])
             real_ids = {im["id"] for im in store_images.list_images(db, kinds=["real"], splits=["train"])}
             images, persons = split_items(db, m, "train")
         images = [im for im in images if im["id"] in real_ids]
@@ -163,7 +164,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         with open(out / "results.csv") as fh:
             curves = [{k.strip(): _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
     with ws.connect() as db:
-        m = store_training.manifest(db, params["manifest_id"])
+        m = load_manifest(db, params["manifest_id"])
         splits = {s: split_items(db, m, s) for s in ("val", "test")}
     ctx.progress(epochs, epochs, f"evaluating on {len(splits['val'][0])} val and {len(splits['test'][0])} test images",
                  force=True)
@@ -200,7 +201,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             "val_eval": str(run_dir / "val_eval.json.gz") if splits["val"][0] else None}
 
 
-def export_model(ws: Workspace, run_id: int, fmt: str = "pt") -> "Path":
+def export_model(ws: Workspace, run_id: int, fmt: str = "pt") -> Path:
     """The trained model of a finished run as ``.pt`` (Ultralytics checkpoint) or ``.onnx``.
 
     ONNX goes through Ultralytics' exporter (static shape at the run's image size, no simplifier,
@@ -260,6 +261,14 @@ def load_coco(path) -> dict | None:
         return None
     with gzip.open(path, "rt") as fh:
         return json.load(fh)
+
+
+def load_manifest(db, manifest_id: int) -> dict:
+    """The stored manifest, or a clear error when there is none with this id."""
+    m = store_training.manifest(db, manifest_id)
+    if m is None:
+        raise RealcalError(f"no manifest {manifest_id} in this workspace (see `realcal manifest list`)")
+    return m
 
 
 def split_items(db, manifest: dict, split: str) -> tuple[list[dict], dict[int, list[dict]]]:
