@@ -112,8 +112,43 @@ def procedural_background(rng: np.random.Generator, width: int, height: int) -> 
     return cv2.GaussianBlur(img, (0, 0), 2.0)
 
 
-def _boxes_overlap(a, b) -> bool:
+def boxes_overlap(a, b) -> bool:
     return not (a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1])
+
+
+def pick_background(backgrounds: list[dict], rng: np.random.Generator, w: int, h: int, mode: str,
+                    detector: Detector | None, detections: dict[int, list], max_tries: int,
+                    who: str) -> tuple[np.ndarray, dict, list[int]]:
+    """A ``w x h`` background: a person-free crop of a real train image (people known from its labels and
+    found by ``detector``, cached in ``detections``), or a procedural texture (``mode`` procedural, or
+    mixed when no crop is free). Returns (BGR image, lineage record, source image ids)."""
+    if mode != "procedural":
+        for bg in backgrounds:
+            img = cv2.imread(str(bg["path"]), cv2.IMREAD_COLOR)
+            if img is None:
+                continue
+            if bg["id"] not in detections:
+                detections[bg["id"]] = list(detector(img)) if detector else []
+            boxes = [(bx - 0.1 * bw, by - 0.1 * bh, 1.2 * bw, 1.2 * bh)
+                     for bx, by, bw, bh in list(bg.get("person_boxes", [])) + detections[bg["id"]]]
+            H, W = img.shape[:2]
+            for _ in range(max_tries):
+                frac = float(rng.uniform(0.2, 1.0))
+                cw = min(W, int(frac * min(W, H * w / h)))
+                ch = min(H, int(cw * h / w))
+                if cw < 64 or ch < 64:
+                    continue
+                cx, cy = int(rng.integers(0, W - cw + 1)), int(rng.integers(0, H - ch + 1))
+                crop = (cx, cy, cw, ch)
+                if not any(boxes_overlap(crop, b) for b in boxes):
+                    out = cv2.resize(img[cy:cy + ch, cx:cx + cw], (w, h), interpolation=cv2.INTER_AREA)
+                    return out, {"kind": "real", "image_id": bg["id"], "crop": list(crop),
+                                 "people_found_by_teacher": len(detections[bg["id"]])}, [bg["id"]]
+        if mode == "real":
+            raise RealcalError(f"{who}: no person-free background crop found in the train "
+                               "images tried; use background=mixed or procedural, or import "
+                               "images without people")
+    return procedural_background(rng, w, h), {"kind": "procedural"}, []
 
 
 @register("generator", "copy_paste")
@@ -201,34 +236,8 @@ class CopyPasteGenerator(Generator):
         return patch, pmask, k, extra, how
 
     def _background(self, req: GenerationRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict, list[int]]:
-        w, h = self.width, self.height
-        if self.background != "procedural":
-            for bg in req.backgrounds:
-                img = cv2.imread(str(bg["path"]), cv2.IMREAD_COLOR)
-                if img is None:
-                    continue
-                if bg["id"] not in self._detections:
-                    self._detections[bg["id"]] = list(self._detector(img)) if self._detector else []
-                boxes = [(bx - 0.1 * bw, by - 0.1 * bh, 1.2 * bw, 1.2 * bh)
-                         for bx, by, bw, bh in list(bg.get("person_boxes", [])) + self._detections[bg["id"]]]
-                H, W = img.shape[:2]
-                for _ in range(self.max_background_tries):
-                    frac = float(rng.uniform(0.2, 1.0))
-                    cw = min(W, int(frac * min(W, H * w / h)))
-                    ch = min(H, int(cw * h / w))
-                    if cw < 64 or ch < 64:
-                        continue
-                    cx, cy = int(rng.integers(0, W - cw + 1)), int(rng.integers(0, H - ch + 1))
-                    crop = (cx, cy, cw, ch)
-                    if not any(_boxes_overlap(crop, b) for b in boxes):
-                        out = cv2.resize(img[cy:cy + ch, cx:cx + cw], (w, h), interpolation=cv2.INTER_AREA)
-                        return out, {"kind": "real", "image_id": bg["id"], "crop": list(crop),
-                                     "people_found_by_teacher": len(self._detections[bg["id"]])}, [bg["id"]]
-            if self.background == "real":
-                raise RealcalError("copy_paste: no person-free background crop found in the train "
-                                   "images tried; use background=mixed or procedural, or import "
-                                   "images without people")
-        return procedural_background(rng, w, h), {"kind": "procedural"}, []
+        return pick_background(req.backgrounds, rng, self.width, self.height, self.background, self._detector,
+                               self._detections, self.max_background_tries, "copy_paste")
 
     def _photometric(self, patch: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         if not self.photometric:
