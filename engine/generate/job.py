@@ -121,6 +121,7 @@ def build_requests(params: dict[str, Any], gen, anchors: list[dict], backgrounds
     pose_cfg = PoseSourceConfig.from_dict(params["pose_source"])
     template = params["prompt"].get("template", DEFAULT_TEMPLATE)
     axes = params["prompt"].get("axes", DEFAULT_AXES)
+    by_id = {a["id"]: a for a in anchors}
     reqs = []
     for i in range(start, stop):
         rng = np.random.default_rng(_seed(params["seed"], i, 0))
@@ -130,7 +131,11 @@ def build_requests(params: dict[str, Any], gen, anchors: list[dict], backgrounds
             req.pose = sample_pose(anchors, rng, pose_cfg, gen.width, gen.height)
         if "prompt" in gen.inputs:
             req.prompt, req.prompt_axes = sample_prompt(rng, template, axes)
-        if "anchors" in gen.inputs:
+        if "anchors" in gen.inputs and req.pose is not None:
+            # the pose's own people, then one anchor drawn at random (appearance swaps, placement)
+            req.anchors = [by_id[i] for i in req.pose.anchor_person_ids if i in by_id] + \
+                [anchors[int(rng.integers(len(anchors)))]]
+        elif "anchors" in gen.inputs:
             lo, hi = gen.people
             n = int(rng.integers(lo, hi + 1))
             req.anchors = [anchors[int(j)] for j in rng.choice(len(anchors), size=n, replace=len(anchors) < n)]
