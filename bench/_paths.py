@@ -15,11 +15,12 @@ def train_val_workspace(root: Path, dataset: Path, split_dir: Path, log=print):
     imported, so nothing run in it can see test). Train is imported first, then val: the same image ids,
     and so the same per-seed anchor draws, as the benchmark's workspace."""
     from engine.workspace import Workspace
+    from store import images as store_images
 
     ws = Workspace.open(root) if (root / "realcal.db").exists() else Workspace.init(root)
     db = ws.connect()
     try:
-        n_images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+        n_images = store_images.count_images(db)
     finally:
         db.close()
     if n_images == 0:

@@ -200,13 +200,13 @@ def queue_demo_experiment(ws: Workspace, log: Callable[[str], None] = print) -> 
     """Queue the tiny demo experiment once (the worker runs it); None when there is nothing to do."""
     from engine import jobs
     from engine.experiment import resolve
+    from store import images as store_images
     from store import jobs as store_jobs
     from store import training as store_training
 
     db = ws.connect()
     try:
-        has_test = db.execute("SELECT COUNT(*) FROM images i JOIN persons p ON p.image_id = i.id WHERE "
-                              "i.kind = 'real' AND i.split = 'test' AND p.source = 'ground_truth'").fetchone()[0]
+        has_test = store_images.count_real_persons(db, split="test", sources=("ground_truth",))
         exp = store_training.experiment_by_name(db, DEMO_EXPERIMENT["name"])
         pending = [j for j in store_jobs.list_jobs(db, limit=200)
                    if j["kind"] == "experiment" and j["status"] in ("queued", "running")]

@@ -97,3 +97,24 @@ def test_opening_a_folder_that_is_not_a_workspace_says_how_to_make_one(tmp_path)
 
     with pytest.raises(WorkspaceError, match="realcal -w .* init"):
         Workspace.open(tmp_path)
+
+
+def test_label_counts_and_curation_run_config(ws, tmp_path):
+    from engine.io import parse
+    from engine.io.common import run_import
+    from store import curation as store_curation
+    from store import images as store_images
+    from store import synthetic as store_synthetic
+    from tests.helpers import make_coco
+
+    run_import(ws, parse("coco", make_coco(tmp_path / "c", n=3)), split="test")
+    with ws.connect() as db:
+        assert store_images.count_real_persons(db, split="test") == 3
+        assert store_images.count_real_persons(db, split="val") == 0
+        assert store_images.count_real_persons(db, split="test", sources=("corrected",)) == 0
+        assert store_images.labelled_real_images_by_split(db) == {"test": 3}
+        assert store_synthetic.prompts_by_image(db) == {}
+        run_id = store_curation.create_run(db, None, {"embedder": {"name": "e", "params": {}}})
+        assert store_curation.run_config(db, run_id) == {"embedder": {"name": "e", "params": {}}}
+        with pytest.raises(KeyError):
+            store_curation.run_config(db, run_id + 1)
