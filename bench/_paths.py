@@ -18,11 +18,8 @@ def train_val_workspace(root: Path, dataset: Path, split_dir: Path, log=print):
     from store import images as store_images
 
     ws = Workspace.open(root) if (root / "realcal.db").exists() else Workspace.init(root)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         n_images = store_images.count_images(db)
-    finally:
-        db.close()
     if n_images == 0:
         if not (dataset / "joints.mat").exists():
             raise SystemExit(f"LSPET not found at {dataset} (expected joints.mat and images/)")

@@ -70,8 +70,7 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0,
         for job_id, action in jobs.recover(ws):
             log(f"worker: job {job_id} {action} (its previous process died)")
         last_recover = time.monotonic()
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             while True:
                 job = store_jobs.claim(db, jobs.worker_id(), os.getpid())
                 if job is None:
@@ -86,8 +85,6 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0,
                 final = jobs.run_job(ws, job)
                 log(f"worker: job {job['id']} {final['status']}")
                 done += 1
-        finally:
-            db.close()
     finally:
         lock.close()
     return done

@@ -123,11 +123,8 @@ def served_review(ws, tmp_path):
     from engine import review
 
     queued_synthetic_workspace(ws, tmp_path, n=5)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         review.add_user(db, "ann", "annotator", "annotator-pass")
-    finally:
-        db.close()
     with serve(ws) as url:
         yield url, ws
 
@@ -140,11 +137,8 @@ def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, 
     url, ws = served_review
 
     def decisions():
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             return [(d["user"], d["decision"]) for d in store_review.live_decisions(db)]
-        finally:
-            db.close()
 
     def wait_for(n):
         deadline = time.time() + 30

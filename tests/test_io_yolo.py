@@ -11,13 +11,10 @@ from tests.helpers import make_yolo
 
 
 def _persons_by_sha(w):
-    db = w.connect()
-    try:
+    with w.connect() as db:
         ims = store_images.list_images(db)
         persons = store_images.persons_for_images(db, [i["id"] for i in ims])
         return {i["sha256"]: (i["split"], persons[i["id"]]) for i in ims}
-    finally:
-        db.close()
 
 
 def test_yolo_round_trip_on_real_sample(ws, coco_sample, tmp_path):

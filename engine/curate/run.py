@@ -60,11 +60,8 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
         if not isinstance(s, dict) or "name" not in s:
             raise RealcalError("each curation stage is {name: ..., params: {...}}")
         registry.build("stage", s["name"], s.get("params") or {})   # checks names and parameters
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         cfg = config.resolve(db)
-    finally:
-        db.close()
     params["teacher_weights"] = str(resolve_asset(cfg["teacher.model"], explicit=cfg["teacher.path"] or None))
     params["device"] = cfg["device"]
     return params
@@ -92,8 +89,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine.curate.teacher import Teacher
 
     ws = ctx.ws
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         items = load_items(db, params.get("batches"))
         if not items:
             raise RealcalError("nothing to curate: no synthetic images (generate some first)")
@@ -147,8 +143,6 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                                   "selected": len(order)})
         return {"run_id": run_id, "funnel": funnel, "kept": len(survivors),
                 "seconds": round(time.perf_counter() - t0, 2), "set_metrics": set_metrics}
-    finally:
-        db.close()
 
 
 def score_and_select(sctx: StageContext, run_id: int, survivors: list[dict], selection: dict) -> list[dict]:

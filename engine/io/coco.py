@@ -210,9 +210,8 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
         raise DatasetError(f"unknown label source(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(LABEL_SOURCES)}")
     out = Path(out)
-    db = ws.connect()
     summary: dict[str, Any] = {"format": "coco", "out": str(out.resolve()), "splits": {}}
-    try:
+    with ws.connect() as db:
         total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
         done = 0
         for split in splits:
@@ -247,8 +246,6 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
             summary["splits"][split] = {"images": len(images_out), "persons": len(anns_out),
                                         "annotations": str(ann_path)}
         store_events.log(db, "export", {**summary, "sources": list(sources)})
-    finally:
-        db.close()
     return summary
 
 

@@ -207,10 +207,9 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
         raise DatasetError(f"unknown label source(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(LABEL_SOURCES)}")
     out = Path(out).resolve()
-    db = ws.connect()
     summary: dict[str, Any] = {"format": "yolo-pose", "out": str(out), "splits": {},
                                "crowd_regions_dropped": 0, "keypoints_outside_image": 0}
-    try:
+    with ws.connect() as db:
         total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
         done = 0
         for split in splits:
@@ -257,8 +256,6 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
         (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
         summary["data_yaml"] = str(out / "data.yaml")
         store_events.log(db, "export", {**summary, "sources": list(sources)})
-    finally:
-        db.close()
     return summary
 
 

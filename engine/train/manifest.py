@@ -56,12 +56,9 @@ def _labels(persons: list[dict], kind: str) -> tuple[str, list[dict]] | None:
 
 def anchor_pool(ws: Workspace, count: int | None, seed: int) -> list[int]:
     """The real train images a seed draws (the same draw as ``build_manifest``'s real subset)."""
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         real = store_images.list_images(db, kinds=["real"], splits=["train"])
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
-    finally:
-        db.close()
     ids = [im["id"] for im in real if _labels(persons[im["id"]], "real")]
     if count is not None and len(ids) < count:
         raise RealcalError(f"asked for {count} real train images, only {len(ids)} are labelled")
@@ -74,8 +71,7 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
     pool = syn_spec.get("pool", "none")
     if pool not in POOLS:
         raise RealcalError(f"unknown synthetic pool {pool!r}; valid: {', '.join(POOLS)}")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         real = store_images.list_images(db, kinds=["real"])
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
         labelled = {im["id"]: im for im in real if _labels(persons[im["id"]], "real")}
@@ -155,8 +151,6 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         with write_transaction(db):
             mid = store_training.insert_manifest(db, digest, spec, counts, items)
         return {"id": mid, "hash": digest, "counts": counts, "new": True}
-    finally:
-        db.close()
 
 
 def export_yolo(ws: Workspace, manifest_id: int, out: Path,
@@ -168,16 +162,13 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
     from engine.io.yolo_pose import _label_line
 
     out = Path(out).resolve()
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         m = store_training.manifest(db, manifest_id)
         if m is None:
             raise RealcalError(f"no manifest {manifest_id}")
         ids = [it["image_id"] for it in m["items"]]
         images = {im["id"]: im for im in store_images.images_with_ids(db, ids)}
         persons = store_images.persons_for_images(db, ids)
-    finally:
-        db.close()
     if out.exists():
         shutil.rmtree(out)
     for it in m["items"]:
