@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from engine import media, poses
+from engine import media
 from engine.errors import RealcalError
 from engine.workspace import Workspace
 from store import images as store_images
@@ -159,7 +158,7 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
 
     ``mask_regions`` (image id -> boxes x, y, w, h): regions filled with the image's mean colour
     in the exported copy (unannotated people in real train images)."""
-    from engine.io.yolo_pose import _label_line
+    from engine.io import yolo_pose
 
     out = Path(out).resolve()
     with ws.connect() as db:
@@ -175,7 +174,7 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
         im = images[it["image_id"]]
         wanted = set(it["person_ids"])
         lines = [line for p in persons[im["id"]] if p["id"] in wanted
-                 for line, _ in [_label_line(p, im["width"], im["height"])] if line]
+                 for line, _ in [yolo_pose.label_line(p, im["width"], im["height"])] if line]
         stem = f"{im['id']:07d}"
         img_out = out / "images" / it["split"] / f"{stem}.{im['ext']}"
         img_out.parent.mkdir(parents=True, exist_ok=True)
@@ -192,13 +191,8 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
             cv2.imwrite(str(img_out), img)
         else:
             shutil.copyfile(src, img_out)
-        lbl = out / "labels" / it["split"] / f"{stem}.txt"
-        lbl.parent.mkdir(parents=True, exist_ok=True)
-        lbl.write_text("".join(f"{line}\n" for line in lines))
-    splits = sorted({it["split"] for it in m["items"]})
-    data = {"path": str(out), **{s: f"images/{s}" for s in splits}, "kpt_shape": [poses.NUM_KEYPOINTS, 3],
-            "flip_idx": list(poses.FLIP_IDX), "names": {0: "person"}}
-    if "val" not in data:
+        yolo_pose.write_labels(out, it["split"], stem, lines)
+    splits = {it["split"] for it in m["items"]}
+    if "val" not in splits:
         raise RealcalError("the manifest has no val images: model selection needs a labelled val split")
-    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return out / "data.yaml"
+    return yolo_pose.write_data_yaml(out, splits)
