@@ -9,7 +9,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from engine import poses, review
+from engine import media, poses, review
 from engine.errors import RealcalError
 from store import curation as store_curation
 from store import images as store_images
@@ -199,7 +199,7 @@ if fixing:
                            key="fix_joint")
 kpts = [np.asarray(ss.fix["keypoints"], float)] if fixing else [poses.as_keypoints(p["keypoints"]) for p in cond]
 colours = None if fixing else [agreement.get(p["id"]) for p in cond]
-img, scale = render_item(str(ws.path(f"images/{im['sha256'][:2]}/{im['sha256']}.{im['ext']}")),
+img, scale = render_item(str(media.image_path(ws.root, im["sha256"], im["ext"])),
                          tuple(tuple(map(tuple, k.round(2))) for k in kpts) if show_cond else (),
                          tuple(tuple(map(tuple, d.round(2))) for d in detected) if show_det else (),
                          tuple(tuple(c) if c else None for c in colours) if colours else None, joint)

@@ -85,7 +85,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         n_persons = 0
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
-            paths = [str(ws.path(media.image_relpath(im["sha256"], im["ext"]))) for im in chunk]
+            paths = [str(media.image_path(ws.root, im["sha256"], im["ext"])) for im in chunk]
             per_image = predict_persons(
                 model, paths, imgsz=int(params["pseudo_label.imgsz"]),
                 conf=float(params["pseudo_label.conf"]), device=device,

@@ -44,7 +44,7 @@ def connect(ws: Workspace) -> sqlite_utils.Database:
 def overlay_thumbnail(root: str, sha256: str, width: int, height: int,
                       persons_key: tuple) -> bytes:
     """The stored thumbnail with skeletons drawn: solid = labels, dashed = machine labels."""
-    thumb = Image.open(os.path.join(root, media.thumb_relpath(sha256)))
+    thumb = Image.open(media.thumb_path(root, sha256))
     scale = thumb.width / float(width)
     labels = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src != "predicted"]
     machine = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src == "predicted"]

@@ -160,13 +160,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             if not anchors:
                 raise RealcalError("none of anchor_image_ids has a usable labelled person")
         for a in anchors:
-            a["path"] = ws.path(media.image_relpath(a["sha256"], a["ext"]))
+            a["path"] = media.image_path(ws.root, a["sha256"], a["ext"])
         gen = registry.build("generator", params["generator"], params["generator_params"])
         backgrounds = []
         if "backgrounds" in gen.inputs and gen.needs_teacher:   # real backgrounds, checked by the teacher
             backgrounds = [b for b in store_images.train_background_images(db) if not only or b["id"] in only]
             for b in backgrounds:
-                b["path"] = ws.path(media.image_relpath(b["sha256"], b["ext"]))
+                b["path"] = media.image_path(ws.root, b["sha256"], b["ext"])
         count = int(params["count"])
         done = int(ctx.state.get("done", 0))
         batch_id = ctx.state.get("batch_id")

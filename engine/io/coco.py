@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from engine import poses
+from engine import media, poses
 from engine.errors import DatasetError
 from engine.io import schemas
 from engine.io.common import (LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset, PersonRecord,
@@ -222,7 +222,7 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
                 name = _unique_name(im, names)
                 target = out / "images" / split / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(ws.path(f"images/{im['sha256'][:2]}/{im['sha256']}.{im['ext']}"),
+                shutil.copyfile(media.image_path(ws.root, im["sha256"], im["ext"]),
                                 target)
                 images_out.append({"id": im["id"], "file_name": name, "width": im["width"],
                                    "height": im["height"], "split": split,

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 import yaml
 
-from engine import poses
+from engine import media, poses
 from engine.errors import DatasetError
 from engine.io import schemas
 from engine.io.common import (IMAGE_EXTENSIONS, LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset,
@@ -227,7 +227,7 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
                 names.add(stem)
                 img_out = out / "images" / split / f"{stem}.{im['ext']}"
                 img_out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(ws.path(f"images/{im['sha256'][:2]}/{im['sha256']}.{im['ext']}"),
+                shutil.copyfile(media.image_path(ws.root, im["sha256"], im["ext"]),
                                 img_out)
                 lines = []
                 for p in persons:

@@ -178,7 +178,7 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
         stem = f"{im['id']:07d}"
         img_out = out / "images" / it["split"] / f"{stem}.{im['ext']}"
         img_out.parent.mkdir(parents=True, exist_ok=True)
-        src = ws.path(media.image_relpath(im["sha256"], im["ext"]))
+        src = media.image_path(ws.root, im["sha256"], im["ext"])
         boxes = (mask_regions or {}).get(im["id"]) if it["split"] == "train" else None
         if boxes:
             import cv2
