@@ -57,9 +57,9 @@ def test_demo_with_lspet_finishes_a_tiny_experiment_for_the_results_page(tmp_pat
 
 def _results_and_train_in_chromium(ws, tmp_path):
     """The dashboards render in a real browser (plotly charts drawn, not just scripts run)."""
-    from tests.test_browser import CHROMIUM, FLAGS, _require_browser, serve
+    from tests.test_browser import CHROMIUM, FLAGS, require_browser, serve
 
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with serve(ws) as url, sync_playwright() as p:

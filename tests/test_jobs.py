@@ -1,4 +1,3 @@
-import dataclasses
 import os
 import signal
 import subprocess
@@ -126,15 +125,18 @@ def test_sigkilled_worker_is_detected_and_its_job_failed(ws):
     assert j["status"] == "failed" and "is no longer running" in j["error"]
 
 
-def test_resumable_job_is_requeued_after_a_crash(ws, monkeypatch):
+def test_resumable_job_is_requeued_after_a_crash(ws):
     job_id = jobs.submit(ws, "selftest", {"steps": 1})
     with ws.connect() as db:
         store_jobs.claim(db, jobs.worker_id(), 999_999_999)   # a pid that cannot exist
     from engine import registry
 
     e = registry.entry("job", "selftest")
-    monkeypatch.setitem(registry._REGISTRY["job"], "selftest", dataclasses.replace(e, meta={**e.meta, "resumable": True}))
-    assert jobs.recover(ws) == [(job_id, "requeued")]
+    registry.register("job", "selftest", source=e.source, **{**e.meta, "resumable": True})(e.obj)
+    try:
+        assert jobs.recover(ws) == [(job_id, "requeued")]
+    finally:
+        registry.register("job", "selftest", source=e.source, **e.meta)(e.obj)
     assert _job(ws, job_id)["status"] == "queued"
 
 
