@@ -7,7 +7,7 @@ from engine.errors import RealcalError
 from engine.worker import ensure_worker
 from store import curation as store_curation
 from store import images as store_images
-from ui.common import connect, overlay_thumbnail, persons_key, workspace
+from ui.common import overlay_thumbnail, persons_key, workspace
 
 SLIDERS = {  # stage -> (label, higher is better, parameter name for a fixed threshold)
     "quality": ("sharpness (Laplacian variance)", True, "sharpness"),
@@ -20,7 +20,7 @@ st.title("Curate")
 st.caption("Synthetic images pass through filter stages calibrated on the real *train* anchors; "
            "survivors are ranked by model uncertainty and diversity into the review queue.")
 
-with connect(ws) as db:
+with ws.connect() as db:
     run = store_curation.latest_run(db)
     n_synthetic = store_images.counts(db)["images"]["by_kind"].get("synthetic", 0)
     if run:
@@ -101,7 +101,7 @@ for stage in [s for s in stages if s in SLIDERS]:
         im = images.get(r["image_id"])
         if im is None:
             continue
-        with connect(ws) as db:
+        with ws.connect() as db:
             ps = store_images.persons_for_images(db, [im["id"]])[im["id"]]
         ok = r["value"] >= thr if higher else r["value"] <= thr
         c.image(overlay_thumbnail(str(ws.root), im["sha256"], im["width"], im["height"], persons_key(ps)),

@@ -4,7 +4,7 @@ import streamlit as st
 from engine.batches import delete_batch
 from store import batches as store_batches
 from store import images as store_images
-from ui.common import MACHINE_NOTE, connect, overlay_thumbnail, persons_key, workspace
+from ui.common import MACHINE_NOTE, overlay_thumbnail, persons_key, workspace
 
 PAGE_SIZE = 48
 COLUMNS = 4
@@ -12,7 +12,7 @@ COLUMNS = 4
 ws = workspace()
 st.title("Data")
 
-with connect(ws) as db:
+with ws.connect() as db:
     counts = store_images.counts(db)
     batches = store_batches.list_batches(db)
 
@@ -37,7 +37,7 @@ batch_choice = f[2].selectbox("Batch", list(batch_labels))
 sources = f[3].multiselect("Skeletons shown", ["ground_truth", "corrected", "conditioning", "predicted"],
                            default=["ground_truth", "corrected", "conditioning", "predicted"])
 
-with connect(ws) as db:
+with ws.connect() as db:
     filters = dict(kinds=None if kind == "all" else [kind], splits=None if split == "all" else [split],
                    batch_id=batch_labels[batch_choice])
     n_match = store_images.count_images(db, **filters)

@@ -11,14 +11,14 @@ from store import batches as store_batches
 from store import images as store_images
 from store import jobs as store_jobs
 from store import synthetic as store_synthetic
-from ui.common import connect, overlay_thumbnail, persons_key, workspace
+from ui.common import overlay_thumbnail, persons_key, workspace
 
 ws = workspace()
 st.title("Generate")
 st.caption("Synthetic people posed like the real *train* anchors. The conditioning pose is the "
            "label, so a generated image costs no annotation. Val and test images are never used.")
 
-with connect(ws) as db:
+with ws.connect() as db:
     n_anchors = len(store_images.train_anchor_persons(db))
     n_machine_anchors = len(store_images.train_anchor_persons(db, ["predicted"]))
 st.markdown(f"**Real anchors:** {n_anchors} labelled people on train images"
@@ -85,7 +85,7 @@ if submitted:
 
 @st.fragment(run_every=2)
 def live() -> None:
-    with connect(ws) as db:
+    with ws.connect() as db:
         running = [j for j in store_jobs.list_jobs(db, limit=10) if j["kind"] == "generate"]
         batches = [b for b in store_batches.list_batches(db) if b["kind"] == "generation"]
         if running and running[0]["status"] in ("queued", "running"):

@@ -4,7 +4,7 @@ import streamlit as st
 from engine import jobs
 from engine.worker import ensure_worker, worker_running
 from store import jobs as store_jobs
-from ui.common import connect, workspace
+from ui.common import workspace
 
 ws = workspace()
 st.title("Jobs")
@@ -30,13 +30,13 @@ if c[2].button("Pseudo-label unlabelled real images",
 
 
 def cancel(job_id: int) -> None:
-    with connect(ws) as db:
+    with ws.connect() as db:
         store_jobs.request_cancel(db, job_id)
 
 
 @st.fragment(run_every=2)
 def job_list() -> None:
-    with connect(ws) as db:
+    with ws.connect() as db:
         rows = store_jobs.list_jobs(db, limit=30)
     if not rows:
         st.info("No jobs yet.")

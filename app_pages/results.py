@@ -8,12 +8,12 @@ from engine.experiment import BASELINE, comparisons_of, summarise
 from store import curation as store_curation
 from store import jobs as store_jobs
 from store import training as store_training
-from ui.common import connect, workspace
+from ui.common import workspace
 
 ws = workspace()
 st.title("Results")
 
-with connect(ws) as db:
+with ws.connect() as db:
     experiments = store_training.list_experiments(db)
     exp = experiments[0] if experiments else None
     if len(experiments) > 1:
@@ -178,7 +178,7 @@ st.markdown("**Pose coverage**: real train anchors vs accepted and rejected synt
 from engine import poses as _poses  # noqa: E402
 from store import images as _images  # noqa: E402
 
-with connect(ws) as db:
+with ws.connect() as db:
     real = [p for p in _images.train_anchor_persons(db, ("ground_truth", "corrected"), 4)]
     states = store_training.review_states(db)
     syn_ids = [i for i, s_ in states.items() if s_ in ("accepted", "rejected")]

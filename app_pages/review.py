@@ -9,13 +9,13 @@ import time
 import numpy as np
 import streamlit as st
 
-from engine import poses, review
+from engine import media, poses, review
 from engine.errors import RealcalError
 from store import curation as store_curation
 from store import images as store_images
 from store import review as store_review
 from store import synthetic as store_synthetic
-from ui.common import connect, overlay_thumbnail, persons_key, workspace
+from ui.common import overlay_thumbnail, persons_key, workspace
 from ui.review_view import render_item
 
 ws = workspace(admin_only=False)
@@ -31,13 +31,11 @@ HOTKEYS = [("A", "accept"), ("X", "reject (with the selected reason tags)"), ("S
 
 
 def _db_call(fn, *args, **kwargs):
-    db = ws.connect()
-    try:
-        return fn(db, *args, **kwargs)
-    except RealcalError as exc:
-        ss.review_msg = str(exc)
-    finally:
-        db.close()
+    with ws.connect() as db:
+        try:
+            return fn(db, *args, **kwargs)
+        except RealcalError as exc:
+            ss.review_msg = str(exc)
 
 
 def _key(s) -> str:
@@ -85,7 +83,7 @@ st.title("Review")
 views = ["Queue", "Stats"] + (["Conflicts"] if user["role"] == "admin" else [])
 view = st.segmented_control("View", views, default="Queue", label_visibility="collapsed") or "Queue"
 
-with connect(ws) as db:
+with ws.connect() as db:
     prog = store_review.progress(db, user["name"])
 total_items = sum(v for k, v in prog.items() if k.startswith("items_"))
 c = st.columns(4)
@@ -99,7 +97,7 @@ if ss.review_msg:
     st.warning(ss.review_msg)
 
 if view == "Stats":
-    with connect(ws) as db:
+    with ws.connect() as db:
         stats = review.stats(db)
     if not stats["decisions"]:
         st.info("No review data yet.")
@@ -119,7 +117,7 @@ if view == "Stats":
     st.stop()
 
 if view == "Conflicts":
-    with connect(ws) as db:
+    with ws.connect() as db:
         items = store_review.conflicts(db)
         decisions = {it["id"]: store_review.live_decisions(db, item_id=it["id"]) for it in items}
         ims = {im["id"]: im for im in store_images.images_with_ids(db, [it["image_id"] for it in items])}
@@ -142,7 +140,7 @@ if view == "Conflicts":
 
 mode = st.radio("Mode", ["One at a time", "Grid"], horizontal=True, label_visibility="collapsed")
 if mode == "Grid":
-    with connect(ws) as db:
+    with ws.connect() as db:
         slots = review.lease(db, user["name"], n=24)
         ims = {im["id"]: im for im in store_images.images_with_ids(db, [s["image_id"] for s in slots])}
         persons = store_images.persons_for_images(db, [s["image_id"] for s in slots])
@@ -165,7 +163,7 @@ if mode == "Grid":
     b[2].button("Undo last", on_click=on_undo, shortcut="U")
     st.stop()
 
-with connect(ws) as db:
+with ws.connect() as db:
     slots = review.lease(db, user["name"], n=5)
     if not slots:
         st.success("The queue is empty. Thank you!" if total_items else
@@ -201,7 +199,7 @@ if fixing:
                            key="fix_joint")
 kpts = [np.asarray(ss.fix["keypoints"], float)] if fixing else [poses.as_keypoints(p["keypoints"]) for p in cond]
 colours = None if fixing else [agreement.get(p["id"]) for p in cond]
-img, scale = render_item(str(ws.path(f"images/{im['sha256'][:2]}/{im['sha256']}.{im['ext']}")),
+img, scale = render_item(str(media.image_path(ws.root, im["sha256"], im["ext"])),
                          tuple(tuple(map(tuple, k.round(2))) for k in kpts) if show_cond else (),
                          tuple(tuple(map(tuple, d.round(2))) for d in detected) if show_det else (),
                          tuple(tuple(c) if c else None for c in colours) if colours else None, joint)

@@ -2,12 +2,12 @@
 import streamlit as st
 
 from engine import assets, config
-from ui.common import connect, workspace
+from ui.common import workspace
 
 ws = workspace()
 st.title("Settings")
 
-with connect(ws) as db:
+with ws.connect() as db:
     current = config.resolve(db)
 
 with st.form("settings"):
@@ -29,7 +29,7 @@ with st.form("settings"):
         else:
             values[key] = st.text_input(key, value=str(current[key]), help=help_text)
     if st.form_submit_button("Save", type="primary"):
-        with connect(ws) as db:
+        with ws.connect() as db:
             config.save(db, values)
         st.success("Saved. New jobs use these values; each job stores the values it ran with.")
 

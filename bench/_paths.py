@@ -15,13 +15,11 @@ def train_val_workspace(root: Path, dataset: Path, split_dir: Path, log=print):
     imported, so nothing run in it can see test). Train is imported first, then val: the same image ids,
     and so the same per-seed anchor draws, as the benchmark's workspace."""
     from engine.workspace import Workspace
+    from store import images as store_images
 
     ws = Workspace.open(root) if (root / "realcal.db").exists() else Workspace.init(root)
-    db = ws.connect()
-    try:
-        n_images = db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
-    finally:
-        db.close()
+    with ws.connect() as db:
+        n_images = store_images.count_images(db)
     if n_images == 0:
         if not (dataset / "joints.mat").exists():
             raise SystemExit(f"LSPET not found at {dataset} (expected joints.mat and images/)")

@@ -42,15 +42,17 @@ def main() -> None:
     from engine.io import parse
     from engine.io.common import run_import
     from engine.workspace import Workspace
+    from store import curation as store_curation
+    from store import images as store_images
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = Workspace.init(Path(tmp) / "ws")
         run_import(ws, parse("lsp", LSPET), limit=args.n, split="train")
         db = ws.connect()
-        images = [dict(r) for r in db.query("SELECT * FROM images ORDER BY id")]
+        images = store_images.list_images(db)
 
         def clear():
-            db.execute("DELETE FROM embeddings")
+            store_curation.clear_embeddings(db)
             db.conn.commit()
 
         t0 = time.perf_counter()

@@ -163,16 +163,13 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="also write diagnosis.md here")
     args = ap.parse_args()
     ws = Workspace.open(args.workspace)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         runs = [r for r in store_training.list_runs(db) if r["status"] == "done"]
         run = next((r for r in runs if r["id"] == args.run), None) if args.run else (runs[0] if runs else None)
         if run is None:
             sys.exit("no such finished training run")
         m = store_training.manifest(db, run["manifest_id"])
         val = split_items(db, m, "val")
-    finally:
-        db.close()
     dev = rc_config.resolve_device(args.device)
     imgsz = int(run["config"]["imgsz"])
     pre = YOLO(str(assets.resolve("yolo11n-pose")), task="pose")
@@ -197,11 +194,8 @@ def main() -> None:
               f"L/R swaps {s['left/right swaps (share of limb pairs)'] or 0:.3f}", flush=True)
     report["weight change (relative L2)"] = weight_change(pre.model, ft.model)
     # the convention alone: median offsets of the untouched model on the train anchors, applied on val
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         train = split_items(db, m, "train")
-    finally:
-        db.close()
     tm, _ = evaluate(pre, ws, *train, imgsz=imgsz, device=dev, protocol="annotated_person")
     offsets = {}
     for name in LIMB_JOINTS:

@@ -116,11 +116,8 @@ def main() -> None:
 
             from engine import assets, config as rc_config
 
-            db = ws.connect()
-            try:
+            with ws.connect() as db:
                 val = split_items(db, store_training.manifest(db, m["id"]), "val")
-            finally:
-                db.close()
             dev = rc_config.resolve_device(args.device or "auto")
             zs, _ = evaluate(YOLO(str(assets.resolve("yolo11n-pose")), task="pose"), ws, *val,
                              imgsz=int(recipe["imgsz"]), device=dev, protocol=cfg["protocol"])

@@ -90,11 +90,8 @@ def main() -> None:
         from engine.train.evaluate import evaluate
 
         m = build_manifest(ws, manifest_spec({**real_only, "real": min(args.sizes)}, 0, None))
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             val = split_items(db, store_training.manifest(db, m["id"]), "val")
-        finally:
-            db.close()
         metrics, rows = evaluate(YOLO(str(assets.resolve("yolo11n-pose")), task="pose"), ws, *val,
                                  imgsz=int(recipe["imgsz"]), device=rc_config.resolve_device(args.device or "auto"),
                                  protocol=protocol)
@@ -123,11 +120,8 @@ def main() -> None:
             if final["status"] != "done":
                 sys.exit(f"training failed: {final.get('error')}")
             val = final["result"]["metrics"]["val"]
-            db = ws.connect()
-            try:
+            with ws.connect() as db:
                 run = store_training.run(db, final["result"]["run_id"])
-            finally:
-                db.close()
             row = {"n": n, "seed": seed, "recipe": recipe, "protocol": protocol, "run_id": final["result"]["run_id"],
                    "val_eval": final["result"]["val_eval"], "AP50": val.get("AP50"), "AP": val.get("AP"),
                    "PCK@0.2": val.get("PCK@0.2"), "mean OKS": val.get("mean OKS"),

@@ -69,15 +69,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     ws = Workspace.open(args.workspace)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         exp = (store_training.experiment_by_name(db, args.experiment) if args.experiment
                else store_training.latest_experiment(db))
         if exp is None:
             sys.exit("no such experiment")
         runs = [r for r in store_training.experiment_runs(db, exp["id"]) if r["status"] == "done"]
-    finally:
-        db.close()
     out: dict[str, dict[str, list[float]]] = {}
     regions = None
     for r in runs:
@@ -88,12 +85,9 @@ def main() -> None:
         gt = {**gt, "annotations": [a for a in gt["annotations"] if a["id"] < 10 ** 9]}  # drop stored ignore boxes
         if regions is None:
             ids = [im["id"] for im in gt["images"]]
-            db = ws.connect()
-            try:
+            with ws.connect() as db:
                 images = store_images.images_with_ids(db, ids)
                 persons = store_images.persons_for_images(db, ids)
-            finally:
-                db.close()
             wanted = {a["id"] for a in gt["annotations"]}
             persons = {k: [p for p in v if p["id"] in wanted] for k, v in persons.items()}
             regions = unannotated_regions(ws, images, persons, device=args.device)

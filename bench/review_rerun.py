@@ -43,14 +43,11 @@ def main() -> None:
             records.append(ImageRecord(p.name, p, [PersonRecord(keypoints=k, source="conditioning")]))
         ws = Workspace.init(tmp / "ws")
         run_import(ws, ParsedDataset("images", "bench", "bench", records), split="train", kind="synthetic")
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             ids = [im["id"] for im in store_images.list_images(db)]
             with db.conn:
                 store_review.add_items(db, [{"image_id": i, "rank": r + 1, "slots": 2 if r % 20 == 0 else 1}
                                             for r, i in enumerate(ids)])
-        finally:
-            db.close()
         print(f"workspace with {n} queued items built in {time.perf_counter() - t0:.0f} s")
         os.environ["REALCAL_WORKSPACE"] = str(ws.root)
         page = str(Path(__file__).resolve().parents[1] / "app_pages" / "review.py")

@@ -70,11 +70,8 @@ def main() -> None:
     from store import training as store_training
 
     ws = Workspace.open(args.workspace)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         manifests = store_training.list_manifests(db)
-    finally:
-        db.close()
     if not manifests:
         sys.exit(f"{args.workspace}: no manifest; build one first (bench/lspet_recipe.py makes one)")
     manifest_id = args.manifest or max(m["id"] for m in manifests)

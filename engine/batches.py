@@ -13,8 +13,7 @@ from store.db import write_transaction
 
 
 def delete_batch(ws: Workspace, batch_id: int) -> dict[str, Any]:
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         with write_transaction(db):
             batch = store_batches.get(db, batch_id)
             if batch is None:
@@ -31,5 +30,3 @@ def delete_batch(ws: Workspace, batch_id: int) -> dict[str, Any]:
                 removed += 1
         return {"batch_id": batch_id, "images": result["images"], "persons": result["persons"],
                 "files_removed": removed}
-    finally:
-        db.close()

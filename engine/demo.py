@@ -95,11 +95,8 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
     from store import images as store_images
 
     ws = Workspace.init(root)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         has_images = store_images.counts(db)["images"]["total"] > 0
-    finally:
-        db.close()
     if not has_images:
         photos = demo_photos()
         if not photos:
@@ -118,11 +115,8 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
             _import_lspet_slice(ws, lspet, log)
         else:
             log("demo: no LSPET folder (set REALCAL_DEMO_LSPET): no labelled val/test, so no demo experiment")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         todo = len(store_images.unlabelled_real_images(db))
-    finally:
-        db.close()
     if todo:
         log(f"demo: pseudo-labelling {todo} images with the teacher (seconds on a CPU)")
         final = jobs.run_foreground(ws, "pseudo_label", resolve_params(ws), on_progress)
@@ -131,19 +125,13 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
 
             raise RealcalError(f"demo pseudo-labelling {final['status']}: {final.get('error')}")
         log(f"demo: {final['result']['persons']} people found")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         has_synthetic = store_images.counts(db)["images"]["by_kind"].get("synthetic", 0) > 0
-    finally:
-        db.close()
     if not has_synthetic:
         from engine.generate.job import resolve_params as generation_params
 
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             labelled = len(store_images.train_anchor_persons(db))
-        finally:
-            db.close()
         count = 24 if labelled else 8
         log(f"demo: generating {count} copy-paste images from the demo people (the photos' anchors are machine labels)")
         params = generation_params(ws, {
@@ -157,13 +145,10 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
 
             raise RealcalError(f"demo generation {final['status']}: {final.get('error')}")
         log(f"demo: {final['result']['images']} synthetic images")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         from store import curation as store_curation
 
         curated = store_curation.latest_run(db) is not None
-    finally:
-        db.close()
     if not curated:
         from engine.curate.run import DEFAULT_STAGES
         from engine.curate.run import resolve_params as curation_params
@@ -181,16 +166,13 @@ def build_demo(root: str | Path, log: Callable[[str], None] = print,
 
             raise RealcalError(f"demo curation {final['status']}: {final.get('error')}")
         log(f"demo: {final['result']['kept']} generated images kept after curation")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         from engine import review
         from store import review as store_review
 
         if store_review.max_rank(db) == 0:
             r = review.build_queue(ws, db, overlap=0.2)
             log(f"demo: {r['added']} images queued for review")
-    finally:
-        db.close()
     if experiment:
         queue_demo_experiment(ws, log)
     return ws
@@ -200,20 +182,17 @@ def queue_demo_experiment(ws: Workspace, log: Callable[[str], None] = print) -> 
     """Queue the tiny demo experiment once (the worker runs it); None when there is nothing to do."""
     from engine import jobs
     from engine.experiment import resolve
+    from store import images as store_images
     from store import jobs as store_jobs
     from store import training as store_training
 
-    db = ws.connect()
-    try:
-        has_test = db.execute("SELECT COUNT(*) FROM images i JOIN persons p ON p.image_id = i.id WHERE "
-                              "i.kind = 'real' AND i.split = 'test' AND p.source = 'ground_truth'").fetchone()[0]
+    with ws.connect() as db:
+        has_test = store_images.count_real_persons(db, split="test", sources=("ground_truth",))
         exp = store_training.experiment_by_name(db, DEMO_EXPERIMENT["name"])
         pending = [j for j in store_jobs.list_jobs(db, limit=200)
                    if j["kind"] == "experiment" and j["status"] in ("queued", "running")]
         done = exp is not None and len(store_training.experiment_runs(db, exp["id"])) >= \
             len(DEMO_EXPERIMENT["arms"]) * len(DEMO_EXPERIMENT["seeds"])
-    finally:
-        db.close()
     if not has_test or done or pending:
         return None
     job_id = jobs.submit(ws, "experiment", {"config": resolve(DEMO_EXPERIMENT), "device": "auto"})

@@ -100,15 +100,12 @@ class JobContext:
 
 
 def _heartbeat_loop(ws: Workspace, job_id: int, stop: threading.Event) -> None:
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         while not stop.wait(HEARTBEAT_S):
             try:
                 store_jobs.heartbeat(db, job_id)
             except Exception:  # a locked database now and then: try again next beat
                 pass
-    finally:
-        db.close()
 
 
 def run_job(ws: Workspace, job: dict[str, Any],
@@ -119,52 +116,45 @@ def run_job(ws: Workspace, job: dict[str, Any],
     beat = threading.Thread(target=_heartbeat_loop, args=(ws, job["id"], stop), daemon=True)
     beat.start()
     ctx = JobContext(ws, job, on_progress)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         try:
-            result = kind.fn(ctx, job["params"]) or {}
-            store_jobs.finish(db, job["id"], "done", result=result, message="done")
-            store_events.log(db, "job.done", {"job_id": job["id"], "kind": job["kind"]})
-            db.conn.commit()
-        except JobCancelled:
-            store_jobs.finish(db, job["id"], "cancelled", message="cancelled")
-        except RealcalError as exc:
-            store_jobs.finish(db, job["id"], "failed", error=str(exc), message="failed")
-        except (KeyboardInterrupt, SystemExit) as exc:
-            if kind.resumable and job.get("attempts", 1) < MAX_ATTEMPTS:
-                store_jobs.requeue(db, job["id"], "interrupted; will resume")
-            else:
-                store_jobs.finish(db, job["id"], "failed", error=f"interrupted ({type(exc).__name__})")
-            raise
-        except Exception as exc:  # a bug or an environment problem: keep the traceback for the UI
-            store_jobs.finish(db, job["id"], "failed",
-                              error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
-                              message="failed")
-        return store_jobs.get(db, job["id"])
-    finally:
-        stop.set()
-        ctx.close()
-        db.close()
+            try:
+                result = kind.fn(ctx, job["params"]) or {}
+                store_jobs.finish(db, job["id"], "done", result=result, message="done")
+                store_events.log(db, "job.done", {"job_id": job["id"], "kind": job["kind"]})
+                db.conn.commit()
+            except JobCancelled:
+                store_jobs.finish(db, job["id"], "cancelled", message="cancelled")
+            except RealcalError as exc:
+                store_jobs.finish(db, job["id"], "failed", error=str(exc), message="failed")
+            except (KeyboardInterrupt, SystemExit) as exc:
+                if kind.resumable and job.get("attempts", 1) < MAX_ATTEMPTS:
+                    store_jobs.requeue(db, job["id"], "interrupted; will resume")
+                else:
+                    store_jobs.finish(db, job["id"], "failed", error=f"interrupted ({type(exc).__name__})")
+                raise
+            except Exception as exc:  # a bug or an environment problem: keep the traceback for the UI
+                store_jobs.finish(db, job["id"], "failed",
+                                  error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
+                                  message="failed")
+            return store_jobs.get(db, job["id"])
+        finally:
+            stop.set()
+            ctx.close()
 
 
 def submit(ws: Workspace, kind: str, params: dict[str, Any]) -> int:
     get_kind(kind)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         return store_jobs.enqueue(db, kind, params)
-    finally:
-        db.close()
 
 
 def run_foreground(ws: Workspace, kind: str, params: dict[str, Any],
                    on_progress: Callable[[float, float | None, str | None], None] | None = None) -> dict:
     """Run a job in this process (the CLI's default), recorded like any other."""
     get_kind(kind)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         job = store_jobs.start(db, kind, params, worker_id(), os.getpid())
-    finally:
-        db.close()
     return run_job(ws, job, on_progress)
 
 
@@ -188,8 +178,7 @@ def recover(ws: Workspace) -> list[tuple[int, str]]:
     """Fail (or requeue, when resumable) running jobs whose process is gone."""
     host = socket.gethostname()
     actions = []
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         for job in store_jobs.running(db):
             job_host, _, _ = (job.get("worker") or "").partition(":")
             since = store_jobs.seconds_since_heartbeat(db, job["id"])
@@ -213,6 +202,4 @@ def recover(ws: Workspace) -> list[tuple[int, str]]:
             store_events.log(db, "job.recovered", {"job_id": job["id"], "action": actions[-1][1],
                                                    "why": why})
             db.conn.commit()
-    finally:
-        db.close()
     return actions

@@ -80,11 +80,23 @@ def inspect_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Im
 
 
 def image_relpath(sha256: str, ext: str) -> str:
+    """A stored image's path relative to the workspace root: ``images/<sha[:2]>/<sha>.<ext>``."""
     return f"images/{sha256[:2]}/{sha256}.{ext}"
 
 
 def thumb_relpath(sha256: str) -> str:
+    """A stored image's thumbnail, relative to the workspace root: ``thumbs/<sha[:2]>/<sha>.jpg``."""
     return f"thumbs/{sha256[:2]}/{sha256}.jpg"
+
+
+def image_path(root: str | os.PathLike, sha256: str, ext: str) -> Path:
+    """A stored image's file under the workspace ``root``."""
+    return Path(root) / image_relpath(sha256, ext)
+
+
+def thumb_path(root: str | os.PathLike, sha256: str) -> Path:
+    """A stored image's thumbnail file under the workspace ``root``."""
+    return Path(root) / thumb_relpath(sha256)
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
@@ -117,23 +129,22 @@ def thumbnail_scale(width: int, height: int, size: int = THUMB_SIZE) -> float:
 
 def store_image(root: Path, info: ImageInfo, data: bytes) -> tuple[list[Path], bool]:
     """Write the image and its thumbnail if absent. Returns (files written, already existed)."""
-    root = Path(root)
-    image_path = root / image_relpath(info.sha256, info.ext)
-    thumb_path = root / thumb_relpath(info.sha256)
+    image_file = image_path(root, info.sha256, info.ext)
+    thumb_file = thumb_path(root, info.sha256)
     written: list[Path] = []
-    existed = image_path.exists()
+    existed = image_file.exists()
     if not existed:
-        _atomic_write(image_path, data)
-        written.append(image_path)
-    if not thumb_path.exists():
-        _atomic_write(thumb_path, make_thumbnail(data))
-        written.append(thumb_path)
+        _atomic_write(image_file, data)
+        written.append(image_file)
+    if not thumb_file.exists():
+        _atomic_write(thumb_file, make_thumbnail(data))
+        written.append(thumb_file)
     return written, existed
 
 
 def remove_files(root: Path, sha256: str, ext: str) -> None:
-    for rel in (image_relpath(sha256, ext), thumb_relpath(sha256)):
+    for path in (image_path(root, sha256, ext), thumb_path(root, sha256)):
         try:
-            (Path(root) / rel).unlink()
+            path.unlink()
         except FileNotFoundError:
             pass

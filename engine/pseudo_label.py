@@ -23,11 +23,8 @@ from store.db import write_transaction
 
 
 def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         cfg = config.resolve(db, overrides)
-    finally:
-        db.close()
     keys = ("teacher.model", "teacher.path", "device", "pseudo_label.conf",
             "pseudo_label.keypoint_conf", "pseudo_label.imgsz", "pseudo_label.batch_size")
     params = {k: cfg[k] for k in keys}
@@ -66,8 +63,7 @@ def predict_persons(model, paths: list[str], *, imgsz: int, conf: float, device:
 @job_kind("pseudo_label", title="Pseudo-label unlabelled real images", resumable=True)
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     ws = ctx.ws
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         batch_id = ctx.state.get("batch_id")
         if batch_id is None or store_batches.get(db, batch_id) is None:
             with write_transaction(db):
@@ -89,7 +85,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         n_persons = 0
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
-            paths = [str(ws.path(media.image_relpath(im["sha256"], im["ext"]))) for im in chunk]
+            paths = [str(media.image_path(ws.root, im["sha256"], im["ext"])) for im in chunk]
             per_image = predict_persons(
                 model, paths, imgsz=int(params["pseudo_label.imgsz"]),
                 conf=float(params["pseudo_label.conf"]), device=device,
@@ -108,5 +104,3 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             store_batches.set_report(db, batch_id, report)
             store_events.log(db, "batch.pseudo_label", report, batch_id=batch_id)
         return {"batch_id": batch_id, **report}
-    finally:
-        db.close()

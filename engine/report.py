@@ -228,16 +228,13 @@ def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=Non
     from engine.experiment import comparisons_of, summarise
     from store import training as store_training
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         exp = store_training.experiment_by_name(db, name) if name else store_training.latest_experiment(db)
         if exp is None:
             raise RealcalError(f"no experiment {name!r}" if name else
                                "no experiment yet: `realcal experiment run exp.yaml`")
         runs = store_training.experiment_runs(db, exp["id"])
         cost = review.stats(db)
-    finally:
-        db.close()
     summary = summarise(runs, exp["config"], comparisons_of(ws, exp, runs))
     extra = extra_fn(exp) if extra_fn else None
     paths = write_report(out, exp, summary, runs, cost, extra=extra)

@@ -147,7 +147,7 @@ def _make_honeypots(ws, db, candidates: list[int], n: int, base: int, span: int,
             im = images.get(image_id)
             if im is None or not persons[image_id]:
                 continue
-            bgr = cv2.imread(str(ws.path(media.image_relpath(im["sha256"], im["ext"]))))
+            bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])))
             buf = io.BytesIO()
             Image.fromarray(cv2.cvtColor(bgr[:, ::-1], cv2.COLOR_BGR2RGB)).save(buf, "PNG")
             info, data = media.inspect_bytes(buf.getvalue())

@@ -74,8 +74,7 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0, log=None)
         for job_id, action in jobs.recover(ws):
             log(f"worker: job {job_id} {action} (its previous process died)")
         last_recover = time.monotonic()
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             while True:
                 job = store_jobs.claim(db, jobs.worker_id(), os.getpid())
                 if job is None:
@@ -90,8 +89,6 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0, log=None)
                 final = jobs.run_job(ws, job)
                 log(f"worker: job {job['id']} {final['status']}")
                 done += 1
-        finally:
-            db.close()
     finally:
         lock.close()
     return done

@@ -32,14 +32,11 @@ class Workspace:
             (root / sub).mkdir(parents=True, exist_ok=True)
         ws = cls(root)
         applied = store_db.migrate(ws.db_path)
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             if fresh:
                 events.log(db, "workspace.init", {"root": str(root)})
             elif applied:
                 events.log(db, "workspace.migrate", {"applied": applied})
-        finally:
-            db.close()
         return ws
 
     @classmethod

@@ -26,6 +26,11 @@ def put_embeddings(db: sqlite_utils.Database, model: str, vectors: dict[str, np.
                    [sha, model, int(v.size), v.tobytes()])
 
 
+def clear_embeddings(db: sqlite_utils.Database) -> None:
+    """Empty the embeddings cache (every model); the caller commits."""
+    db.execute("DELETE FROM embeddings")
+
+
 def create_run(db: sqlite_utils.Database, job_id: int | None, config: dict) -> int:
     db.execute("INSERT INTO curation_runs (job_id, config) VALUES (?, ?)",
                [job_id, json.dumps(config, default=str)])
@@ -45,6 +50,16 @@ def put_results(db: sqlite_utils.Database, run_id: int, stage: str, rows: Sequen
                    "reason, details) VALUES (?, ?, ?, ?, ?, ?, ?)",
                    [run_id, r["image_id"], stage, r["status"], r.get("value"), r.get("reason"),
                     json.dumps(r.get("details"), default=str) if r.get("details") is not None else None])
+
+
+def run_config(db: sqlite_utils.Database, run_id: int) -> dict[str, Any]:
+    """The resolved parameters a curation run was started with (its stored ``config``).
+
+    Raises ``KeyError`` when there is no run ``run_id``."""
+    rows = list(db.query("SELECT config FROM curation_runs WHERE id = ?", [run_id]))
+    if not rows:
+        raise KeyError(f"no curation run {run_id}")
+    return json.loads(rows[0]["config"])
 
 
 def latest_run(db: sqlite_utils.Database) -> dict[str, Any] | None:

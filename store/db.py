@@ -43,8 +43,7 @@ def migrate(path: Path) -> list[str]:
     """Apply every pending migration; returns the names applied (empty when up to date)."""
     path = Path(path)
     with _file_lock(path.with_name(path.name + ".migrate.lock")):
-        db = _connect(path)
-        try:
+        with _connect(path) as db:
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
                 db.execute("PRAGMA journal_mode = WAL")
             applied: list[str] = []
@@ -54,8 +53,6 @@ def migrate(path: Path) -> list[str]:
                     module.migrations.apply(db)
                     applied += [f"{module.migrations.name}:{name}" for name in pending]
             return applied
-        finally:
-            db.close()
 
 
 def pending_migrations(db: sqlite_utils.Database) -> list[str]:

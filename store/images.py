@@ -173,6 +173,24 @@ def unlabelled_real_images(db: sqlite_utils.Database, label_sources: Sequence[st
 
 
 
+def count_real_persons(db: sqlite_utils.Database, *, split: str,
+                       sources: Sequence[str] = ("ground_truth",)) -> int:
+    """How many persons (crowd included) from ``sources`` lie on real images of ``split``."""
+    return db.execute(
+        f"SELECT COUNT(*) FROM images i JOIN persons p ON p.image_id = i.id WHERE i.kind = 'real' "
+        f"AND i.split = ? AND p.source IN ({', '.join('?' for _ in sources)})",
+        [split, *sources]).fetchone()[0]
+
+
+def labelled_real_images_by_split(db: sqlite_utils.Database,
+                                  sources: Sequence[str] = ("ground_truth", "corrected")) -> dict[str, int]:
+    """How many real images have at least one non-crowd person from ``sources``, by split."""
+    return {r[0]: r[1] for r in db.execute(
+        f"SELECT i.split, COUNT(DISTINCT i.id) FROM images i JOIN persons p ON p.image_id = i.id "
+        f"WHERE i.kind = 'real' AND p.source IN ({', '.join('?' for _ in sources)}) AND p.iscrowd = 0 "
+        f"GROUP BY i.split", list(sources))}
+
+
 def train_anchor_persons(db: sqlite_utils.Database, sources: Sequence[str] = ("ground_truth", "corrected"),
                          min_keypoints: int = 8) -> list[dict[str, Any]]:
     """Persons usable as real anchors: on *train* real images only (never val/test), not crowd."""

@@ -20,6 +20,11 @@ def insert_lineage(db: sqlite_utils.Database, *, image_id: int, batch_id: int, g
                    list(row))
 
 
+def prompts_by_image(db: sqlite_utils.Database) -> dict[int, str | None]:
+    """The generation prompt of every image that has a lineage row, by image id (None: no prompt)."""
+    return {r["image_id"]: r["prompt"] for r in db.query("SELECT image_id, prompt FROM lineage")}
+
+
 def lineage_for(db: sqlite_utils.Database, image_id: int) -> dict[str, Any] | None:
     rows = list(db.query("SELECT * FROM lineage WHERE image_id = ?", [image_id]))
     if not rows:

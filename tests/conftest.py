@@ -81,10 +81,7 @@ def snapshot(ws) -> tuple:
     """Everything an import may change: files on disk and the row counts of every table."""
     files = sorted(str(p.relative_to(ws.root)) for p in ws.root.rglob("*")
                    if p.is_file() and not p.name.startswith("realcal.db"))
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         counts = tuple(db.execute(f"SELECT COUNT(*) FROM [{t}]").fetchone()[0]
                        for t in ("images", "persons", "batches", "events"))
-    finally:
-        db.close()
     return tuple(files), counts

@@ -76,8 +76,7 @@ def queued_synthetic_workspace(ws, tmp_path: Path, n: int, overlap_every: int = 
     from store import review as store_review
 
     run_import(ws, parse("coco", make_coco(tmp_path / "queued", n=n)), split="train", kind="synthetic")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         db.execute("UPDATE persons SET source = 'conditioning'")
         db.conn.commit()
         with db.conn:
@@ -85,6 +84,4 @@ def queued_synthetic_workspace(ws, tmp_path: Path, n: int, overlap_every: int = 
                 {"image_id": im["id"], "rank": i + 1,
                  "slots": 2 if overlap_every and i % overlap_every == 0 else 1}
                 for i, im in enumerate(store_images.list_images(db))])
-    finally:
-        db.close()
     return ws

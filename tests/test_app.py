@@ -58,11 +58,8 @@ def test_data_page_deletes_a_batch(app_ws):
     at.checkbox[0].check().run()
     next(b for b in at.button if b.label == "Delete batch").click().run()
     assert not at.exception
-    db = app_ws.connect()
-    try:
+    with app_ws.connect() as db:
         assert db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == 0
-    finally:
-        db.close()
 
 
 def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws, tmp_path):
@@ -90,12 +87,9 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     assert not at.exception and any("Queued job" in s.value for s in at.success)
     assert any("one optimizer step every 1 batch (nbs 16)" in c.value for c in at.caption), [c.value for c in at.caption]
     assert any("optimizer steps: the model will barely move" in w.value for w in at.warning)
-    db = app_ws.connect()
-    try:
+    with app_ws.connect() as db:
         params = json.loads(db.execute("SELECT params FROM jobs WHERE kind = 'train'").fetchone()[0])
         assert params["freeze"] == "keypoint-branch" and params["epochs"] == 1 and params["nbs"] == 16
-    finally:
-        db.close()
     # experiments: a broken file is refused with the reason, the example one is queued
     area = next(t for t in at.text_area if t.label == "Experiment (YAML)")
     assert "real-only" in area.value
@@ -108,11 +102,8 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     area.set_value((REPO / "experiments" / "example_tiny.yaml").read_text()).run()
     next(b for b in at.button if b.label == "Queue experiment").click().run()
     assert not at.exception
-    db = app_ws.connect()
-    try:
+    with app_ws.connect() as db:
         rows = [tuple(r) for r in db.execute("SELECT kind, status FROM jobs ORDER BY id")]
-    finally:
-        db.close()
     assert rows == [("train", "queued"), ("experiment", "queued")]
 
 
@@ -132,11 +123,8 @@ def test_train_page_shows_a_finished_run_with_downloads(app_ws, tmp_path):
     assert at.get("download_button")
     next(b for b in at.button if b.label == "Export ONNX (job)").click().run()
     assert not at.exception
-    db = app_ws.connect()
-    try:
+    with app_ws.connect() as db:
         assert db.execute("SELECT kind FROM jobs ORDER BY id DESC").fetchone()[0] == "export_model"
-    finally:
-        db.close()
 
 
 def test_settings_are_saved_in_the_workspace(app_ws):
@@ -146,11 +134,8 @@ def test_settings_are_saved_in_the_workspace(app_ws):
     next(n for n in at.number_input if n.label == "pseudo_label.imgsz").set_value(320)
     at.button[0].click().run()
     assert not at.exception
-    db = app_ws.connect()
-    try:
+    with app_ws.connect() as db:
         assert config.resolve(db)["pseudo_label.imgsz"] == 320
-    finally:
-        db.close()
 
 
 def test_jobs_page_lists_jobs_and_cancels(app_ws):
@@ -160,11 +145,8 @@ def test_jobs_page_lists_jobs_and_cancels(app_ws):
     at = _run("app_pages/jobs.py")
     assert any(f"#{job_id}" in m.value for m in at.markdown)
     next(b for b in at.button if b.label == "Cancel").click().run()
-    db = app_ws.connect()
-    try:
+    with app_ws.connect() as db:
         assert db.execute("SELECT status FROM jobs WHERE id = ?", [job_id]).fetchone()[0] == "cancelled"
-    finally:
-        db.close()
 
 
 def test_a_folder_that_is_not_a_workspace_gets_a_clear_message(tmp_path, monkeypatch):
@@ -179,11 +161,8 @@ def test_generate_page_queues_a_job_and_states_controlnet_needs(app_ws):
     assert any("Real anchors" in m.value for m in at.markdown)
     next(b for b in at.button if b.label == "Queue generation job").click().run()
     assert not at.exception
-    db = app_ws.connect()
-    try:
+    with app_ws.connect() as db:
         row = db.execute("SELECT kind, status FROM jobs").fetchone()
-    finally:
-        db.close()
     assert tuple(row) == ("generate", "queued")
     at.radio[0].set_value("controlnet").run()
     assert not at.exception

@@ -24,7 +24,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
 
 
-def _require_browser():
+def require_browser():
     have = os.path.exists(CHROMIUM)
     try:
         import playwright  # noqa: F401
@@ -76,7 +76,7 @@ def served(ws, tmp_path):
 
 
 def test_data_page_in_chromium(served, tmp_path):
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     shot = tmp_path / "data-page.png"
@@ -102,7 +102,7 @@ def test_data_page_in_chromium(served, tmp_path):
 
 def test_a_deep_link_on_a_fresh_server_goes_through_app_py(served):
     """The first request of a new server is a deep link: it must still get app.py's navigation."""
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
@@ -123,16 +123,13 @@ def served_review(ws, tmp_path):
     from engine import review
 
     queued_synthetic_workspace(ws, tmp_path, n=5)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         review.add_user(db, "ann", "annotator", "annotator-pass")
-    finally:
-        db.close()
     with serve(ws) as url:
         yield url, ws
 
 def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, tmp_path):
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     from store import review as store_review
@@ -140,11 +137,8 @@ def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, 
     url, ws = served_review
 
     def decisions():
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             return [(d["user"], d["decision"]) for d in store_review.live_decisions(db)]
-        finally:
-            db.close()
 
     def wait_for(n):
         deadline = time.time() + 30

@@ -96,16 +96,13 @@ def test_reencoded_copy_of_a_test_image_is_a_duplicate(cur_ws, coco_sample, tmp_
     parsed = ParsedDataset("images", "fake-synthetic", "test", [
         ImageRecord("copy.jpg", tmp_path / "copy.jpg"), ImageRecord("other.png", tmp_path / "other.png")])
     run_import(cur_ws, parsed, split="train", kind="synthetic")
-    db = cur_ws.connect()
-    try:
+    with cur_ws.connect() as db:
         items = store_images.list_images(db, kinds=["synthetic"])
         ctx = StageContext(ws=cur_ws, db=db, embedder=EffNetLite0Embedder(),
                            real_all=store_images.list_images(db, kinds=["real"]))
         stage = DuplicatesStage()
         stage.calibrate(ctx)
         rows = {r["image_id"]: r for r in stage.run(ctx, items)}
-    finally:
-        db.close()
     copy, other = items[0]["id"], items[1]["id"]
     assert rows[copy]["status"] == "fail" and "real test image" in rows[copy]["reason"]
     assert rows[other]["status"] == "pass"
@@ -132,8 +129,7 @@ def test_curation_job_funnel_unavailable_clip_and_select(cur_ws):
     assert funnel["pose_consistency"]["entered"] == funnel["clip"]["entered"]   # unavailable drops none
     batch_metrics = next(iter(final["result"]["set_metrics"].values()))
     assert "KID-EffNetLite0" in batch_metrics and not any("FID" == k for k in batch_metrics)
-    db = cur_ws.connect()
-    try:
+    with cur_ws.connect() as db:
         run_id = final["result"]["run_id"]
         clip_rows = store_curation.results(db, run_id, "clip")
         assert all(r["status"] == "unavailable" and "unavailable" in r["reason"] for r in clip_rows)
@@ -141,8 +137,6 @@ def test_curation_job_funnel_unavailable_clip_and_select(cur_ws):
         assert all("people" in r["details"] for r in pc)
         order = store_curation.selection(db, run_id)
         assert [r["rank"] for r in order] == list(range(1, len(order) + 1))
-    finally:
-        db.close()
     r = CliRunner().invoke(main, ["-w", str(cur_ws.root), "select", "--budget", "2"])
     assert r.exit_code == 0 and "selected" in r.output
     status = json.loads(CliRunner().invoke(main, ["-w", str(cur_ws.root), "status", "--json"]).output)

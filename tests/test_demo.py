@@ -20,14 +20,11 @@ def test_demo_without_labelled_data_says_so_and_queues_nothing(tmp_path, monkeyp
     lines = []
     ws = demo.build_demo(tmp_path / "demo", log=lines.append)
     assert any("no LSPET folder" in m for m in lines)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         c = store_images.counts(db)
         assert c["images"]["by_kind"]["real"] == 3 and c["images"]["by_kind"]["synthetic"] >= 1
         assert db.execute("SELECT COUNT(*) FROM jobs WHERE kind = 'experiment'").fetchone()[0] == 0
         assert db.execute("SELECT COUNT(*) FROM review_items").fetchone()[0] >= 1
-    finally:
-        db.close()
     assert demo.build_demo(tmp_path / "demo", log=lines.append).root == ws.root  # safe to run again
 
 
@@ -41,16 +38,13 @@ def test_demo_with_lspet_finishes_a_tiny_experiment_for_the_results_page(tmp_pat
     from engine.worker import run_worker
 
     assert run_worker(ws, once=True, log=lines.append) == 1
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         job = db.execute("SELECT status, error FROM jobs WHERE kind = 'experiment'").fetchone()
         assert job[0] == "done", job[1]
         exp = store_training.experiment_by_name(db, "demo-tiny")
         runs = store_training.experiment_runs(db, exp["id"])
         assert len(runs) == 12 and {r["arm"] for r in runs} == {"zero-shot", "real-only", "mixed-curated", "mixed-random"}
         assert exp["ap50_comparisons"] and all("verdict" in c for c in exp["ap50_comparisons"])
-    finally:
-        db.close()
     monkeypatch.setenv("REALCAL_WORKSPACE", str(ws.root))
     at = AppTest.from_file(str(REPO / "app_pages/results.py"), default_timeout=60)
     at.run()
@@ -63,9 +57,9 @@ def test_demo_with_lspet_finishes_a_tiny_experiment_for_the_results_page(tmp_pat
 
 def _results_and_train_in_chromium(ws, tmp_path):
     """The dashboards render in a real browser (plotly charts drawn, not just scripts run)."""
-    from tests.test_browser import CHROMIUM, FLAGS, _require_browser, serve
+    from tests.test_browser import CHROMIUM, FLAGS, require_browser, serve
 
-    _require_browser()
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with serve(ws) as url, sync_playwright() as p:

@@ -70,8 +70,7 @@ def test_ray_embeddings_equal_local_ones(ray_exe, ws, tmp_path):
     from tests.helpers import make_coco
 
     run_import(ws, parse("coco", make_coco(tmp_path / "d", n=6)), split="train")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         images = [dict(r) for r in db.query("SELECT * FROM images ORDER BY id")]
         local = cached_embeddings(ws, db, registry.build("embedder", "effnet-lite0", {}), images)
         db.execute("DELETE FROM embeddings")
@@ -80,8 +79,6 @@ def test_ray_embeddings_equal_local_ones(ray_exe, ws, tmp_path):
         emb.executor, emb.spec = ray_exe, {"name": "effnet-lite0", "params": {}}
         remote = cached_embeddings(ws, db, emb, images)
         assert db.execute("SELECT COUNT(*) FROM embeddings").fetchone()[0] == 6  # written once each
-    finally:
-        db.close()
     for i in local:
         assert np.allclose(local[i], remote[i], atol=1e-5)
 
@@ -100,9 +97,6 @@ def test_ray_generation_stores_the_local_images(ray_exe, tmp_path, lspet):
                                      "generator_params": {"width": 96, "height": 96, "background": "procedural"}})
         final = jobs.run_foreground(ws, "generate", params)
         assert final["status"] == "done", final["error"]
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             shas.append(sorted(r[0] for r in db.execute("SELECT sha256 FROM images WHERE kind = 'synthetic'")))
-        finally:
-            db.close()
     assert len(shas[0]) == 6 and shas[0] == shas[1]

@@ -85,8 +85,7 @@ def test_generation_job_end_to_end(gen_ws):
     assert final["status"] == "done", final["error"]
     r = final["result"]
     assert r["images"] == 5 and r["source_splits_other_than_train"] == {}
-    db = gen_ws.connect()
-    try:
+    with gen_ws.connect() as db:
         ims = store_images.list_images(db, kinds=["synthetic"])
         assert len(ims) == 5 and {i["split"] for i in ims} == {"train"}
         persons = store_images.persons_for_images(db, [i["id"] for i in ims])
@@ -98,8 +97,6 @@ def test_generation_job_end_to_end(gen_ws):
         for im in ims:
             for s in store_synthetic.lineage_for(db, im["id"])["sources"]:
                 assert real[s["source_image_id"]] == "train"   # nothing from val/test, ever
-    finally:
-        db.close()
     # the same seed reproduces the same samples: nothing new is stored
     again = jobs.run_foreground(gen_ws, "generate", params)
     assert again["result"]["images"] == 0 and again["result"]["duplicates_not_stored"] == 5
@@ -108,11 +105,8 @@ def test_generation_job_end_to_end(gen_ws):
 def test_leakage_guard_refuses_val_sources(gen_ws, monkeypatch):
     from engine.generate import job as gen_job
 
-    db = gen_ws.connect()
-    try:
+    with gen_ws.connect() as db:
         val_id = store_images.list_images(db, splits=["val"])[0]["id"]
-    finally:
-        db.close()
     orig = gen_job.build_requests
 
     def leaky(*a, **k):  # requests whose cut-outs claim to come from a val image
@@ -154,11 +148,8 @@ def test_generate_cli_and_lineage(gen_ws, tmp_path):
                                   "--config", str(cfg)])
     assert r.exit_code == 0, r.output
     assert "2 synthetic images from copy_paste" in r.output
-    db = gen_ws.connect()
-    try:
+    with gen_ws.connect() as db:
         image_id = store_images.list_images(db, kinds=["synthetic"])[0]["id"]
-    finally:
-        db.close()
     r = CliRunner().invoke(main, ["-w", str(gen_ws.root), "lineage", str(image_id)])
     assert r.exit_code == 0 and json.loads(r.output)["details"]["background"]["kind"] == "procedural"
 
@@ -174,8 +165,7 @@ def test_controlnet_job_end_to_end_on_a_tiny_pipeline(gen_ws, tmp_path):
                                                           "allow_cpu": True}})
     final = jobs.run_foreground(gen_ws, "generate", params)
     assert final["status"] == "done", final["error"]
-    db = gen_ws.connect()
-    try:
+    with gen_ws.connect() as db:
         ims = store_images.list_images(db, kinds=["synthetic"])
         assert len(ims) == 3
         lin = store_synthetic.lineage_for(db, ims[0]["id"])
@@ -183,8 +173,6 @@ def test_controlnet_job_end_to_end_on_a_tiny_pipeline(gen_ws, tmp_path):
         assert set(lin["details"]["prompt_axes"]) >= {"person", "clothing", "scene", "lighting", "camera"}
         assert lin["details"]["transform"]["canvas"] == [64, 64]
         assert [s["role"] for s in lin["sources"]] == ["anchor"] * len(lin["sources"])
-    finally:
-        db.close()
 
 
 def test_controlnet_is_refused_before_queueing_without_gpu_or_weights(gen_ws):

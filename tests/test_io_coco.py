@@ -47,25 +47,18 @@ def test_reimporting_an_export_keeps_the_splits(ws, coco_sample, tmp_path):
     ws2 = Workspace.init(tmp_path / "ws2")
     for ann in sorted((tmp_path / "out/annotations").glob("*.json")):
         run_import(ws2, parse("coco", ann), split="source")
-    db1, db2 = ws.connect(), ws2.connect()
-    try:
+    with ws.connect() as db1, ws2.connect() as db2:
         s1 = {r["sha256"]: r["split"] for r in store_images.list_images(db1)}
         s2 = {r["sha256"]: r["split"] for r in store_images.list_images(db2)}
         assert s1 == s2
-    finally:
-        db1.close()
-        db2.close()
 
 
 def test_rle_masks_and_segmentation_area(ws, ochuman_sample):
     report = run_import(ws, parse("coco", ochuman_sample))
     assert report.images == 3 and report.persons == 5
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         persons = [p for ps in store_images.persons_for_images(
             db, [r["id"] for r in store_images.list_images(db)]).values() for p in ps]
-    finally:
-        db.close()
     assert all(p["area_source"] == "segmentation" for p in persons)
     assert all(isinstance(p["segmentation"], dict) and "counts" in p["segmentation"] for p in persons)
 
@@ -77,9 +70,8 @@ def test_auto_split_is_stable_across_reimports(tmp_path, coco_sample):
     for name in ("a", "b"):
         w = Workspace.init(tmp_path / name)
         run_import(w, parse("coco", coco_sample), split="auto", split_seed=7)
-        db = w.connect()
-        splits.append({r["sha256"]: r["split"] for r in store_images.list_images(db)})
-        db.close()
+        with w.connect() as db:
+            splits.append({r["sha256"]: r["split"] for r in store_images.list_images(db)})
     assert splits[0] == splits[1]
 
 
@@ -98,11 +90,8 @@ def test_crowdpose_schema_is_mapped_by_name(ws, tmp_path):
     path = make_coco(tmp_path / "d", n=1, names=list(CROWDPOSE14), keypoints=kps)
     report = run_import(ws, parse("coco", path))
     assert report.persons == 1 and "crowdpose-14" in report.schema
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         p = next(iter(store_images.persons_for_images(db, [1]).values()))[0]
-    finally:
-        db.close()
     k = np.asarray(p["keypoints"]).reshape(17, 3)
     assert tuple(k[5]) == (10, 20, 2)           # left_shoulder is crowdpose's first joint
     assert tuple(k[0]) == (0, 0, 0)             # nose: not in crowdpose

@@ -11,13 +11,10 @@ from tests.helpers import write_image
 
 
 def _persons(w):
-    db = w.connect()
-    try:
+    with w.connect() as db:
         ims = store_images.list_images(db)
         ps = store_images.persons_for_images(db, [i["id"] for i in ims])
         return {i["file_name"]: ps[i["id"]] for i in ims}
-    finally:
-        db.close()
 
 
 def test_lspet_subset_with_absent_images_reported(ws, lspet, tmp_path):

@@ -7,17 +7,14 @@ from engine.io.common import run_import
 from engine.workspace import Workspace
 from store import images as store_images
 
-from tests.helpers import make_yolo
+from tests.helpers import make_coco, make_yolo
 
 
 def _persons_by_sha(w):
-    db = w.connect()
-    try:
+    with w.connect() as db:
         ims = store_images.list_images(db)
         persons = store_images.persons_for_images(db, [i["id"] for i in ims])
         return {i["sha256"]: (i["split"], persons[i["id"]]) for i in ims}
-    finally:
-        db.close()
 
 
 def test_yolo_round_trip_on_real_sample(ws, coco_sample, tmp_path):
@@ -73,3 +70,21 @@ def test_image_without_label_file_is_a_background_image(ws, tmp_path):
     (tmp_path / "y/labels/val/im1.txt").unlink()
     report = run_import(ws, parse("yolo-pose", path))
     assert report.images == 2 and report.persons == 1
+
+
+def test_training_sets_and_the_export_format_share_one_writer(ws, tmp_path):
+    from engine.train.manifest import build_manifest, export_yolo
+
+    run_import(ws, parse("coco", make_coco(tmp_path / "a", n=3)), split="train")
+    run_import(ws, parse("coco", make_coco(tmp_path / "b", n=2, seed=10)), split="val")
+    m = build_manifest(ws, {"real_train": {"count": 3, "seed": 0}})
+    train_yaml = yaml.safe_load(export_yolo(ws, m["id"], tmp_path / "t").read_text())
+    yolo_pose.export(ws, tmp_path / "e")
+    export_yaml = yaml.safe_load((tmp_path / "e/data.yaml").read_text())
+    assert list(train_yaml) == ["path", "train", "val", "kpt_shape", "flip_idx", "names", "kpt_names"]
+    assert {**train_yaml, "path": None} == {**export_yaml, "path": None}
+    for split in ("train", "val"):
+        assert sorted(p.read_text() for p in (tmp_path / "t/labels" / split).iterdir()) == \
+            sorted(p.read_text() for p in (tmp_path / "e/labels" / split).iterdir())
+    ws2 = Workspace.init(tmp_path / "ws2")  # a training set re-imports, joints mapped by kpt_names
+    assert run_import(ws2, parse("yolo-pose", tmp_path / "t")).persons == 5

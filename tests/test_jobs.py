@@ -1,4 +1,3 @@
-import dataclasses
 import os
 import signal
 import subprocess
@@ -15,23 +14,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _job(ws, job_id):
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         return store_jobs.get(db, job_id)
-    finally:
-        db.close()
 
 
 def test_lifecycle_queue_claim_progress_done(ws):
     job_id = jobs.submit(ws, "selftest", {"steps": 3, "step_s": 0.01})
     assert _job(ws, job_id)["status"] == "queued"
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         job = store_jobs.claim(db, "test:1", os.getpid())
         assert job["id"] == job_id and job["status"] == "running" and job["attempts"] == 1
         assert store_jobs.claim(db, "test:2", os.getpid()) is None    # nothing else queued
-    finally:
-        db.close()
     seen = []
     final = jobs.run_job(ws, job, on_progress=lambda d, t, m: seen.append((d, t)))
     assert final["status"] == "done" and final["result"] == {"steps": 3}
@@ -49,36 +42,27 @@ def test_foreground_job_is_never_queued_for_a_worker(ws):
     seen = []
 
     def on_progress(done, total, message):
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             seen.append(store_jobs.claim(db, "other:1", 1))                 # a polling worker
             seen.append([r[0] for r in db.execute("SELECT status FROM jobs")])
-        finally:
-            db.close()
 
     final = jobs.run_foreground(ws, "selftest", {"steps": 1, "step_s": 0}, on_progress=on_progress)
     assert final["status"] == "done" and final["attempts"] == 1 and final["worker_pid"] == os.getpid()
     assert seen[0] is None and seen[1] == ["running"]
     with pytest.raises(Exception, match="unknown job kind|no job kind|kind"):
         jobs.run_foreground(ws, "no-such-kind", {})
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         assert db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0] == 1   # nothing inserted for it
-    finally:
-        db.close()
 
 
 def test_cancel_queued_and_running(ws):
     queued = jobs.submit(ws, "selftest", {"steps": 1})
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         assert store_jobs.request_cancel(db, queued) == "cancelled"
         running = jobs.submit(ws, "selftest", {"steps": 50, "step_s": 0.02})
         job = store_jobs.claim(db, "t", os.getpid())
         assert job["id"] == running
         assert store_jobs.request_cancel(db, running) == "running"
-    finally:
-        db.close()
     final = jobs.run_job(ws, job)
     assert final["status"] == "cancelled" and final["progress"] < 50
 
@@ -141,18 +125,18 @@ def test_sigkilled_worker_is_detected_and_its_job_failed(ws):
     assert j["status"] == "failed" and "is no longer running" in j["error"]
 
 
-def test_resumable_job_is_requeued_after_a_crash(ws, monkeypatch):
+def test_resumable_job_is_requeued_after_a_crash(ws):
     job_id = jobs.submit(ws, "selftest", {"steps": 1})
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         store_jobs.claim(db, jobs.worker_id(), 999_999_999)   # a pid that cannot exist
-    finally:
-        db.close()
     from engine import registry
 
     e = registry.entry("job", "selftest")
-    monkeypatch.setitem(registry._REGISTRY["job"], "selftest", dataclasses.replace(e, meta={**e.meta, "resumable": True}))
-    assert jobs.recover(ws) == [(job_id, "requeued")]
+    registry.register("job", "selftest", source=e.source, **{**e.meta, "resumable": True})(e.obj)
+    try:
+        assert jobs.recover(ws) == [(job_id, "requeued")]
+    finally:
+        registry.register("job", "selftest", source=e.source, **e.meta)(e.obj)
     assert _job(ws, job_id)["status"] == "queued"
 
 
@@ -165,14 +149,11 @@ def test_pseudo_label_stores_predicted_persons(ws, coco_sample):
     run_import(ws, parse("images", coco_sample.parent), limit=2)
     final = jobs.run_foreground(ws, "pseudo_label", resolve_params(ws, {"pseudo_label.imgsz": 320}))
     assert final["status"] == "done", final["error"]
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         ims = store_images.list_images(db)
         persons = [p for ps in store_images.persons_for_images(db, [i["id"] for i in ims]).values()
                    for p in ps]
         assert store_images.unlabelled_real_images(db) == [] or len(persons) >= 1
-    finally:
-        db.close()
     assert len(persons) >= 2 and final["result"]["persons"] == len(persons)
     for p in persons:
         assert p["source"] == "predicted" and len(p["scores"]) == 17 and 0 < p["score"] <= 1

@@ -42,11 +42,8 @@ def tiny(policy: dict) -> dict:
 
 
 def jobs_count(ws) -> int:
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         return db.execute("SELECT COUNT(*) FROM jobs").fetchone()[0]
-    finally:
-        db.close()
 
 
 def test_unattended_pipeline_runs_to_a_report_and_resumes(pws):
@@ -56,14 +53,11 @@ def test_unattended_pipeline_runs_to_a_report_and_resumes(pws):
     assert set(res) == set(pipeline.steps())
     md = Path(res["report"]["markdown"]).read_text()
     assert "UNATTENDED" in md and "auto-accept" in md  # the policy is stated downstream
-    db = pws.connect()
-    try:
+    with pws.connect() as db:
         exp = db.execute("SELECT config FROM experiments").fetchone()[0]
         batch_params = db.execute("SELECT params FROM batches WHERE kind = 'generation'").fetchone()[0]
         run_cfg = db.execute("SELECT config FROM curation_runs").fetchone()[0]
         resolved = db.execute("SELECT hash FROM pipelines").fetchone()[0]
-    finally:
-        db.close()
     for stored in (exp, batch_params, run_cfg):  # every artefact names the resolved pipeline
         assert resolved in stored
     n = jobs_count(pws)
@@ -86,12 +80,9 @@ def test_review_gate_stops_until_people_decide(pws):
     cfg["steps"].pop("report")
     with pytest.raises(pipeline.ReviewGate, match="await review"):
         pipeline.run(pws, cfg, log=lambda m: None)
-    db = pws.connect()
-    try:
+    with pws.connect() as db:
         db.execute("UPDATE review_items SET state = 'accepted'")
         db.conn.commit()
-    finally:
-        db.close()
     logs = []
     pipeline.run(pws, cfg, log=logs.append)
     assert any(m.startswith("review: all") for m in logs)

@@ -23,8 +23,7 @@ def queue_ws(ws, tmp_path):
 
 
 def _reviewer(ws, name, decisions, errors, choose):
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         while True:
             leased = review.lease(db, name, n=3)
             if not leased:
@@ -38,8 +37,6 @@ def _reviewer(ws, name, decisions, errors, choose):
                 except Exception as exc:  # noqa: BLE001 - collected and asserted on
                     errors.append(repr(exc))
                     return  # a failing reviewer stops, so the test fails instead of spinning
-    finally:
-        db.close()
 
 
 def test_eight_concurrent_reviewers(queue_ws):
@@ -52,13 +49,10 @@ def test_eight_concurrent_reviewers(queue_ws):
     for t in threads:
         t.join(120)
     assert errors == []
-    db = queue_ws.connect()
-    try:
+    with queue_ws.connect() as db:
         slots = list(db.query("SELECT item_id, slot, decided_by FROM review_slots"))
         live = store_review.live_decisions(db)
         items = {r["id"]: r for r in db.query("SELECT * FROM review_items")}
-    finally:
-        db.close()
     assert len(slots) == 50 and all(s["decided_by"] for s in slots)
     assert len(live) == len(decisions) == 50                       # no decision lost or doubled
     assert len({(d["item_id"], d["slot"]) for d in live}) == 50    # never two decisions on one slot
@@ -72,8 +66,7 @@ def test_eight_concurrent_reviewers(queue_ws):
 
 
 def test_expired_lease_returns_to_the_queue(queue_ws):
-    db = queue_ws.connect()
-    try:
+    with queue_ws.connect() as db:
         t0 = time.time()
         a = review.lease(db, "alice", n=2, now=t0)
         b = review.lease(db, "bob", n=2, now=t0)
@@ -83,13 +76,10 @@ def test_expired_lease_returns_to_the_queue(queue_ws):
         assert {(s["item_id"], s["slot"]) for s in a} <= got
         with pytest.raises(RealcalError, match="not leased to you"):
             review.decide(db, "alice", a[0]["item_id"], a[0]["slot"], "accept", shown_at=t0)
-    finally:
-        db.close()
 
 
 def test_undo_fix_idle_and_conflict(queue_ws):
-    db = queue_ws.connect()
-    try:
+    with queue_ws.connect() as db:
         s = review.lease(db, "ann", n=1)[0]
         item = store_review.item(db, s["item_id"])
         assert item["slots"] == 2                                  # rank 1 is an overlap item
@@ -127,15 +117,12 @@ def test_undo_fix_idle_and_conflict(queue_ws):
         assert audit.count("undo") == 2 and "resolve" in audit
         with pytest.raises(Exception, match="append-only"):
             db.execute("DELETE FROM review_audit")
-    finally:
-        db.close()
 
 
 def test_stats_and_kappa(queue_ws):
     assert review.cohen_kappa([("accept", "accept"), ("reject", "reject")]) == 1.0
     assert review.cohen_kappa([("accept", "reject"), ("reject", "accept")]) == pytest.approx(-1.0)
-    db = queue_ws.connect()
-    try:
+    with queue_ws.connect() as db:
         assert review.stats(db) == {"decisions": 0}
         for name in ("u1", "u2"):
             for s in review.lease(db, name, n=4):
@@ -143,8 +130,6 @@ def test_stats_and_kappa(queue_ws):
         st = review.stats(db)
         assert st["decisions"] == 8 and set(st["per_reviewer"]) == {"u1", "u2"}
         assert st["per_reviewer"]["u1"]["seconds_per_decision"] == pytest.approx(3, abs=0.5)
-    finally:
-        db.close()
 
 
 def test_user_commands(ws):
@@ -154,19 +139,13 @@ def test_user_commands(ws):
     assert run("user", "add", "ann", "--role", "admin", "--password-stdin", input="x" * 9 + "\n").exit_code == 1
     assert "at least 8" in run("user", "add", "bo", "--role", "admin", "--password-stdin", input="short\n").output
     assert "annotator" in run("user", "list").output
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         assert review.authenticate(db, "ann", "correct-horse") == {"name": "ann", "role": "annotator"}
         assert review.authenticate(db, "ann", "wrong-password") is None
         stored = store_review.user(db, "ann")["password_hash"]
         assert stored.startswith("$2") and "correct-horse" not in stored
-    finally:
-        db.close()
     assert run("user", "disable", "ann").exit_code == 0
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         assert review.authenticate(db, "ann", "correct-horse") is None
-    finally:
-        db.close()
     assert run("user", "passwd", "nobody", "--password-stdin", input="longenough\n").exit_code == 1
     assert run("review", "stats").output.strip() == "no review data yet"

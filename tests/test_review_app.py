@@ -15,12 +15,9 @@ REPO = Path(__file__).resolve().parent.parent
 @pytest.fixture
 def rws(ws, tmp_path, monkeypatch):
     queued_synthetic_workspace(ws, tmp_path, n=6)
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         review.add_user(db, "ann", "annotator", "annotator-pass")
         review.add_user(db, "boss", "admin", "admin-password")
-    finally:
-        db.close()
     monkeypatch.setenv("REALCAL_WORKSPACE", str(ws.root))
     import engine.worker
 
@@ -40,11 +37,8 @@ ANN = {"name": "ann", "role": "annotator", "single_user": False}
 
 
 def _decisions(ws):
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         return [(d["user"], d["decision"], d["reasons"]) for d in store_review.live_decisions(db)]
-    finally:
-        db.close()
 
 
 def test_annotator_reviews_with_buttons_and_undoes(rws):

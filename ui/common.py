@@ -1,12 +1,11 @@
 """Workspace access, thumbnails with skeleton overlays, and the job badge."""
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-from typing import Iterator
 
 import numpy as np
+import sqlite_utils
 import streamlit as st
 from PIL import Image
 
@@ -34,21 +33,18 @@ def workspace(admin_only: bool = True, check_user: bool = True) -> Workspace:
     return ws
 
 
-@contextlib.contextmanager
-def connect(ws: Workspace) -> Iterator:
-    """A connection for this script run only (connections must not cross threads/sessions)."""
-    db = ws.connect()
-    try:
-        yield db
-    finally:
-        db.close()
+def connect(ws: Workspace) -> sqlite_utils.Database:
+    """An alias of ``ws.connect()``, kept only while app_pages/train.py still calls it: write
+    ``with ws.connect() as db:`` instead (a connection for this script run only; connections
+    must not cross threads/sessions)."""
+    return ws.connect()
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
 def overlay_thumbnail(root: str, sha256: str, width: int, height: int,
                       persons_key: tuple) -> bytes:
     """The stored thumbnail with skeletons drawn: solid = labels, dashed = machine labels."""
-    thumb = Image.open(os.path.join(root, media.thumb_relpath(sha256)))
+    thumb = Image.open(media.thumb_path(root, sha256))
     scale = thumb.width / float(width)
     labels = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src != "predicted"]
     machine = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src == "predicted"]
@@ -69,7 +65,7 @@ def persons_key(persons: list[dict]) -> tuple:
 def job_badge(ws: Workspace) -> None:
     from store import jobs as store_jobs
 
-    with connect(ws) as db:
+    with ws.connect() as db:
         counts = store_jobs.counts(db)
     active = counts["running"] + counts["queued"]
     if active:

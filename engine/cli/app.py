@@ -27,11 +27,8 @@ def is_loopback(host: str) -> bool:
 def user_count(ws) -> int:
     from store import review as store_review
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         return store_review.active_user_count(db)
-    finally:
-        db.close()
 
 
 @main.command()

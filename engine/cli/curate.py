@@ -55,15 +55,12 @@ def select(state: State, budget, uncertainty_weight, diversity_weight) -> None:
     from store import curation as store_curation
 
     ws = state.workspace()
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         run = store_curation.latest_run(db)
         if run is None:
             raise RealcalError("no curation run yet: run `realcal curate` first")
         rows = run_select(ws, db, run["id"], {"uncertainty": uncertainty_weight,
                                               "diversity": diversity_weight}, budget)
-    finally:
-        db.close()
     click.echo(f"run {run['id']}: selected {len(rows)} of the survivors (the review queue order)")
     for r in rows[:20]:
         c = r["components"]

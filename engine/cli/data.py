@@ -132,11 +132,8 @@ def batches_cmd(state: State, as_json: bool) -> None:
     """List import and generation batches."""
     from store import batches as store_batches
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         rows = store_batches.list_batches(db)
-    finally:
-        db.close()
     if as_json:
         click.echo(json.dumps([{k: v for k, v in r.items() if k != "report"} |
                                {"skipped": r["report"].get("skipped_count", 0)} for r in rows],
@@ -162,11 +159,8 @@ def _batch_or_fail(ws, batch_id: int) -> dict:
     from engine.errors import RealcalError
     from store import batches as store_batches
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         row = store_batches.get(db, batch_id)
-    finally:
-        db.close()
     if row is None:
         raise RealcalError(f"no batch {batch_id}; `realcal batches` lists them")
     return row

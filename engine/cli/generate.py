@@ -50,11 +50,8 @@ def lineage(state: State, image_id: int) -> None:
     """Print how a synthetic image was made (generator, parameters, seed, sources) as JSON."""
     from store import synthetic
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         row = synthetic.lineage_for(db, image_id)
-    finally:
-        db.close()
     if row is None:
         raise RealcalError(f"image {image_id} has no lineage (it is not a generated image)")
     click.echo(json.dumps(row, indent=2, default=str))

@@ -67,11 +67,8 @@ def jobs_cmd(state: State, as_json: bool, limit: int) -> None:
     """List recent jobs with their status and progress."""
     from store import jobs as store_jobs
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         rows = store_jobs.list_jobs(db, limit=limit)
-    finally:
-        db.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2, default=str))
         return
@@ -98,11 +95,8 @@ def job_cancel(state: State, job_id: int) -> None:
     """Cancel a queued job, or ask a running one to stop at its next progress step."""
     from store import jobs as store_jobs
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         status = store_jobs.request_cancel(db, job_id)
-    finally:
-        db.close()
     if status is None:
         raise RealcalError(f"no job {job_id}")
     click.echo(f"job {job_id}: {status}" + (" (stop requested)" if status == "running" else ""))

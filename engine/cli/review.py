@@ -28,11 +28,8 @@ def user() -> None:
 def user_add(state: State, name, role, password_stdin) -> None:
     from engine import review
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         review.add_user(db, name, role, _read_password(password_stdin))
-    finally:
-        db.close()
     click.echo(f"user {name} added ({role})")
 
 
@@ -41,11 +38,8 @@ def user_add(state: State, name, role, password_stdin) -> None:
 def user_list(state: State) -> None:
     from store import review as store_review
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         rows = store_review.users(db)
-    finally:
-        db.close()
     if not rows:
         click.echo("no users: the app runs in single-user mode on loopback")
     for u in rows:
@@ -58,11 +52,8 @@ def user_list(state: State) -> None:
 def user_disable(state: State, name) -> None:
     from engine import review
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         review.set_disabled(db, name, True)
-    finally:
-        db.close()
     click.echo(f"user {name} disabled")
 
 
@@ -72,11 +63,8 @@ def user_disable(state: State, name) -> None:
 def user_enable(state: State, name) -> None:
     from engine import review
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         review.set_disabled(db, name, False)
-    finally:
-        db.close()
     click.echo(f"user {name} enabled")
 
 
@@ -87,11 +75,8 @@ def user_enable(state: State, name) -> None:
 def user_passwd(state: State, name, password_stdin) -> None:
     from engine import review
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         review.change_password(db, name, _read_password(password_stdin))
-    finally:
-        db.close()
     click.echo(f"password of {name} changed")
 
 
@@ -111,11 +96,8 @@ def review_build(state: State, overlap, honeypots) -> None:
     from engine import review
 
     ws = state.workspace()
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         r = review.build_queue(ws, db, overlap=overlap, honeypots=honeypots)
-    finally:
-        db.close()
     click.echo(f"queued {r['added']} items ({r['overlap_items']} with two slots, {r['honeypots']} honeypots)")
 
 
@@ -125,11 +107,8 @@ def review_stats(state: State) -> None:
     """Review statistics as JSON (no review data yet: says so)."""
     from engine import review
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         s = review.stats(db)
-    finally:
-        db.close()
     click.echo(json.dumps(s, indent=2) if s["decisions"] else "no review data yet")
 
 
@@ -142,9 +121,6 @@ def review_resolve(state: State, item_id, decision, admin_name) -> None:
     """Settle a conflict item."""
     from engine import review
 
-    db = state.workspace().connect()
-    try:
+    with state.workspace().connect() as db:
         review.resolve_conflict(db, admin_name, item_id, decision)
-    finally:
-        db.close()
     click.echo(f"item {item_id}: {decision}ed")

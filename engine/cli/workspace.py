@@ -25,8 +25,7 @@ def status_dict(ws: Workspace) -> dict:
     from store import images as store_images
     from store import jobs as store_jobs
 
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         out = {"workspace": str(ws.root), **store_images.counts(db)}
         out["batches"] = len(store_batches.list_batches(db))
         out["jobs"] = {"by_status": store_jobs.counts(db)}
@@ -36,8 +35,6 @@ def status_dict(ws: Workspace) -> dict:
         out["funnel"] = ({"run_id": run["id"], "stages": run["funnel"],
                           "selected": len(store_curation.selection(db, run["id"]))} if run else None)
         return out
-    finally:
-        db.close()
 
 
 @main.command()

@@ -31,7 +31,7 @@ class StageContext:
     cache: dict[str, Any] = field(default_factory=dict)
 
     def image(self, row: dict) -> np.ndarray:
-        bgr = cv2.imread(str(self.ws.path(media.image_relpath(row["sha256"], row["ext"]))), cv2.IMREAD_COLOR)
+        bgr = cv2.imread(str(media.image_path(self.ws.root, row["sha256"], row["ext"])), cv2.IMREAD_COLOR)
         if bgr is None:
             raise RealcalError(f"cannot read image {row['id']}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -175,7 +175,7 @@ def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=No
     executor = getattr(embedder, "executor", None)
     if todo and executor is not None:
         # mapped over the executor's workers; each chunk is written as it arrives (idempotent by sha)
-        items = [{"sha256": im["sha256"], "path": str(ws.path(media.image_relpath(im["sha256"], im["ext"])))}
+        items = [{"sha256": im["sha256"], "path": str(media.image_path(ws.root, im["sha256"], im["ext"]))}
                  for im in todo]
         done = 0
         for chunk, vecs in executor.map("engine.curate.embedders:embed_fn", embedder.spec, items):
@@ -194,7 +194,7 @@ def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=No
         chunk = todo[start:start + step]
         pix = []
         for im in chunk:
-            bgr = cv2.imread(str(ws.path(media.image_relpath(im["sha256"], im["ext"]))), cv2.IMREAD_COLOR)
+            bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])), cv2.IMREAD_COLOR)
             pix.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         vecs = embedder.embed(pix)
         new = {im["sha256"]: v for im, v in zip(chunk, vecs)}

@@ -20,6 +20,7 @@ from engine.workspace import Workspace
 from store import curation as store_curation
 from store import events as store_events
 from store import images as store_images
+from store import synthetic as store_synthetic
 from store.db import write_transaction
 
 DEFAULT_STAGES = [
@@ -59,11 +60,8 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
         if not isinstance(s, dict) or "name" not in s:
             raise RealcalError("each curation stage is {name: ..., params: {...}}")
         registry.build("stage", s["name"], s.get("params") or {})   # checks names and parameters
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         cfg = config.resolve(db)
-    finally:
-        db.close()
     params["teacher_weights"] = str(resolve_asset(cfg["teacher.model"], explicit=cfg["teacher.path"] or None))
     params["device"] = cfg["device"]
     return params
@@ -80,7 +78,7 @@ def load_items(db, batches: list[int] | None) -> list[dict]:
     images = store_images.list_images(db, kinds=["synthetic"])
     if batches:
         images = [im for im in images if im["batch_id"] in set(batches)]
-    prompts = {r["image_id"]: r["prompt"] for r in db.query("SELECT image_id, prompt FROM lineage")}
+    prompts = store_synthetic.prompts_by_image(db)
     for im in images:
         im["prompt"] = prompts.get(im["id"])
     return _with_persons(db, images)
@@ -91,8 +89,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine.curate.teacher import Teacher
 
     ws = ctx.ws
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         items = load_items(db, params.get("batches"))
         if not items:
             raise RealcalError("nothing to curate: no synthetic images (generate some first)")
@@ -146,8 +143,6 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                                   "selected": len(order)})
         return {"run_id": run_id, "funnel": funnel, "kept": len(survivors),
                 "seconds": round(time.perf_counter() - t0, 2), "set_metrics": set_metrics}
-    finally:
-        db.close()
 
 
 def score_and_select(sctx: StageContext, run_id: int, survivors: list[dict], selection: dict) -> list[dict]:
@@ -181,10 +176,7 @@ def select(ws: Workspace, db, run_id: int, weights: dict[str, float], budget: in
     images = {im["id"]: im for im in store_images.list_images(db, kinds=["synthetic"])}
     items = _with_persons(db, [images[r["image_id"]] for r in scored if r["image_id"] in images])
     if embedder is None:
-        run = next(r for r in db.query("SELECT config FROM curation_runs WHERE id = ?", [run_id]))
-        import json
-
-        spec = json.loads(run["config"])["embedder"]
+        spec = store_curation.run_config(db, run_id)["embedder"]
         embedder = registry.build("embedder", spec["name"], spec.get("params") or {})
     emb = cached_embeddings(ws, db, embedder, items)
     u = np.array([next(r["value"] for r in scored if r["image_id"] == it["id"]) for it in items])

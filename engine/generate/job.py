@@ -71,11 +71,8 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     if ids is not None:
         if not isinstance(ids, list) or not ids or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
             raise RealcalError("anchor_image_ids must be a non-empty list of image ids")
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             splits = store_images.splits_of(db, ids)
-        finally:
-            db.close()
         bad = sorted(i for i in ids if splits.get(i) != "train")
         if bad:
             raise RealcalError(f"anchor_image_ids must be real train images; not {bad[:10]}"
@@ -89,11 +86,8 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     params["generator_params"] = gen.params()   # every parameter, from the generator's own Config
     gen.preflight()  # missing weights or GPU: say so now, not after the job is queued
     if gen.needs_teacher:
-        db = ws.connect()
-        try:
+        with ws.connect() as db:
             cfg = config.resolve(db)
-        finally:
-            db.close()
         params["teacher_weights"] = str(resolve_asset(cfg["teacher.model"],
                                                       explicit=cfg["teacher.path"] or None))
         params["device"] = cfg["device"]
@@ -158,8 +152,7 @@ def _encode(image: np.ndarray, fmt: str, quality: int) -> bytes:
 @job_kind("generate", title="Generate synthetic people", resumable=True)
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     ws = ctx.ws
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         anchors = store_images.train_anchor_persons(db, params["anchor_sources"],
                                                     PoseSourceConfig.from_dict(params["pose_source"]).min_keypoints)
         if not anchors:
@@ -172,13 +165,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             if not anchors:
                 raise RealcalError("none of anchor_image_ids has a usable labelled person")
         for a in anchors:
-            a["path"] = ws.path(media.image_relpath(a["sha256"], a["ext"]))
+            a["path"] = media.image_path(ws.root, a["sha256"], a["ext"])
         gen = registry.build("generator", params["generator"], params["generator_params"])
         backgrounds = []
         if "backgrounds" in gen.inputs and gen.needs_teacher:   # real backgrounds, checked by the teacher
             backgrounds = [b for b in store_images.train_background_images(db) if not only or b["id"] in only]
             for b in backgrounds:
-                b["path"] = ws.path(media.image_relpath(b["sha256"], b["ext"]))
+                b["path"] = media.image_path(ws.root, b["sha256"], b["ext"])
         count = int(params["count"])
         done = int(ctx.state.get("done", 0))
         batch_id = ctx.state.get("batch_id")
@@ -250,8 +243,6 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             store_batches.set_report(db, batch_id, report)
             store_events.log(db, "batch.generate", report, batch_id=batch_id)
         return {"batch_id": batch_id, **report}
-    finally:
-        db.close()
 
 
 def _store(ws: Workspace, db, batch_id: int, params: dict[str, Any], res) -> int:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from engine import poses
+from engine import media, poses
 from engine.errors import DatasetError
 from engine.io import schemas
 from engine.io.common import (LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset, PersonRecord,
@@ -210,9 +210,8 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
         raise DatasetError(f"unknown label source(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(LABEL_SOURCES)}")
     out = Path(out)
-    db = ws.connect()
     summary: dict[str, Any] = {"format": "coco", "out": str(out.resolve()), "splits": {}}
-    try:
+    with ws.connect() as db:
         total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
         done = 0
         for split in splits:
@@ -223,7 +222,7 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
                 name = _unique_name(im, names)
                 target = out / "images" / split / name
                 target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(ws.path(f"images/{im['sha256'][:2]}/{im['sha256']}.{im['ext']}"),
+                shutil.copyfile(media.image_path(ws.root, im["sha256"], im["ext"]),
                                 target)
                 images_out.append({"id": im["id"], "file_name": name, "width": im["width"],
                                    "height": im["height"], "split": split,
@@ -247,8 +246,6 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
             summary["splits"][split] = {"images": len(images_out), "persons": len(anns_out),
                                         "annotations": str(ann_path)}
         store_events.log(db, "export", {**summary, "sources": list(sources)})
-    finally:
-        db.close()
     return summary
 
 

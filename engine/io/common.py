@@ -278,56 +278,54 @@ def run_import(ws: Workspace, parsed: ParsedDataset, *, split: str = "source",
                             f"dataset (e.g. {', '.join(report.ids_not_found[:5])}); nothing imported")
 
     written: list[Path] = []
-    db = ws.connect()
-    try:
-        existing_cache: dict[str, dict[str, Any]] = {}
-        seen_here: dict[str, str] = {}
-        staged: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-        for n, rec in enumerate(records, 1):
-            problem = _stage_record(ws, db, rec, split, split_seed, max_pixels, kind, parsed,
-                                    existing_cache, seen_here, staged, written)
-            if problem:
-                report.skipped.append((rec.file_name, problem))
-                if strict:
-                    raise ImportAborted(f"--strict: {rec.file_name}: {problem}; nothing imported")
-            if progress:
-                progress(n, len(records))
-        if strict and report.skipped:
-            name, reason = report.skipped[0]
-            raise ImportAborted(f"--strict: {len(report.skipped)} records would be skipped "
-                                f"(first: {name}: {reason}); nothing imported")
+    with ws.connect() as db:
+        try:
+            existing_cache: dict[str, dict[str, Any]] = {}
+            seen_here: dict[str, str] = {}
+            staged: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+            for n, rec in enumerate(records, 1):
+                problem = _stage_record(ws, db, rec, split, split_seed, max_pixels, kind, parsed,
+                                        existing_cache, seen_here, staged, written)
+                if problem:
+                    report.skipped.append((rec.file_name, problem))
+                    if strict:
+                        raise ImportAborted(f"--strict: {rec.file_name}: {problem}; nothing imported")
+                if progress:
+                    progress(n, len(records))
+            if strict and report.skipped:
+                name, reason = report.skipped[0]
+                raise ImportAborted(f"--strict: {len(report.skipped)} records would be skipped "
+                                    f"(first: {name}: {reason}); nothing imported")
 
-        for image_row, person_rows in staged:
-            report.by_split[image_row["split"]] = report.by_split.get(image_row["split"], 0) + 1
-            report.persons += len(person_rows)
-            report.persons_without_keypoints += sum(1 for p in person_rows if p["num_keypoints"] == 0)
-        report.images = len(staged)
-        report.seconds = time.perf_counter() - started
-        if not staged:
-            return report  # nothing to import: no empty batch
-        with write_transaction(db):
-            batch_id = store_batches.create(
-                db, kind="import" if kind == "real" else "generation", format=parsed.format,
-                dataset=parsed.dataset, source=parsed.source,
-                params={"split": split, "split_seed": split_seed, "limit": limit,
-                        "ids": len(ids) if ids else None, "strict": strict,
-                        "max_pixels": max_pixels})
             for image_row, person_rows in staged:
-                image_id = store_images.insert_image(db, {**image_row, "batch_id": batch_id})
-                store_images.insert_persons(
-                    db, ({**p, "image_id": image_id, "batch_id": batch_id} for p in person_rows))
-            report.batch_id = batch_id
-            store_batches.set_report(db, batch_id, report.to_dict())
-            store_events.log(db, "batch.import", {
-                "format": parsed.format, "dataset": parsed.dataset, "source": parsed.source,
-                "images": report.images, "persons": report.persons,
-                "skipped": len(report.skipped)}, batch_id=batch_id)
-        return report
-    except BaseException:
-        _remove_unreferenced(db, written)
-        raise
-    finally:
-        db.close()
+                report.by_split[image_row["split"]] = report.by_split.get(image_row["split"], 0) + 1
+                report.persons += len(person_rows)
+                report.persons_without_keypoints += sum(1 for p in person_rows if p["num_keypoints"] == 0)
+            report.images = len(staged)
+            report.seconds = time.perf_counter() - started
+            if not staged:
+                return report  # nothing to import: no empty batch
+            with write_transaction(db):
+                batch_id = store_batches.create(
+                    db, kind="import" if kind == "real" else "generation", format=parsed.format,
+                    dataset=parsed.dataset, source=parsed.source,
+                    params={"split": split, "split_seed": split_seed, "limit": limit,
+                            "ids": len(ids) if ids else None, "strict": strict,
+                            "max_pixels": max_pixels})
+                for image_row, person_rows in staged:
+                    image_id = store_images.insert_image(db, {**image_row, "batch_id": batch_id})
+                    store_images.insert_persons(
+                        db, ({**p, "image_id": image_id, "batch_id": batch_id} for p in person_rows))
+                report.batch_id = batch_id
+                store_batches.set_report(db, batch_id, report.to_dict())
+                store_events.log(db, "batch.import", {
+                    "format": parsed.format, "dataset": parsed.dataset, "source": parsed.source,
+                    "images": report.images, "persons": report.persons,
+                    "skipped": len(report.skipped)}, batch_id=batch_id)
+            return report
+        except BaseException:
+            _remove_unreferenced(db, written)
+            raise
 
 
 def _stage_record(ws, db, rec: ImageRecord, split, split_seed, max_pixels, kind, parsed,

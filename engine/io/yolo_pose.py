@@ -8,10 +8,14 @@ line per person: ``class cx cy w h`` then ``x y v`` per keypoint, all normalised
 Import keeps the split each image is listed under (unless ``--split`` says otherwise). A
 relative ``path`` is taken relative to the yaml's folder. Only class 0 (the person) is imported.
 Export writes an absolute ``path`` (Ultralytics resolves a relative one against the current
-folder, not the yaml's), ``kpt_shape: [17, 3]`` and COCO's ``flip_idx``. Crowd regions are left
-out (YOLO labels have no ignore regions) and keypoints outside the image are written as
-unlabelled (Ultralytics drops a whole label file whose coordinates leave [0, 1]); the summary
-counts both.
+folder, not the yaml's), ``kpt_shape: [17, 3]``, COCO's ``flip_idx`` and ``kpt_names`` (so a
+re-import maps the joints by name). Crowd regions are left out (YOLO labels have no ignore
+regions) and keypoints outside the image are written as unlabelled (Ultralytics drops a whole
+label file whose coordinates leave [0, 1]); the summary counts both.
+
+This module is the one YOLO-pose writer: :func:`label_line`, :func:`write_labels` and
+:func:`write_data_yaml` serve both the ``export`` format here and the training sets of
+:func:`engine.train.manifest.export_yolo`.
 """
 from __future__ import annotations
 
@@ -19,12 +23,12 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import yaml
 
-from engine import poses
+from engine import media, poses
 from engine.errors import DatasetError
 from engine.io import schemas
 from engine.io.common import (IMAGE_EXTENSIONS, LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset,
@@ -207,10 +211,9 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
         raise DatasetError(f"unknown label source(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(LABEL_SOURCES)}")
     out = Path(out).resolve()
-    db = ws.connect()
     summary: dict[str, Any] = {"format": "yolo-pose", "out": str(out), "splits": {},
                                "crowd_regions_dropped": 0, "keypoints_outside_image": 0}
-    try:
+    with ws.connect() as db:
         total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
         done = 0
         for split in splits:
@@ -224,20 +227,18 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
                 names.add(stem)
                 img_out = out / "images" / split / f"{stem}.{im['ext']}"
                 img_out.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(ws.path(f"images/{im['sha256'][:2]}/{im['sha256']}.{im['ext']}"),
+                shutil.copyfile(media.image_path(ws.root, im["sha256"], im["ext"]),
                                 img_out)
                 lines = []
                 for p in persons:
                     if p["iscrowd"]:
                         summary["crowd_regions_dropped"] += 1
                         continue
-                    line, outside = _label_line(p, im["width"], im["height"])
+                    line, outside = label_line(p, im["width"], im["height"])
                     summary["keypoints_outside_image"] += outside
                     if line:
                         lines.append(line)
-                lbl_out = out / "labels" / split / f"{stem}.txt"
-                lbl_out.parent.mkdir(parents=True, exist_ok=True)
-                lbl_out.write_text("".join(f"{line}\n" for line in lines))
+                write_labels(out, split, stem, lines)
                 n_images += 1
                 n_persons += len(lines)
                 done += 1
@@ -245,24 +246,54 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
                     progress(done, total)
             if n_images:
                 summary["splits"][split] = {"images": n_images, "persons": n_persons}
-        data = {
-            "path": str(out),
-            **{s: f"images/{s}" for s in summary["splits"]},
-            "kpt_shape": [poses.NUM_KEYPOINTS, 3],
-            "flip_idx": list(poses.FLIP_IDX),
-            "names": {0: "person"},
-            "kpt_names": {0: list(poses.KEYPOINT_NAMES)},
-        }
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-        summary["data_yaml"] = str(out / "data.yaml")
+        summary["data_yaml"] = str(write_data_yaml(out, summary["splits"]))
         store_events.log(db, "export", {**summary, "sources": list(sources)})
-    finally:
-        db.close()
     return summary
 
 
-def _label_line(p: dict, width: int, height: int) -> tuple[str | None, int]:
+def data_yaml(out: Path, splits: Iterable[str]) -> dict[str, Any]:
+    """The ``data.yaml`` of a YOLO-pose folder at ``out`` (absolute) holding ``splits``.
+
+    ``path`` is absolute (Ultralytics resolves a relative one against the current folder), each
+    split is the folder ``images/{split}`` (in train, val, test order), then ``kpt_shape``,
+    COCO's ``flip_idx``, the one class ``names`` and its ``kpt_names`` (read back by ``parse``)."""
+    present = set(splits)
+    unknown = present - set(SPLITS)
+    if unknown:
+        raise DatasetError(f"unknown split(s) {', '.join(sorted(unknown))}; valid: {', '.join(SPLITS)}")
+    return {
+        "path": str(out),
+        **{s: f"images/{s}" for s in SPLITS if s in present},
+        "kpt_shape": [poses.NUM_KEYPOINTS, 3],
+        "flip_idx": list(poses.FLIP_IDX),
+        "names": {0: "person"},
+        "kpt_names": {0: list(poses.KEYPOINT_NAMES)},
+    }
+
+
+def write_data_yaml(out: Path, splits: Iterable[str]) -> Path:
+    """Write :func:`data_yaml` to ``out/data.yaml`` (making ``out``); returns its path."""
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "data.yaml"
+    path.write_text(yaml.safe_dump(data_yaml(out, splits), sort_keys=False))
+    return path
+
+
+def write_labels(out: Path, split: str, stem: str, lines: Sequence[str]) -> Path:
+    """Write one image's label file, ``out/labels/{split}/{stem}.txt``, a line per person (an
+    empty file for an image without people); returns its path."""
+    path = Path(out) / "labels" / split / f"{stem}.txt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return path
+
+
+def label_line(p: dict, width: int, height: int) -> tuple[str | None, int]:
+    """One person's label line (``0 cx cy w h`` then ``x y v`` per keypoint, normalised to the
+    image) and how many labelled keypoints lay outside the image (written as unlabelled).
+
+    The box is clipped to the image; a box with nothing inside the image gives ``(None, 0)``."""
     x, y, w, h = p["bbox_x"], p["bbox_y"], p["bbox_w"], p["bbox_h"]
     x0, y0 = max(0.0, x), max(0.0, y)
     x1, y1 = min(float(width), x + w), min(float(height), y + h)

@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from engine import media, poses
+from engine import media
 from engine.errors import RealcalError
 from engine.workspace import Workspace
 from store import images as store_images
@@ -56,12 +55,9 @@ def _labels(persons: list[dict], kind: str) -> tuple[str, list[dict]] | None:
 
 def anchor_pool(ws: Workspace, count: int | None, seed: int) -> list[int]:
     """The real train images a seed draws (the same draw as ``build_manifest``'s real subset)."""
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         real = store_images.list_images(db, kinds=["real"], splits=["train"])
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
-    finally:
-        db.close()
     ids = [im["id"] for im in real if _labels(persons[im["id"]], "real")]
     if count is not None and len(ids) < count:
         raise RealcalError(f"asked for {count} real train images, only {len(ids)} are labelled")
@@ -74,8 +70,7 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
     pool = syn_spec.get("pool", "none")
     if pool not in POOLS:
         raise RealcalError(f"unknown synthetic pool {pool!r}; valid: {', '.join(POOLS)}")
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         real = store_images.list_images(db, kinds=["real"])
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
         labelled = {im["id"]: im for im in real if _labels(persons[im["id"]], "real")}
@@ -155,8 +150,6 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         with write_transaction(db):
             mid = store_training.insert_manifest(db, digest, spec, counts, items)
         return {"id": mid, "hash": digest, "counts": counts, "new": True}
-    finally:
-        db.close()
 
 
 def export_yolo(ws: Workspace, manifest_id: int, out: Path,
@@ -165,30 +158,27 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
 
     ``mask_regions`` (image id -> boxes x, y, w, h): regions filled with the image's mean colour
     in the exported copy (unannotated people in real train images)."""
-    from engine.io.yolo_pose import _label_line
+    from engine.io import yolo_pose
 
     out = Path(out).resolve()
-    db = ws.connect()
-    try:
+    with ws.connect() as db:
         m = store_training.manifest(db, manifest_id)
         if m is None:
             raise RealcalError(f"no manifest {manifest_id}")
         ids = [it["image_id"] for it in m["items"]]
         images = {im["id"]: im for im in store_images.images_with_ids(db, ids)}
         persons = store_images.persons_for_images(db, ids)
-    finally:
-        db.close()
     if out.exists():
         shutil.rmtree(out)
     for it in m["items"]:
         im = images[it["image_id"]]
         wanted = set(it["person_ids"])
         lines = [line for p in persons[im["id"]] if p["id"] in wanted
-                 for line, _ in [_label_line(p, im["width"], im["height"])] if line]
+                 for line, _ in [yolo_pose.label_line(p, im["width"], im["height"])] if line]
         stem = f"{im['id']:07d}"
         img_out = out / "images" / it["split"] / f"{stem}.{im['ext']}"
         img_out.parent.mkdir(parents=True, exist_ok=True)
-        src = ws.path(media.image_relpath(im["sha256"], im["ext"]))
+        src = media.image_path(ws.root, im["sha256"], im["ext"])
         boxes = (mask_regions or {}).get(im["id"]) if it["split"] == "train" else None
         if boxes:
             import cv2
@@ -201,13 +191,8 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
             cv2.imwrite(str(img_out), img)
         else:
             shutil.copyfile(src, img_out)
-        lbl = out / "labels" / it["split"] / f"{stem}.txt"
-        lbl.parent.mkdir(parents=True, exist_ok=True)
-        lbl.write_text("".join(f"{line}\n" for line in lines))
-    splits = sorted({it["split"] for it in m["items"]})
-    data = {"path": str(out), **{s: f"images/{s}" for s in splits}, "kpt_shape": [poses.NUM_KEYPOINTS, 3],
-            "flip_idx": list(poses.FLIP_IDX), "names": {0: "person"}}
-    if "val" not in data:
+        yolo_pose.write_labels(out, it["split"], stem, lines)
+    splits = {it["split"] for it in m["items"]}
+    if "val" not in splits:
         raise RealcalError("the manifest has no val images: model selection needs a labelled val split")
-    (out / "data.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    return out / "data.yaml"
+    return yolo_pose.write_data_yaml(out, splits)
