@@ -31,7 +31,7 @@ with ws.connect() as db:
     exp_runs = {e["id"]: store_training.experiment_runs(db, e["id"]) for e in experiments}
     active = [j for j in store_jobs.list_jobs(db, limit=50)
               if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
-    labelled = store_training.labelled_real_per_split(db)
+    labelled = store_images.labelled_real_images_by_split(db)
 
 c = st.columns(4)
 c[0].metric("Labelled real train", labelled.get("train", 0))

@@ -56,7 +56,7 @@ def per_person(gt: dict, dets: list[dict]) -> list[dict]:
             continue
         g = poses.as_keypoints(a["keypoints"])
         d = top.get(a["id"])
-        iou = float(protocols._iou_matrix(np.array([a["bbox"]]), np.array([protocols.det_box(d)]))[0, 0]) if d else None
+        iou = float(poses.box_iou_matrix(np.array([a["bbox"]]), np.array([protocols.det_box(d)]))[0, 0]) if d else None
         out.append({"gt": g, "pred": poses.as_keypoints(d["keypoints"]) if d else None,
                     "score": d["score"] if d else None, "iou": iou, "torso": poses.torso_diameter(g)})
     return out

@@ -179,10 +179,3 @@ def mark_interrupted(db: sqlite_utils.Database) -> int:
     """Training runs left 'running' by a process that died are marked 'interrupted'."""
     return db.execute("UPDATE training_runs SET status = 'interrupted' WHERE status = 'running' AND "
                       "(job_id IS NULL OR job_id NOT IN (SELECT id FROM jobs WHERE status = 'running'))").rowcount
-
-
-def labelled_real_per_split(db: sqlite_utils.Database) -> dict[str, int]:
-    """Real images with at least one labelled (ground-truth or corrected) person, per split."""
-    return {s: n for s, n in db.execute(
-        "SELECT i.split, COUNT(DISTINCT i.id) FROM images i JOIN persons p ON p.image_id = i.id "
-        "WHERE i.kind = 'real' AND p.source IN ('ground_truth', 'corrected') AND p.iscrowd = 0 GROUP BY i.split")}

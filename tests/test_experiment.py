@@ -59,23 +59,17 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert [(c["arm"], c["baseline"], c["metric"]) for c in s["val_gate_intervals"]] == [
         ("real-only", "zero-shot", "AP50"), ("real-only", "zero-shot", "PCK@0.2")]
     assert all(c["seeds"] == 2 and c["n"] == 6 for c in s["val_gate_intervals"])
-    db = ews.connect()
-    try:
+    with ews.connect() as db:
         exp_id = final["result"]["experiment_id"]
         n_runs = db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0]
         assert n_runs == 4                                        # 2 trained arms x 2 seeds
         db.execute("DELETE FROM experiment_runs WHERE experiment_id = ? AND arm = 'mixed' AND seed = 1", [exp_id])
         db.conn.commit()
-    finally:
-        db.close()
     again = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
     assert again["status"] == "done"
-    db = ews.connect()
-    try:
+    with ews.connect() as db:
         assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs + 1   # only the missing run
         assert len(store_training.experiment_runs(db, exp_id)) == 6
-    finally:
-        db.close()
     r = CliRunner().invoke(main, ["-w", str(ews.root), "report", "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep/report.md").read_text()
@@ -88,8 +82,7 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert page.startswith("<!doctype html>") and "Runs</summary>" in page and "per joint" in page
     assert page.count("<table>") >= 4                            # arms, per seed, per joint, runs
     # every run names the code, packages, machine and manifest that made it
-    db = ews.connect()
-    try:
+    with ews.connect() as db:
         for r in store_training.experiment_runs(db, exp_id):
             assert r["result"]["code"]["source_hash"] and r["result"]["versions"]["ultralytics"]
             assert r["result"]["machine"]["cpu"] and len(r["result"]["manifest_hash"]) == 64
@@ -97,15 +90,12 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
                 tr = store_training.run(db, r["training_run_id"])
                 assert tr["config"]["code"] == r["result"]["code"] and tr["config"]["manifest_hash"]
                 assert tr["metrics"]["protocol"] == "coco" and tr["metrics"]["val"]["protocol"] == "annotated_person"
-    finally:
-        db.close()
 
 
 def test_runs_of_other_code_are_refused_kept_or_redone(ews):
     cfg = resolve({**CONFIG, "name": "code", "seeds": [0]})
     assert jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})["status"] == "done"
-    db = ews.connect()
-    try:
+    with ews.connect() as db:
         exp_id = store_training.experiment_by_name(db, "code")["id"]
         r = next(r for r in store_training.experiment_runs(db, exp_id) if r["arm"] == "real-only")
         r["result"]["code"] = {"source_hash": "0ld", "commit": "deadbeef", "dirty": True}
@@ -113,8 +103,6 @@ def test_runs_of_other_code_are_refused_kept_or_redone(ews):
                                           training_run_id=r["training_run_id"], status="done", result=r["result"])
         db.conn.commit()
         n_runs = db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0]
-    finally:
-        db.close()
     refused = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
     assert refused["status"] == "failed" and "made by other code (deadbeef (dirty), source 0ld)" in refused["error"]
     kept = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "allow_mixed_code": True})
@@ -122,11 +110,8 @@ def test_runs_of_other_code_are_refused_kept_or_redone(ews):
     assert any("2 different code versions" in f for f in kept["result"]["summary"]["flags"])
     redone = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "rerun_other_code": True})
     assert redone["status"] == "done" and not any("code versions" in f for f in redone["result"]["summary"]["flags"])
-    db = ews.connect()
-    try:
+    with ews.connect() as db:
         assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs + 1   # only that run
-    finally:
-        db.close()
 
 
 def test_verify_reruns_a_finished_run_and_the_teacher_plays_no_part_in_scores(ews, monkeypatch):
@@ -213,11 +198,8 @@ def test_experiment_resumes_after_the_worker_is_killed(ews):
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
-            db = ews.connect()
-            try:
+            with ews.connect() as db:
                 done = db.execute("SELECT COUNT(*) FROM experiment_runs").fetchone()[0]
-            finally:
-                db.close()
             if done >= 2:
                 break
             time.sleep(0.5)
@@ -234,8 +216,7 @@ def test_experiment_resumes_after_the_worker_is_killed(ews):
     from engine.worker import run_worker
 
     assert run_worker(ews, once=True, log=lambda m: None) == 1
-    db = ews.connect()
-    try:
+    with ews.connect() as db:
         status, error = db.execute("SELECT status, error FROM jobs WHERE id = ?", [job_id]).fetchone()
         assert status == "done", error
         runs = store_training.experiment_runs(db, store_training.experiment_by_name(db, "killed")["id"])
@@ -244,8 +225,6 @@ def test_experiment_resumes_after_the_worker_is_killed(ews):
         assert len(set(pairs)) == 6                          # each (arm, seed) once
         statuses = [r[0] for r in db.execute("SELECT status FROM training_runs")]
         assert "running" not in statuses                     # the killed one is marked interrupted
-    finally:
-        db.close()
 
 
 def test_time_left_estimate():

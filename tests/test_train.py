@@ -26,12 +26,9 @@ def test_manifest_hash_is_stable_and_seeded(tws):
     assert a["id"] == b["id"] and a["hash"] == b["hash"] and not b["new"]
     assert c["hash"] != a["hash"]
     assert a["counts"] == {"train_real": 10, "train_synthetic": 0, "val": 8, "test": 4}
-    db = tws.connect()
-    try:
+    with tws.connect() as db:
         with pytest.raises(Exception, match="immutable"):
             db.execute("UPDATE manifests SET hash = 'x'")
-    finally:
-        db.close()
 
 
 def test_leakage_guard_refuses_synthetic_from_val(tws, tmp_path):
@@ -42,14 +39,11 @@ def test_leakage_guard_refuses_synthetic_from_val(tws, tmp_path):
     assert final["status"] == "done", final["error"]
     ok = build_manifest(tws, {"real_train": {"count": 5}, "synthetic": {"pool": "random", "count": 3}})
     assert ok["counts"]["train_synthetic"] == 3
-    db = tws.connect()
-    try:  # pretend one cut-out came from a val image
+    with tws.connect() as db:  # pretend one cut-out came from a val image
         val_id = next(r[0] for r in db.execute("SELECT id FROM images WHERE split = 'val'"))
         db.execute("UPDATE lineage_sources SET source_image_id = ? WHERE rowid = (SELECT MIN(rowid) FROM lineage_sources)",
                    [val_id])
         db.conn.commit()
-    finally:
-        db.close()
     with pytest.raises(RealcalError, match="leakage guard"):
         build_manifest(tws, {"real_train": {"count": 5}, "synthetic": {"pool": "random", "count": 3}})
 
@@ -65,14 +59,11 @@ def test_tiny_training_job_end_to_end_offline(tws):
     assert r["epochs"] == 1 and r["weights"].endswith(".pt")
     met = r["metrics"]
     assert met["images"] == 4 and 0 <= met["AP50"] <= 1 and met["PCK@0.2"] is not None
-    db = tws.connect()
-    try:
+    with tws.connect() as db:
         run = store_training.run(db, r["run_id"])
         assert run["status"] == "done" and run["config"]["freeze"] == 10 and run["config"]["optimizer"] == "AdamW"
         rows = list(db.query("SELECT * FROM eval_images WHERE run_id = ?", [r["run_id"]]))
         assert len(rows) == met["persons"] and all(0 <= x["oks"] <= 1 for x in rows)
-    finally:
-        db.close()
     assert Path(r["test_eval"]).exists()  # ground truth + detections kept for paired AP comparisons
     # the trained model as ONNX: runs in onnxruntime and matches the PyTorch model
     import numpy as np
@@ -109,25 +100,19 @@ def test_anchor_pool_restricts_generation_and_manifests(tws):
     for seed, pool in ((0, pool0), (1, pool1)):
         final = jobs.run_foreground(tws, "generate", gen_params(tws, {**gp, "seed": seed, "anchor_image_ids": pool}))
         assert final["status"] == "done", final["error"]
-    db = tws.connect()
-    try:
+    with tws.connect() as db:
         val_id = next(r[0] for r in db.execute("SELECT id FROM images WHERE split = 'val'"))
         srcs = store_training.lineage_sources(db, [r[0] for r in db.execute("SELECT id FROM images WHERE kind = 'synthetic'")])
-    finally:
-        db.close()
     used = {s["source_image_id"] for v in srcs.values() for s in v}
     assert used <= set(pool0) | set(pool1)
     with pytest.raises(RealcalError, match="real train images"):
         gen_params(tws, {**gp, "anchor_image_ids": [val_id]})
     m = build_manifest(tws, {"real_train": {"count": 4, "seed": 0},
                              "synthetic": {"pool": "random", "seed": 0, "within": {"count": 6, "seed": 0}}})
-    db = tws.connect()
-    try:
+    with tws.connect() as db:
         items = store_training.manifest(db, m["id"])["items"]
         syn = [it["image_id"] for it in items if it["split"] == "train" and it["image_id"] not in pool0]
         src = store_training.lineage_sources(db, syn)
-    finally:
-        db.close()
     assert len(syn) == 4 and all(s["source_image_id"] in set(pool0) for v in src.values() for s in v)
     with pytest.raises(RealcalError, match="fewer than"):  # seed 1's images are not eligible for seed 0
         build_manifest(tws, {"real_train": {"count": 4, "seed": 0},
@@ -173,11 +158,8 @@ def test_unannotated_people_are_masked_in_exported_train_images(tws, tmp_path):
     from engine.train.manifest import export_yolo
 
     m = build_manifest(tws, {"real_train": {"count": 4, "seed": 0}})
-    db = tws.connect()
-    try:
+    with tws.connect() as db:
         items = store_training.manifest(db, m["id"])["items"]
-    finally:
-        db.close()
     train_id = next(it["image_id"] for it in items if it["split"] == "train")
     val_id = next(it["image_id"] for it in items if it["split"] == "val")
     out = export_yolo(tws, m["id"], tmp_path / "y", mask_regions={train_id: [[5, 6, 20, 30]], val_id: [[0, 0, 9, 9]]})

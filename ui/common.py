@@ -5,7 +5,6 @@ import io
 import os
 
 import numpy as np
-import sqlite_utils
 import streamlit as st
 from PIL import Image
 
@@ -31,13 +30,6 @@ def workspace(admin_only: bool = True, check_user: bool = True) -> Workspace:
 
         page_user(ws, admin_only=admin_only)
     return ws
-
-
-def connect(ws: Workspace) -> sqlite_utils.Database:
-    """An alias of ``ws.connect()``, kept only while app_pages/train.py still calls it: write
-    ``with ws.connect() as db:`` instead (a connection for this script run only; connections
-    must not cross threads/sessions)."""
-    return ws.connect()
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)

@@ -17,14 +17,6 @@ from typing import Any
 from engine import media, poses
 
 
-def _iou(a, b) -> float:
-    ax1, ay1, bx1, by1 = a[0] + a[2], a[1] + a[3], b[0] + b[2], b[1] + b[3]
-    iw, ih = max(0.0, min(ax1, bx1) - max(a[0], b[0])), max(0.0, min(ay1, by1) - max(a[1], b[1]))
-    inter = iw * ih
-    union = a[2] * a[3] + b[2] * b[3] - inter
-    return inter / union if union > 0 else 0.0
-
-
 def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], *, device: str,
                         conf: float = 0.5, iou_max: float = 0.3) -> dict[int, list[list[float]]]:
     """Boxes of people the pretrained teacher finds that no annotation covers, per image.
@@ -46,7 +38,7 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
         teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf)
         for start in range(0, len(todo), 16):
             chunk = todo[start:start + 16]
-            rgb = [cv2.cvtColor(cv2.imread(str(ws.path(media.image_relpath(im["sha256"], im["ext"])))), cv2.COLOR_BGR2RGB)
+            rgb = [cv2.cvtColor(cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"]))), cv2.COLOR_BGR2RGB)
                    for im in chunk]
             for im, pred in zip(chunk, teacher(rgb)):
                 known[im["sha256"]] = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
@@ -58,7 +50,7 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
     out: dict[int, list[list[float]]] = {}
     for im in images:
         annotated = [(p["bbox_x"], p["bbox_y"], p["bbox_w"], p["bbox_h"]) for p in persons[im["id"]]]
-        out[im["id"]] = [b for b in known[im["sha256"]] if all(_iou(b, a) < iou_max for a in annotated)]
+        out[im["id"]] = [b for b in known[im["sha256"]] if bool((poses.box_iou_matrix([b], annotated) < iou_max).all())]
     return out
 
 
@@ -81,7 +73,7 @@ def evaluate(model, ws, images: list[dict], persons: dict[int, list[dict]], *, i
                                       "area": p["area"], "iscrowd": p["iscrowd"]})
     for start in range(0, len(images), 16):
         chunk = images[start:start + 16]
-        paths = [str(ws.path(media.image_relpath(im["sha256"], im["ext"]))) for im in chunk]
+        paths = [str(media.image_path(ws.root, im["sha256"], im["ext"])) for im in chunk]
         for im, r in zip(chunk, model.predict(paths, imgsz=imgsz, conf=conf, device=device, verbose=False)):
             n = len(r.boxes) if r.boxes is not None else 0
             if r.keypoints is None or not n:

@@ -58,17 +58,6 @@ def for_formats(formats: Iterable[str | None], requested: str = "auto") -> str:
     return "annotated_person" if any(f in PARTIAL_FORMATS for f in formats) else "coco"
 
 
-def _iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of every box pair, boxes as (x, y, w, h): (A, 4), (B, 4) -> (A, B)."""
-    a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
-    ax1, ay1, bx1, by1 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(np.minimum(ax1[:, None], bx1[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None)
-    ih = np.clip(np.minimum(ay1[:, None], by1[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None)
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def det_box(det: dict) -> list[float]:
     """The detector's box (x, y, w, h); detections stored before boxes were kept use their keypoints' extent."""
     if det.get("box") is not None:
@@ -102,7 +91,7 @@ def attribute(gt: dict, dets: list[dict]) -> list[int | None]:
         oks = poses.oks_matrix(np.stack([poses.as_keypoints(p["keypoints"]) for p in ps]), kps,
                                [p["area"] for p in ps])                              # (P, D)
         oks = np.nan_to_num(oks, nan=0.0)
-        iou = _iou_matrix(np.array([p["bbox"] for p in ps]), np.array([det_box(dets[i]) for i in idx]))
+        iou = poses.box_iou_matrix(np.array([p["bbox"] for p in ps]), np.array([det_box(dets[i]) for i in idx]))
         ok = (iou >= ATTRIBUTION_IOU) | (oks >= ATTRIBUTION_OKS)
         for j, i in enumerate(idx):
             if ok[:, j].any():
