@@ -192,6 +192,22 @@ def run_generator_copy_paste(tiny):
     assert len(out) == 1 and out[0].image.shape == (64, 64, 3) and out[0].lineage["params"] == gen.params()
 
 
+def run_generator_pose_warp(tiny):
+    from engine import media
+    from engine.component import Resources
+    from engine.generate import GenerationRequest
+    from engine.generate.pose_sources import PoseSourceConfig, sample_pose
+
+    anchors = [{**p, "image_id": im["id"], "width": im["width"], "height": im["height"],
+                "path": tiny["ws"].path(media.image_relpath(im["sha256"], im["ext"]))}
+               for im in tiny["real_train"][:3] for p in im["persons"][:1]]
+    gen = registry.build("generator", "pose_warp", {"width": 64, "height": 64, "background": "procedural"})
+    gen.setup(Resources())
+    pose = sample_pose(anchors, np.random.default_rng(0), PoseSourceConfig(min_keypoints=1), 64, 64)
+    out = gen.generate([GenerationRequest(0, 5, 64, 64, pose=pose, anchors=anchors)])
+    assert len(out) == 1 and out[0].image.shape == (64, 64, 3) and out[0].lineage["params"] == gen.params()
+
+
 def run_generator_controlnet(tiny):
     from engine.component import Resources
     from engine.generate import GenerationRequest
@@ -260,6 +276,7 @@ def run_selector_greedy(tiny):
 TINY_RUNS = {
     ("generator", "copy_paste"): run_generator_copy_paste,
     ("generator", "controlnet"): run_generator_controlnet,
+    ("generator", "pose_warp"): run_generator_pose_warp,
     **{("stage", n): run_stage(n) for n in ("quality", "duplicates", "realism", "clip", "pose_consistency")},
     ("embedder", "effnet-lite0"): run_embedder_effnet,
     ("embedder", "open_clip"): run_embedder_open_clip,
@@ -348,7 +365,7 @@ def test_a_component_class_without_a_config_is_refused():
 def test_registry_refuses_an_unknown_kind_and_name():
     with pytest.raises(RealcalError, match="unknown component kind"):
         registry.names("widget")
-    with pytest.raises(RealcalError, match="unknown generator 'nope'; valid names: controlnet, copy_paste"):
+    with pytest.raises(RealcalError, match="unknown generator 'nope'; valid names: controlnet, copy_paste, pose_warp"):
         registry.get("generator", "nope")
 
 

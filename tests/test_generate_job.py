@@ -178,3 +178,26 @@ def test_controlnet_job_end_to_end_on_a_tiny_pipeline(gen_ws, tmp_path):
 def test_controlnet_is_refused_before_queueing_without_gpu_or_weights(gen_ws):
     with pytest.raises(RealcalError, match="not in the local Hugging Face cache|needs a CUDA GPU"):
         resolve_params(gen_ws, {"generator": "controlnet"})
+
+
+def test_pose_warp_job_uses_train_anchors_only_and_records_its_sources(gen_ws):
+    """The pose-driven generator through the job: the appearance (cut-out), the pose's people and the placement
+    donor (anchors) and the background are all real train images, and each is recorded in the lineage."""
+    from store import synthetic as store_synthetic
+
+    params = resolve_params(gen_ws, {"generator": "pose_warp", "count": 6, "seed": 2,
+                                     "pose_source": {"min_keypoints": 4},
+                                     "generator_params": {"width": 96, "height": 96, "swap_p": 0.5}})
+    assert params["generator_params"]["swap_p"] == 0.5 and params["generator_params"]["blend"] == "alpha"
+    final = jobs.run_foreground(gen_ws, "generate", params)
+    assert final["status"] == "done", final["error"]
+    assert final["result"]["images"] == 6 and final["result"]["source_splits_other_than_train"] == {}
+    with gen_ws.connect() as db:
+        synth = store_images.list_images(db, kinds=["synthetic"])
+        splits = {im["id"]: im["split"] for im in store_images.list_images(db, kinds=["real"])}
+        for im in synth:
+            lin = store_synthetic.lineage_for(db, im["id"])
+            roles = {s["role"] for s in lin["sources"]}
+            assert {"cutout", "anchor"} <= roles
+            assert all(splits[s["source_image_id"]] == "train" for s in lin["sources"])
+            assert lin["details"]["appearance"]["person_id"] and lin["generator"] == "pose_warp"

@@ -133,9 +133,9 @@ def build_requests(params: dict[str, Any], gen, anchors: list[dict], backgrounds
             lo, hi = gen.people
             n = int(rng.integers(lo, hi + 1))
             req.anchors = [anchors[int(j)] for j in rng.choice(len(anchors), size=n, replace=len(anchors) < n)]
-            if backgrounds:
-                k = min(10, len(backgrounds))
-                req.backgrounds = [backgrounds[int(j)] for j in rng.choice(len(backgrounds), size=k, replace=False)]
+        if "backgrounds" in gen.inputs and backgrounds:
+            k = min(10, len(backgrounds))
+            req.backgrounds = [backgrounds[int(j)] for j in rng.choice(len(backgrounds), size=k, replace=False)]
         reqs.append(req)
     return reqs
 

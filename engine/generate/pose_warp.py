@@ -71,6 +71,8 @@ for _j in TORSO:
     JOINT_PARTS[_j].add("torso")
 for _j in FACE:
     JOINT_PARTS[_j].add("head")
+# how far (in torso lengths) a pixel may lie from its part's bone and still belong to the person
+CORE_REACH = {"torso": 0.3, "head": 0.45, "limb": 0.3}
 CLOTHING = ("torso", "left_upper_arm", "right_upper_arm", "left_thigh", "right_thigh")
 
 
@@ -212,6 +214,8 @@ class PoseWarpGenerator(Generator):
     def segment(self, mask: np.ndarray, k: np.ndarray, extra: dict, parts: list[str]) -> np.ndarray:
         """Each mask pixel's part index (into ``parts``) by the nearest bone; -1 outside the mask."""
         h, w = mask.shape
+        if len(parts) == 1:
+            return np.where(mask > 0.02, 0, -1).astype(np.int32)
         dists = []
         for name in parts:
             core = np.zeros((h, w), np.uint8)
@@ -234,9 +238,27 @@ class PoseWarpGenerator(Generator):
                 dists.append(np.full((h, w), np.inf, np.float32))
                 continue
             dists.append(cv2.distanceTransform(255 - core, cv2.DIST_L2, 3))
-        label = np.argmin(np.stack(dists), axis=0).astype(np.int32)
+        stack = np.stack(dists)
+        label = np.argmin(stack, axis=0).astype(np.int32)
+        # a pixel farther from its bone than a body part is thick is not the person (a mask that leaked into the
+        # background): dropped, so mask errors are not cut into shards and scattered
+        scale = self.torso_scale(k)
+        if scale is not None:
+            reach = np.array([CORE_REACH.get(name, CORE_REACH["limb"]) * scale for name in parts], np.float32)
+            label[np.take_along_axis(stack, label[None], 0)[0] > reach[label]] = -1
         label[mask <= 0.02] = -1
         return label
+
+    @staticmethod
+    def torso_scale(k: np.ndarray) -> float | None:
+        """Shoulder-midpoint to hip-midpoint distance (or the shoulder or hip width when one pair is missing)."""
+        ls, rs, lh, rh = (k[KP[n]] for n in ("left_shoulder", "right_shoulder", "left_hip", "right_hip"))
+        if ls[2] > 0 and rs[2] > 0 and lh[2] > 0 and rh[2] > 0:
+            return float(np.hypot(*((ls[:2] + rs[:2]) / 2 - (lh[:2] + rh[:2]) / 2))) or None
+        for a, b in ((ls, rs), (lh, rh)):
+            if a[2] > 0 and b[2] > 0:
+                return 2.0 * float(np.hypot(*(a[:2] - b[:2]))) or None
+        return None
 
     def _placement(self, kt: np.ndarray, extra: dict, req: GenerationRequest,
                    rng: np.random.Generator) -> tuple[np.ndarray, dict, dict]:
@@ -298,8 +320,11 @@ class PoseWarpGenerator(Generator):
             sx = {n: [pw - j[0] if j[2] > 0 else j[0], j[1], j[2]] for n, j in sx.items()}
             mirrored = True
             both = [j for j in TORSO if ks[j, 2] > 0 and kt[j, 2] > 0]
-        if len(both) < 2:
-            raise RealcalError(f"pose_warp: person {person['id']} and the sampled pose share fewer than 2 torso joints")
+        rigid = len(both) < 2    # a truncated torso: the whole person moves as one part, fitted to every joint
+        if rigid:
+            both = [j for j in range(17) if ks[j, 2] > 0 and kt[j, 2] > 0]
+            if len(both) < 2:
+                raise RealcalError(f"pose_warp: person {person['id']} and the sampled pose share fewer than 2 joints")
 
         # transforms: torso first (its joints move to where the fit puts them), then limbs attach to them
         transforms: dict[str, np.ndarray] = {}
@@ -309,10 +334,10 @@ class PoseWarpGenerator(Generator):
         kt[both, :2] = refit
         transforms["torso"] = tm
         hs, ht = head_points(ks, sx), head_points(kt, tx)
-        if hs is not None and ht is not None:
+        if hs is not None and ht is not None and not rigid:
             transforms["head"] = similarity_from(hs[0], hs[1], ht[0], ht[1])
         for name, (a, b) in LIMBS.items():
-            if ks[a, 2] > 0 and ks[b, 2] > 0 and kt[a, 2] > 0 and kt[b, 2] > 0:
+            if not rigid and ks[a, 2] > 0 and ks[b, 2] > 0 and kt[a, 2] > 0 and kt[b, 2] > 0:
                 transforms[name] = similarity_from(ks[a, :2], ks[b, :2], kt[a, :2], kt[b, :2])
         parts = [p for p in DRAW_ORDER if p in transforms]
         for p in PARENT:                               # a part without its bones moves with its parent
@@ -418,12 +443,12 @@ class PoseWarpGenerator(Generator):
                                   "swapped": swapped, "mirrored": mirrored, "label_source": person.get("source")},
                    "pose": {"anchors": req.pose.anchor_person_ids, "transform": req.pose.transform,
                             "target": getattr(req.pose, "target", None)},
-                   "parts": parts, "draw_order": drawn, "torso_refit_px": round(torso_refit, 3),
+                   "parts": parts, "rigid": rigid, "draw_order": drawn, "torso_refit_px": round(torso_refit, 3),
                    "placement": placement, "clothing_hue_deg": jitter, "compositing": comp,
                    "background": bg_info, "occluders": occluders}
-        sources = {"appearance": [person["image_id"]], "pose": list(req.pose.anchor_image_ids), "background": bg_ids}
-        if placement:
-            sources["placement"] = [req.anchors[-1]["image_id"]]
+        # lineage roles: the pixels' person is the cut-out; the pose's people and the placement donor are anchors
+        anchor_ids = list(req.pose.anchor_image_ids) + ([req.anchors[-1]["image_id"]] if placement else [])
+        sources = {"cutout": [person["image_id"]], "anchor": sorted(set(anchor_ids)), "background": bg_ids}
         return GenerationResult(index=req.index, image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
                                 persons=[GeneratedPerson(k_final, extra or None, bbox)], lineage=lineage,
                                 source_image_ids=sources, seconds=time.perf_counter() - t0)
@@ -492,8 +517,12 @@ class PoseWarpGenerator(Generator):
             ys, xs = np.nonzero(m)
             centre = (int((xs.min() + xs.max() + 1) // 2), int((ys.min() + ys.max() + 1) // 2))
             try:
-                cloned = cv2.seamlessClone(src, dst, m, centre, cv2.NORMAL_CLONE)
-                out = cloned[p:-p, p:-p]
+                cloned = cv2.seamlessClone(src, dst, m, centre, cv2.NORMAL_CLONE)[p:-p, p:-p]
+                # gradient-domain blending at the edge only: inside, the person keeps its own colours (a full
+                # Poisson clone pulls the whole person towards the background's, washing it out)
+                core = cv2.erode(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(np.float32)
+                core = cv2.GaussianBlur(core, (0, 0), 2.0)[..., None]
+                out = np.clip(core * out + (1 - core) * cloned, 0, 255).astype(np.uint8)
             except cv2.error as exc:
                 rec["poisson_failed"] = str(exc).splitlines()[0][:120]
         return out, rec
