@@ -27,8 +27,10 @@ st.markdown(f"**Real anchors:** {n_anchors} labelled people on train images"
 
 generator = st.radio("Generator", registry.names("generator"), horizontal=True,
                      index=registry.names("generator").index("copy_paste"),
-                     format_func=lambda n: {"copy_paste": "copy_paste (offline, no diffusion weights)",
+                     format_func=lambda n: {"copy_paste": "copy_paste (offline: the anchors' own poses)",
+                                            "pose_warp": "pose_warp (offline: anchors re-posed)",
                                             "controlnet": "controlnet (SD1.5 + ControlNet-OpenPose, GPU)"}.get(n, n))
+pose_source: dict = {}
 
 with st.form("generate"):
     c = st.columns(3)
@@ -46,6 +48,30 @@ with st.form("generate"):
                                          "teacher; procedural: textures; mixed: real when one is found")
         occluder_p = c[2].slider("Occluder probability", 0.0, 1.0, 0.3)
         gp.update(people=list(people), background=background, occluder_p=occluder_p)
+    elif generator == "pose_warp":
+        st.caption("Each image re-renders a real train anchor in a sampled pose (mirror, rotation, joint-angle "
+                   "perturbation with bone lengths kept, interpolation between anchors) by moving its body parts; "
+                   "the label is where the joints went.")
+        c = st.columns(4)
+        perturb_deg = c[0].slider("Joint-angle perturbation (deg)", 0, 90, 20)
+        interpolate_p = c[1].slider("Interpolate with another anchor", 0.0, 1.0, 0.2)
+        swap_p = c[2].slider("Another anchor's appearance", 0.0, 1.0, 0.0,
+                             help="Person A's appearance in person B's pose")
+        background = c[3].selectbox("Backgrounds", ["mixed", "real", "procedural"])
+        c = st.columns(4)
+        placement = c[0].selectbox("Placement", ["anchors", "pose"],
+                                   help="anchors: size and position drawn from a real anchor's own")
+        blend = c[1].selectbox("Blending", ["alpha", "poisson"], help="poisson: gradient-domain blending at the edge")
+        colour_match = c[2].slider("Colour matching", 0.0, 1.0, 0.0)
+        clothing = c[3].slider("Clothing hue jitter (deg)", 0, 90, 0)
+        c = st.columns(3)
+        match_blur = c[0].checkbox("Match background blur")
+        match_noise = c[1].checkbox("Match background noise")
+        occluder_p = c[2].slider("Occluder probability", 0.0, 1.0, 0.0, key="pw_occ")
+        gp.update(swap_p=swap_p, placement=placement, background=background, blend=blend, colour_match=colour_match,
+                  clothing_hue_deg=float(clothing), match_blur=match_blur, match_noise=match_noise, occluder_p=occluder_p)
+        pose_source = {"perturb_deg": float(perturb_deg), "interpolate_p": interpolate_p}
+        st.session_state["pose_warp_preview"] = {"gp": dict(gp), "pose_source": dict(pose_source)}
     else:
         base = st.text_input("Base model (hub id or local folder)", DEFAULT_BASE)
         cn = st.text_input("ControlNet (hub id or local folder)", DEFAULT_CONTROLNET)
@@ -75,10 +101,27 @@ if submitted:
     try:
         params = resolve_params(ws, {
             "generator": generator, "count": int(count), "seed": int(seed), "generator_params": gp,
+            "pose_source": pose_source,
             "anchor_sources": ["ground_truth", "corrected"] + (["predicted"] if allow_machine else [])})
         job_id = jobs.submit(ws, "generate", params)
         ensure_worker(ws)
         st.success(f"Queued job {job_id}. Progress below and on the Jobs page.")
+    except RealcalError as exc:
+        st.error(str(exc))
+
+
+if generator == "pose_warp" and n_anchors and st.button("Preview: plain beside these compositing settings",
+                                                       help="Two anchors, one sampled pose each, procedural backgrounds "
+                                                            "(no model runs here); the job uses real backgrounds"):
+    from engine.generate.preview import pose_warp_side_by_side
+
+    spec = st.session_state.get("pose_warp_preview") or {"gp": {}, "pose_source": {}}
+    try:
+        pairs = pose_warp_side_by_side(ws, spec["gp"], spec["pose_source"], seed=int(seed))
+        for plain, chosen, caption in pairs:
+            c = st.columns(2)
+            c[0].image(plain, caption=f"plain — {caption}", width="stretch")
+            c[1].image(chosen, caption="these settings", width="stretch")
     except RealcalError as exc:
         st.error(str(exc))
 

@@ -2,6 +2,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -167,6 +169,37 @@ def test_generate_page_queues_a_job_and_states_controlnet_needs(app_ws):
     at.radio[0].set_value("controlnet").run()
     assert not at.exception
     assert any("not in the local Hugging Face cache" in e.value for e in at.error)
+
+
+def test_generate_page_pose_warp_settings_preview_and_job(app_ws):
+    """pose_warp's own settings (not controlnet's), a side-by-side preview, and a job with those settings."""
+    at = _run("app_pages/generate.py")
+    at.radio[0].set_value("pose_warp").run()
+    assert not at.exception
+    labels = {s.label for s in at.slider} | {s.label for s in at.selectbox}
+    assert {"Joint-angle perturbation (deg)", "Blending", "Colour matching"} <= labels
+    next(s for s in at.selectbox if s.label == "Blending").set_value("poisson")
+    next(s for s in at.slider if s.label == "Joint-angle perturbation (deg)").set_value(45)
+    next(b for b in at.button if b.label == "Queue generation job").click().run()
+    assert not at.exception, at.exception
+    with app_ws.connect() as db:
+        params = json.loads(db.execute("SELECT params FROM jobs ORDER BY id DESC").fetchone()[0])
+    assert params["generator"] == "pose_warp" and params["generator_params"]["blend"] == "poisson"
+    assert params["pose_source"]["perturb_deg"] == 45
+    next(b for b in at.button if b.label.startswith("Preview: plain beside")).click().run()
+    assert not at.exception, at.exception
+    assert len(at.get("image")) >= 2   # plain beside these settings
+
+
+def test_pose_warp_preview_is_side_by_side_and_changes_only_compositing(app_ws):
+    from engine.generate.preview import pose_warp_side_by_side
+
+    pairs = pose_warp_side_by_side(app_ws, {"blend": "poisson", "colour_match": 1.0, "clothing_hue_deg": 40},
+                                   {"min_keypoints": 4}, seed=1, n=2, size=96)
+    assert len(pairs) == 2
+    for plain, chosen, caption in pairs:
+        assert plain.shape == chosen.shape == (96, 96, 3) and caption
+        assert not np.array_equal(plain, chosen)
 
 
 def test_curate_page_without_and_with_a_run(app_ws, lspet):
