@@ -423,15 +423,18 @@ class PoseWarpGenerator(Generator):
                 rx, ry = int(rng.integers(w // 20 + 2, w // 6 + 3)), int(rng.integers(h // 20 + 2, h // 6 + 3))
                 omask = np.zeros((h, w), np.float32)
                 cv2.ellipse(omask, (ox, oy), (rx, ry), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-                colour = rng.integers(0, 256, 3).astype(np.float32)
-                texture = colour + rng.normal(0, 12, (h, w, 3)).astype(np.float32)
-                image = np.clip(image * (1 - omask[..., None]) + texture * omask[..., None], 0, 255).astype(np.uint8)
+                # the occluder's texture is another part of the same background (a real surface, lit like the
+                # scene), its edge softened like the person's
+                texture = np.roll(canvas, (int(rng.integers(h // 4, 3 * h // 4)), int(rng.integers(w // 4, 3 * w // 4))),
+                                  axis=(0, 1)).astype(np.float32)
+                soft = cv2.GaussianBlur(omask, (0, 0), max(self.feather_px, 0.5))
+                image = np.clip(image * (1 - soft[..., None]) + texture * soft[..., None], 0, 255).astype(np.uint8)
                 for j in np.flatnonzero(out_k[:, 2] == 2):
                     x, y = int(out_k[j, 0]), int(out_k[j, 1])
                     if 0 <= x < w and 0 <= y < h and omask[y, x] > 0.5:
                         out_k[j, 2] = 1
                 person_a = person_a * (1 - omask)
-                occluders.append({"shape": "ellipse", "centre": [ox, oy], "axes": [rx, ry]})
+                occluders.append({"shape": "ellipse", "centre": [ox, oy], "axes": [rx, ry], "texture": "background"})
         k_final = clip_to_image(out_k, w, h)
         ys, xs = np.nonzero(person_a > 0.5)
         bbox = None
