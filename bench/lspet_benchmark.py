@@ -125,18 +125,36 @@ def main() -> None:
     from engine.train.manifest import anchor_pool
 
     exp_cfg = resolve(config)
-    gen = dict(bench.get("generate") or {})
+    # benchmark.generate: one generation spec, or a list of them; each spec's batch for a seed is named
+    # "seed {seed}" (plus " <label>" when the spec has one), so an arm draws its synthetic images from its own
+    # seed's batch (synthetic_label in the experiment file)
+    gen_specs = bench.get("generate") or {}
+    gen_specs = gen_specs if isinstance(gen_specs, list) else [gen_specs]
+    from store import batches as store_batches
+
     for seed in exp_cfg["seeds"]:
-        key = f"generate seed {seed}"
-        if key in state["timings"]:
-            continue
-        t0 = time.perf_counter()
-        pool = anchor_pool(ws, exp_cfg["anchor_pool"], int(seed))
-        params = gen_params(ws, {**gen, "seed": 1000 + int(seed), "anchor_image_ids": pool})
-        log(f"generating {params['count']} images for seed {seed} from its {len(pool)} anchors")
-        res = run_job(ws, "generate", params, key)
-        done(key, time.perf_counter() - t0)
-        log(f"  {res.get('images')} stored in {time.perf_counter() - t0:.0f} s")
+        for spec in gen_specs:
+            spec = dict(spec)
+            extra = spec.pop("label", None)
+            label = f"seed {seed}" + (f" {extra}" if extra else "")
+            key = f"generate seed {seed}" + (f" {extra}" if extra else "")
+            if key in state["timings"]:
+                # batches generated before batches had names: name them now (the generation seed says whose)
+                with ws.connect() as db:
+                    for b in store_batches.list_batches(db):
+                        if (b["kind"] == "generation" and b["params"].get("seed") == 1000 + int(seed)
+                                and b["params"].get("generator", "copy_paste") == spec.get("generator", "copy_paste")
+                                and not b["params"].get("label")):
+                            store_batches.set_label(db, b["id"], label)
+                            db.conn.commit()
+                continue
+            t0 = time.perf_counter()
+            pool = anchor_pool(ws, exp_cfg["anchor_pool"], int(seed))
+            params = gen_params(ws, {**spec, "seed": 1000 + int(seed), "anchor_image_ids": pool, "label": label})
+            log(f"generating {params['count']} images ({label}, {params['generator']}) from its {len(pool)} anchors")
+            res = run_job(ws, "generate", params, key)
+            done(key, time.perf_counter() - t0)
+            log(f"  {res.get('images')} stored in {time.perf_counter() - t0:.0f} s")
 
     # 3. curation over every synthetic image (thresholds calibrated on the train anchors)
     if "curate" not in state["timings"]:

@@ -39,6 +39,7 @@ from engine import jobs, stats
 from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
 from engine.workspace import Workspace
+from store import events as store_events
 from store import training as store_training
 from store.db import write_transaction
 
@@ -82,10 +83,23 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         replica = arm.get("replica", 0)
         if isinstance(replica, bool) or not isinstance(replica, int) or replica < 0:
             raise RealcalError(f"arm {arm['name']}: replica must be a whole number >= 0")
+        unknown = set(arm) - {"name", "kind", "real", "pool", "synthetic", "replica", "synthetic_label"}
+        if unknown:
+            raise RealcalError(f"arm {arm['name']}: unknown key(s) {', '.join(sorted(unknown))}; valid: name, kind, "
+                               f"real, pool, synthetic, synthetic_label, replica")
         entry = {"name": arm["name"], "kind": kind, "real": arm.get("real"),
                  "pool": arm.get("pool", "none"), "synthetic": arm.get("synthetic")}
         if replica:
             entry["replica"] = replica
+        label = arm.get("synthetic_label")
+        if label is not None:
+            if not isinstance(label, str) or not label.strip():
+                raise RealcalError(f"arm {arm['name']}: synthetic_label is a batch name, e.g. \"seed {{seed}}\"")
+            try:
+                label.format(seed=0)
+            except (KeyError, IndexError, ValueError):
+                raise RealcalError(f"arm {arm['name']}: synthetic_label may name only {{seed}}, not {label!r}") from None
+            entry["synthetic_label"] = label
         cfg["arms"].append(entry)
     if not any(a["kind"] == "zero_shot" for a in cfg["arms"]):
         cfg["arms"].insert(0, {"name": "zero-shot", "kind": "zero_shot", "real": None, "pool": "none",
@@ -103,7 +117,26 @@ def manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict:
             "synthetic": {"pool": arm["pool"], "count": arm["synthetic"], "seed": seed}}
     if anchor_pool is not None:
         spec["synthetic"]["within"] = {"count": anchor_pool, "seed": seed}
+    if arm.get("synthetic_label"):
+        spec["synthetic"]["label"] = arm["synthetic_label"].format(seed=seed)
     return spec
+
+
+CARRY_KEYS = ("seeds", "recipe", "step_matching", "anchor_pool", "protocol")
+
+
+def carried_over(old: dict, new: dict) -> list[str]:
+    """Arms whose finished runs a changed experiment file may keep: everything that decides a run (recipe,
+    protocol, anchor pool, step matching, the arm itself and, for step matching, the real-only arm) is
+    unchanged; seeds may be added. Empty when anything else changed."""
+    if any(old.get(k) != new.get(k) for k in CARRY_KEYS if k != "seeds"):
+        return []
+    old_arms = {a["name"]: a for a in old.get("arms", [])}
+    if new.get("step_matching", True):
+        base_new = next((a for a in new["arms"] if a["name"] == BASELINE), None)
+        if old_arms.get(BASELINE) != base_new:
+            return []
+    return [a["name"] for a in new["arms"] if old_arms.get(a["name"]) == a]
 
 
 def _zero_shot(ws: Workspace, manifest_id: int, imgsz: int, device: str, eval_dir, seed: int,
@@ -171,8 +204,18 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     with ws.connect() as db:
         exp = store_training.experiment_by_name(db, cfg["name"])
         if exp is None or exp["config"] != cfg:
+            keep = carried_over(exp["config"], cfg) if exp is not None else []
             with write_transaction(db):
                 exp_id = store_training.create_experiment(db, cfg["name"], cfg)
+                if keep:
+                    # arms added (or removed), the rest unchanged: their finished runs carry over, each with the
+                    # code version and provenance it was made with
+                    n = store_training.copy_experiment_runs(db, exp["id"], exp_id, keep, cfg["seeds"])
+                    store_events.log(db, "experiment.carry_over", {"from": exp["id"], "to": exp_id, "arms": keep,
+                                                                   "runs": n})
+            if keep:
+                ctx.progress(0, None, f"the experiment file changed; {', '.join(keep)} unchanged: their finished "
+                                      f"runs carry over from experiment {exp['id']}", force=True)
         else:
             exp_id = exp["id"]
         finished = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]

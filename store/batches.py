@@ -22,6 +22,18 @@ def set_report(db: sqlite_utils.Database, batch_id: int, report: dict[str, Any])
                [json.dumps(report, sort_keys=True, default=str), batch_id])
 
 
+def set_label(db: sqlite_utils.Database, batch_id: int, label: str) -> None:
+    """Name a batch (kept in its params as ``label``)."""
+    db.execute("UPDATE batches SET params = json_set(params, '$.label', ?) WHERE id = ?", [label, batch_id])
+
+
+def image_ids_with_label(db: sqlite_utils.Database, label: str) -> set[int]:
+    """Ids of the images in batches named ``label``."""
+    return {r[0] for r in db.execute(
+        "SELECT i.id FROM images i JOIN batches b ON b.id = i.batch_id WHERE json_extract(b.params, '$.label') = ?",
+        [label])}
+
+
 def get(db: sqlite_utils.Database, batch_id: int) -> dict[str, Any] | None:
     rows = list_batches(db, batch_id=batch_id)
     return rows[0] if rows else None

@@ -152,6 +152,19 @@ def create_experiment(db: sqlite_utils.Database, name: str, config: dict) -> int
     return db.execute("SELECT last_insert_rowid()").fetchone()[0]
 
 
+def copy_experiment_runs(db: sqlite_utils.Database, from_id: int, to_id: int, arms: list[str],
+                         seeds: list[int]) -> int:
+    """Copy the finished runs of these arms and seeds from one experiment to another; returns how many."""
+    if not arms or not seeds:
+        return 0
+    cur = db.execute(
+        f"INSERT INTO experiment_runs (experiment_id, arm, seed, manifest_id, training_run_id, status, result) "
+        f"SELECT ?, arm, seed, manifest_id, training_run_id, status, result FROM experiment_runs "
+        f"WHERE experiment_id = ? AND status = 'done' AND arm IN ({', '.join('?' for _ in arms)}) "
+        f"AND seed IN ({', '.join('?' for _ in seeds)})", [to_id, from_id, *arms, *seeds])
+    return cur.rowcount
+
+
 def experiment_runs(db: sqlite_utils.Database, experiment_id: int) -> list[dict]:
     out = []
     for r in db.query("SELECT * FROM experiment_runs WHERE experiment_id = ? ORDER BY arm, seed", [experiment_id]):

@@ -42,6 +42,7 @@ DEFAULTS: dict[str, Any] = {
     "jpeg_quality": 95,
     "chunk": 8,
     "executor": None,              # None/"local", or {name: ray, address, actors, cpus_per_actor, gpus_per_actor}
+    "label": None,                 # a name for the batch, so experiments can draw from it (synthetic_label)
 }
 
 
@@ -62,6 +63,9 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
         raise RealcalError("--count must be an integer within 1..1,000,000")
     if not isinstance(params["seed"], int) or params["seed"] < 0:
         raise RealcalError("--seed must be a non-negative integer")
+    if params["label"] is not None and (not isinstance(params["label"], str) or not params["label"].strip()
+                                        or len(params["label"]) > 100):
+        raise RealcalError("label must be a short text (1..100 characters)")
     if params["image_format"] not in ("jpg", "png"):
         raise RealcalError("image_format must be jpg or png")
     bad = set(params["anchor_sources"]) - {"ground_truth", "corrected", "predicted"}

@@ -3,7 +3,8 @@
 A manifest lists images with their split and the label source used (real: ground truth, or a
 reviewer's correction; synthetic: the correction, else the conditioning pose). Synthetic images
 come from a pool: ``accepted`` (by review), ``curated`` (the curation order), ``random`` (a seeded
-sample of everything generated) or ``unfiltered`` (the first N generated). The leakage guard
+sample of everything generated) or ``unfiltered`` (the first N generated), optionally only from the
+generation batches with a given ``label``. The leakage guard
 refuses any synthetic image with a val/test (or deleted) image anywhere in its lineage, and
 honeypots never enter. The hash covers every (image content, split, label) entry, so the same
 selection always gets the same manifest.
@@ -21,6 +22,7 @@ import numpy as np
 from engine import media
 from engine.errors import RealcalError
 from engine.workspace import Workspace
+from store import batches as store_batches
 from store import images as store_images
 from store import training as store_training
 from store.db import write_transaction
@@ -90,6 +92,9 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
                 raise RealcalError("the real train images must be part of the anchor pool (same seed, count <= pool)")
             src = store_training.lineage_sources(db, syn_ids)
             syn_ids = [i for i in syn_ids if src[i] and all(s["source_image_id"] in pool_ids for s in src[i])]
+        if syn_spec.get("label") is not None:     # only images of the generation batches with this name
+            labelled_ids = store_batches.image_ids_with_label(db, str(syn_spec["label"]))
+            syn_ids = [i for i in syn_ids if i in labelled_ids]
         count = syn_spec.get("count")
         seed = int(syn_spec.get("seed", 0))
         if pool == "none":

@@ -1,0 +1,99 @@
+"""Growing an experiment without redoing it: arms added to an experiment file keep the finished runs of
+the unchanged arms; arms draw synthetic images from named generation batches (synthetic_label)."""
+import pytest
+
+from engine import experiment, jobs, registry
+from engine.errors import RealcalError
+from engine.experiment import carried_over, resolve
+from engine.io import parse
+from engine.io.common import run_import
+from engine.train.manifest import build_manifest
+from store import batches as store_batches
+from store import training as store_training
+from store.db import write_transaction
+from tests.helpers import make_coco
+
+
+@pytest.fixture
+def ews(ws, tmp_path):
+    """20 real train images, and two synthetic batches named "seed 0" and "seed 1" (15 images each)."""
+    run_import(ws, parse("coco", make_coco(tmp_path / "real", n=20)), split="train")
+    for s in (0, 1):
+        syn = parse("coco", make_coco(tmp_path / f"syn{s}", n=15, seed=500 + 100 * s))
+        for rec in syn.records:
+            for p in rec.persons:
+                p.source = "conditioning"
+        report = run_import(ws, syn, split="train", kind="synthetic")
+        with ws.connect() as db:
+            store_batches.set_label(db, report.batch_id, f"seed {s}")
+            db.conn.commit()
+    return ws
+
+
+def _fake_training(request, trained):
+    """A train job that records what it was asked and stores a run, without training."""
+    def fake_train(ctx, params):
+        trained.append(params["manifest_id"])
+        with ctx.ws.connect() as db, write_transaction(db):
+            run_id = store_training.create_run(db, ctx.job_id, params["manifest_id"], params)
+            store_training.finish_run(db, run_id, status="done", weights=None, curves=[],
+                                      metrics={"images": 0, "val": {"images": 0}})
+        return {"run_id": run_id, "test_eval": None, "val_eval": None}
+
+    swap = registry.swapped("job", "train", fake_train)
+    swap.__enter__()
+    request.addfinalizer(lambda: swap.__exit__(None, None, None))
+
+
+def test_manifests_draw_synthetic_images_from_the_named_batch(ews):
+    a = build_manifest(ews, experiment.manifest_spec({"real": 5, "pool": "random", "synthetic": 10,
+                                                      "synthetic_label": "seed {seed}"}, 0))
+    b = build_manifest(ews, experiment.manifest_spec({"real": 5, "pool": "random", "synthetic": 10,
+                                                      "synthetic_label": "seed {seed}"}, 1))
+    with ews.connect() as db:
+        labelled = {s: store_batches.image_ids_with_label(db, f"seed {s}") for s in (0, 1)}
+        items = {m["id"]: [i["image_id"] for i in store_training.manifest(db, m["id"])["items"]
+                           if i["image_id"] in labelled[0] | labelled[1]] for m in (a, b)}
+    assert len(items[a["id"]]) == 10 and set(items[a["id"]]) <= labelled[0]
+    assert len(items[b["id"]]) == 10 and set(items[b["id"]]) <= labelled[1]
+    with pytest.raises(RealcalError, match="fewer than the 20"):
+        build_manifest(ews, experiment.manifest_spec({"real": 5, "pool": "random", "synthetic": 20,
+                                                      "synthetic_label": "seed {seed}"}, 0))
+
+
+def test_adding_an_arm_keeps_the_finished_runs_of_the_others(ews, request, monkeypatch):
+    trained: list[int] = []
+    _fake_training(request, trained)
+    monkeypatch.setattr(experiment, "_zero_shot", lambda *a, **k: {
+        "val": {"images": 0}, "test": {"images": 0}, "rows": [], "test_eval": None})
+    base = {"name": "grow", "seeds": [0, 1], "recipe": {"epochs": 2, "batch": 4, "nbs": 4},
+            "arms": [{"name": "real-only", "real": 10}]}
+    final = jobs.run_foreground(ews, "experiment", {"config": resolve(base), "device": "cpu"})
+    assert final["status"] == "done", final["error"]
+    assert len(trained) == 2                                     # real-only x 2 seeds
+    grown = dict(base, arms=base["arms"] + [{"name": "mixed", "real": 10, "pool": "random", "synthetic": 5,
+                                             "synthetic_label": "seed {seed}"}])
+    final = jobs.run_foreground(ews, "experiment", {"config": resolve(grown), "device": "cpu"})
+    assert final["status"] == "done", final["error"]
+    assert len(trained) == 4                                     # only the new arm trained
+    with ews.connect() as db:
+        exp = store_training.experiment_by_name(db, "grow")
+        runs = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp["id"])}
+    assert runs == {(a, s) for a in ("zero-shot", "real-only", "mixed") for s in (0, 1)}
+    # a changed recipe decides every run: nothing carries over
+    changed = resolve(dict(grown, recipe={"epochs": 3, "batch": 4, "nbs": 4}))
+    assert carried_over(resolve(grown), changed) == []
+    # a changed baseline under step matching changes every arm's steps: nothing carries over
+    other_base = resolve(dict(grown, arms=[{"name": "real-only", "real": 12}] + grown["arms"][1:]))
+    assert carried_over(resolve(grown), other_base) == []
+    # a seed added: the old seeds' runs carry over
+    assert set(carried_over(resolve(grown), resolve(dict(grown, seeds=[0, 1, 2])))) == {"zero-shot", "real-only", "mixed"}
+
+
+def test_synthetic_label_is_checked():
+    arms = [{"name": "real-only", "real": 5}]
+    with pytest.raises(RealcalError, match="may name only"):
+        resolve({"arms": arms + [{"name": "m", "real": 5, "pool": "random", "synthetic": 2,
+                                  "synthetic_label": "seed {sed}"}]})
+    with pytest.raises(RealcalError, match="unknown key.*synthetics"):
+        resolve({"arms": arms + [{"name": "m", "real": 5, "synthetics": 2}]})
