@@ -1,9 +1,22 @@
 """Where benchmark workspaces live: outside the checkout, so a long benchmark resumes in the next session
-on the same machine even when the checkout is laid anew (``REALCAL_BENCH_DIR`` overrides)."""
+on the same machine even when the checkout is laid anew (``REALCAL_BENCH_DIR`` overrides); and what the
+machine is (for reports)."""
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def bench_dir() -> Path:

@@ -24,12 +24,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"), ("YOLO_AUTOINSTALL", "False")):
     __import__("os").environ.setdefault(_k, _v)
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+from _paths import cpu_name  # noqa: E402
 from engine import jobs, media, poses  # noqa: E402
 from engine.generate.job import resolve_params  # noqa: E402
 from engine.io import parse  # noqa: E402
@@ -46,16 +48,6 @@ MODES = {
     "pose_warp_seamless": {"generator": "pose_warp", "generator_params": dict(SEAMLESS)},
     "pose_warp_swap": {"generator": "pose_warp", "generator_params": {**SEAMLESS, "swap_p": 0.5}},
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

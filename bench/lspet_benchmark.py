@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _paths import bench_dir  # noqa: E402
+from _paths import bench_dir, cpu_name  # noqa: E402
 # offline unless told otherwise (as `make` sets it): no hub retries for weights that are not here
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
                ("YOLO_AUTOINSTALL", "False")):
@@ -55,16 +55,6 @@ def run_job(ws: Workspace, kind: str, params: dict, label: str) -> dict:
     if final["status"] != "done":
         raise RealcalError(f"{label}: job {final['id']} {final['status']}: {(final.get('error') or '')[-2000:]}")
     return final["result"]
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

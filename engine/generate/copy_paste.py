@@ -116,6 +116,37 @@ def boxes_overlap(a, b) -> bool:
     return not (a[0] + a[2] <= b[0] or b[0] + b[2] <= a[0] or a[1] + a[3] <= b[1] or b[1] + b[3] <= a[1])
 
 
+def cutout(person: dict, masks: dict[int, tuple[np.ndarray, str]], grabcut_iterations: int,
+           margin: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, str]:
+    """(BGR patch, float mask, keypoints, extras, how the mask was made) of a person, cropped to its box plus
+    ``margin`` of its size, in the patch's coordinates. The mask (the COCO segmentation, else GrabCut seeded by
+    the skeleton) is cached in ``masks`` by person id."""
+    img = cv2.imread(str(person["path"]), cv2.IMREAD_COLOR)
+    if img is None:
+        raise RealcalError(f"cannot read anchor image {person['path']}")
+    k = poses.as_keypoints(person["keypoints"])
+    if person["id"] not in masks:
+        mask = None
+        how = "segmentation"
+        if person.get("segmentation") is not None:
+            mask = decode_mask(person["segmentation"], img.shape[0], img.shape[1])
+        if mask is None or mask.sum() == 0:
+            bbox = (person["bbox_x"], person["bbox_y"], person["bbox_w"], person["bbox_h"])
+            mask = grabcut_mask(img, k, person.get("extra") or {}, bbox, grabcut_iterations)
+            how = "grabcut"
+        masks[person["id"]] = (mask, how)
+    mask, how = masks[person["id"]]
+    x, y, bw, bh = person["bbox_x"], person["bbox_y"], person["bbox_w"], person["bbox_h"]
+    x0, y0 = max(0, int(x - margin * bw)), max(0, int(y - margin * bh))
+    x1 = min(img.shape[1], int(math.ceil(x + (1 + margin) * bw)))
+    y1 = min(img.shape[0], int(math.ceil(y + (1 + margin) * bh)))
+    patch, pmask = img[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].astype(np.float32)
+    k = k.copy()
+    k[k[:, 2] > 0, :2] -= (x0, y0)
+    extra = {n: [j[0] - x0, j[1] - y0, j[2]] for n, j in (person.get("extra") or {}).items()}
+    return patch, pmask, k, extra, how
+
+
 def pick_background(backgrounds: list[dict], rng: np.random.Generator, w: int, h: int, mode: str,
                     detector: Detector | None, detections: dict[int, list], max_tries: int,
                     who: str) -> tuple[np.ndarray, dict, list[int]]:
@@ -210,30 +241,7 @@ class CopyPasteGenerator(Generator):
     # ------------------------------------------------------------------ pieces
 
     def _cutout(self, person: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, str]:
-        img = cv2.imread(str(person["path"]), cv2.IMREAD_COLOR)
-        if img is None:
-            raise RealcalError(f"cannot read anchor image {person['path']}")
-        k = poses.as_keypoints(person["keypoints"])
-        if person["id"] not in self._masks:
-            mask = None
-            how = "segmentation"
-            if person.get("segmentation") is not None:
-                mask = decode_mask(person["segmentation"], img.shape[0], img.shape[1])
-            if mask is None or mask.sum() == 0:
-                bbox = (person["bbox_x"], person["bbox_y"], person["bbox_w"], person["bbox_h"])
-                mask = grabcut_mask(img, k, person.get("extra") or {}, bbox, self.grabcut_iterations)
-                how = "grabcut"
-            self._masks[person["id"]] = (mask, how)
-        mask, how = self._masks[person["id"]]
-        x, y, bw, bh = person["bbox_x"], person["bbox_y"], person["bbox_w"], person["bbox_h"]
-        x0, y0 = max(0, int(x - 0.1 * bw)), max(0, int(y - 0.1 * bh))
-        x1 = min(img.shape[1], int(math.ceil(x + 1.1 * bw)))
-        y1 = min(img.shape[0], int(math.ceil(y + 1.1 * bh)))
-        patch, pmask = img[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].astype(np.float32)
-        k = k.copy()
-        k[k[:, 2] > 0, :2] -= (x0, y0)
-        extra = {n: [j[0] - x0, j[1] - y0, j[2]] for n, j in (person.get("extra") or {}).items()}
-        return patch, pmask, k, extra, how
+        return cutout(person, self._masks, self.grabcut_iterations, margin=0.1)
 
     def _background(self, req: GenerationRequest, rng: np.random.Generator) -> tuple[np.ndarray, dict, list[int]]:
         return pick_background(req.backgrounds, rng, self.width, self.height, self.background, self._detector,

@@ -41,7 +41,7 @@ from engine import component, poses
 from engine.component import Resources
 from engine.errors import RealcalError
 from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, Generator, clip_to_image
-from engine.generate.copy_paste import affine_points, decode_mask, grabcut_mask, pick_background
+from engine.generate.copy_paste import cutout, pick_background
 from engine.registry import register
 
 KP = poses.KP
@@ -186,30 +186,8 @@ class PoseWarpGenerator(Generator):
     # ------------------------------------------------------------------ pieces
 
     def cutout(self, person: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict, str]:
-        """(BGR patch, float mask, keypoints, extras) of a person, in the patch's coordinates."""
-        img = cv2.imread(str(person["path"]), cv2.IMREAD_COLOR)
-        if img is None:
-            raise RealcalError(f"cannot read anchor image {person['path']}")
-        k = poses.as_keypoints(person["keypoints"])
-        if person["id"] not in self._masks:
-            mask, how = None, "segmentation"
-            if person.get("segmentation") is not None:
-                mask = decode_mask(person["segmentation"], img.shape[0], img.shape[1])
-            if mask is None or mask.sum() == 0:
-                bbox = (person["bbox_x"], person["bbox_y"], person["bbox_w"], person["bbox_h"])
-                mask = grabcut_mask(img, k, person.get("extra") or {}, bbox, self.grabcut_iterations)
-                how = "grabcut"
-            self._masks[person["id"]] = (mask, how)
-        mask, how = self._masks[person["id"]]
-        x, y, bw, bh = person["bbox_x"], person["bbox_y"], person["bbox_w"], person["bbox_h"]
-        x0, y0 = max(0, int(x - 0.15 * bw)), max(0, int(y - 0.15 * bh))
-        x1 = min(img.shape[1], int(math.ceil(x + 1.15 * bw)))
-        y1 = min(img.shape[0], int(math.ceil(y + 1.15 * bh)))
-        patch, pmask = img[y0:y1, x0:x1].copy(), mask[y0:y1, x0:x1].astype(np.float32)
-        k = k.copy()
-        k[k[:, 2] > 0, :2] -= (x0, y0)
-        extra = {n: [j[0] - x0, j[1] - y0, j[2]] for n, j in (person.get("extra") or {}).items()}
-        return patch, pmask, k, extra, how
+        """(BGR patch, float mask, keypoints, extras, mask source) of a person, in the patch's coordinates."""
+        return cutout(person, self._masks, self.grabcut_iterations, margin=0.15)
 
     def segment(self, mask: np.ndarray, k: np.ndarray, extra: dict, parts: list[str]) -> np.ndarray:
         """Each mask pixel's part index (into ``parts``) by the nearest bone; -1 outside the mask."""
