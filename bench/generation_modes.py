@@ -16,7 +16,6 @@ and writes ``gallery.jpg`` (each row: an anchor with its skeleton, then its vari
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
