@@ -149,8 +149,8 @@ def main() -> None:
     import numpy as np
     from ultralytics import YOLO
 
-    from engine import poses
-    from engine import assets, config as rc_config
+    from engine import assets, poses
+    from engine import config as rc_config
     from engine.train.evaluate import evaluate
     from engine.train.train import split_items
     from engine.workspace import Workspace

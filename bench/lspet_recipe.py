@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _paths import bench_dir, train_val_workspace  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "True")
 
@@ -114,7 +115,8 @@ def main() -> None:
         if not zs_path.exists():
             from ultralytics import YOLO
 
-            from engine import assets, config as rc_config
+            from engine import assets
+            from engine import config as rc_config
 
             with ws.connect() as db:
                 val = split_items(db, store_training.manifest(db, m["id"]), "val")

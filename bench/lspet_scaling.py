@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _paths import bench_dir, train_val_workspace  # noqa: E402
+
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
                ("YOLO_AUTOINSTALL", "False")):
     os.environ.setdefault(_k, _v)
@@ -86,7 +87,8 @@ def main() -> None:
     if not zs_path.exists() and not args.report_only:
         from ultralytics import YOLO
 
-        from engine import assets, config as rc_config
+        from engine import assets
+        from engine import config as rc_config
         from engine.train.evaluate import evaluate
 
         m = build_manifest(ws, manifest_spec({**real_only, "real": min(args.sizes)}, 0, None))

@@ -15,8 +15,9 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from engine import registry
 from engine.errors import RealcalError
@@ -37,7 +38,7 @@ class JobCancelled(Exception):
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    fn: Callable[["JobContext", dict[str, Any]], dict[str, Any] | None]
+    fn: Callable[[JobContext, dict[str, Any]], dict[str, Any] | None]
     resumable: bool
     title: str
 

@@ -24,7 +24,8 @@ import copy
 import hashlib
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine import registry
 from engine.errors import RealcalError

@@ -17,7 +17,7 @@ Conventions used everywhere in realcal:
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 

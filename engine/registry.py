@@ -30,8 +30,9 @@ import contextlib
 import dataclasses
 import importlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from engine.errors import RealcalError
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class MatchArrays:
         self.det_img, self.tps, self.fps, self.n_gt = det_img, tps, fps, n_gt
 
     @classmethod
-    def from_coco(cls, gt: dict, dets: list[dict]) -> "MatchArrays":
+    def from_coco(cls, gt: dict, dets: list[dict]) -> MatchArrays:
         image_ids = [im["id"] for im in gt["images"]]
         if not dets:
             n_gt = np.zeros(len(image_ids))

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
-
 
 # ----------------------------------------------------------------------------- users
 

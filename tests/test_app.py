@@ -3,13 +3,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.io import parse
 from engine.io.common import run_import
-
 from tests.helpers import make_coco
 
 REPO = Path(__file__).resolve().parent.parent
@@ -205,9 +203,9 @@ def test_pose_warp_preview_is_side_by_side_and_changes_only_compositing(app_ws):
 def test_curate_page_without_and_with_a_run(app_ws, lspet):
     at = _run("app_pages/curate.py")
     assert any("No curation run yet" in i.value for i in at.info)
+    from engine import jobs
     from engine.curate.run import resolve_params as curate_params
     from engine.generate.job import resolve_params as gen_params
-    from engine import jobs
 
     run_import(app_ws, parse("lsp", lspet), limit=20, split="train")
     jobs.run_foreground(app_ws, "generate", gen_params(app_ws, {

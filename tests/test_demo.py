@@ -9,7 +9,6 @@ from streamlit.testing.v1 import AppTest
 from engine import demo
 from store import images as store_images
 from store import training as store_training
-
 from tests.conftest import shared
 
 REPO = Path(__file__).resolve().parent.parent

@@ -6,7 +6,6 @@ from engine.io import parse, yolo_pose
 from engine.io.common import run_import
 from engine.workspace import Workspace
 from store import images as store_images
-
 from tests.helpers import make_coco, make_yolo
 
 

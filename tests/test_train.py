@@ -188,7 +188,7 @@ def test_keypoint_branch_recipe_on_a_val_only_workspace(ws, lspet):
     final = jobs.run_foreground(ws, "train", params)
     assert final["status"] == "done", final["error"]
     r = final["result"]
-    import yaml                             # nbs = batch: one optimizer step per batch (no accumulation)
+    import yaml  # nbs = batch: one optimizer step per batch (no accumulation)
     args = yaml.safe_load((ws.root / "runs" / f"train{r['run_id']:05d}" / "ultralytics" / "args.yaml").read_text())
     assert args["nbs"] == 8 and args["batch"] == 8
     assert r["test_eval"] is None and r["metrics"]["images"] == 0 and "AP50" not in r["metrics"]

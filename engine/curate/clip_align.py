@@ -5,13 +5,13 @@ the reason, and the funnel shows it so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
+from engine import component
 from engine.curate.base import Stage, StageContext
 from engine.errors import RealcalError
-from engine import component
 from engine.registry import register
 
 PERSON_PROMPTS = ("a photo of a person", "a photo with no people in it")

@@ -8,15 +8,15 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from engine.errors import RealcalError
 from engine import component
 from engine.component import Component
+from engine.errors import RealcalError
 from engine.registry import register
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -164,11 +164,11 @@ def embed_fn(name: str, params: dict | None = None):
 
 def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=None) -> dict[int, np.ndarray]:
     """Embeddings by image id, computing only those not cached for this embedder."""
+    import cv2
+
     from engine import media
     from store import curation as store_curation
     from store.db import write_transaction
-
-    import cv2
 
     have = store_curation.get_embeddings(db, embedder.id, [im["sha256"] for im in images])
     todo = [im for im in images if im["sha256"] not in have]

@@ -1,7 +1,7 @@
 """The teacher as a batch function for curation: RGB images -> people (keypoints, boxes, scores)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from engine import component, poses
 from engine.component import Resources
 from engine.errors import RealcalError
-from engine.generate import GeneratedPerson, Generator, GenerationRequest, GenerationResult, clip_to_image
+from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, Generator, clip_to_image
 from engine.registry import register
 
 Detector = Callable[[np.ndarray], list[tuple[float, float, float, float]]]

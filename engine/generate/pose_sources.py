@@ -55,7 +55,7 @@ class PoseSourceConfig:
     min_keypoints: int = 8
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "PoseSourceConfig":
+    def from_dict(cls, d: dict[str, Any] | None) -> PoseSourceConfig:
         d = dict(d or {})
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:

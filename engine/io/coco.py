@@ -12,20 +12,20 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from engine import media, poses
 from engine.errors import DatasetError
 from engine.io import schemas
-from engine.io.common import (LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset, PersonRecord,
-                              safe_join)
+from engine.io.common import LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset, PersonRecord, safe_join
+from engine.registry import register
 from engine.workspace import Workspace
 from store import events as store_events
 from store import images as store_images
-from engine.registry import register
 
 SPLIT_IN_NAME = re.compile(r"person_keypoints_(train|val|test)\w*\.json$")
 

@@ -25,7 +25,8 @@ image) and ``coco`` for everything else; the report names the protocol that scor
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

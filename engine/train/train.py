@@ -11,7 +11,6 @@ stops training there.
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -101,10 +100,9 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from ultralytics import YOLO
 
+    from engine import provenance
     from engine.train.evaluate import evaluate
     from engine.train.manifest import export_yolo
-
-    from engine import provenance
 
     ws = ctx.ws
     with ws.connect() as db:
