@@ -69,7 +69,8 @@ with st.form("generate"):
         match_noise = c[1].checkbox("Match background noise")
         occluder_p = c[2].slider("Occluder probability", 0.0, 1.0, 0.0, key="pw_occ")
         gp.update(swap_p=swap_p, placement=placement, background=background, blend=blend, colour_match=colour_match,
-                  clothing_hue_deg=float(clothing), match_blur=match_blur, match_noise=match_noise, occluder_p=occluder_p)
+                  clothing_hue_deg=float(clothing), match_blur=match_blur, match_noise=match_noise,
+                  occluder_p=occluder_p)
         pose_source = {"perturb_deg": float(perturb_deg), "interpolate_p": interpolate_p}
         st.session_state["pose_warp_preview"] = {"gp": dict(gp), "pose_source": dict(pose_source)}
     else:
@@ -110,9 +111,10 @@ if submitted:
         st.error(str(exc))
 
 
-if generator == "pose_warp" and n_anchors and st.button("Preview: plain beside these compositing settings",
-                                                       help="Two anchors, one sampled pose each, procedural backgrounds "
-                                                            "(no model runs here); the job uses real backgrounds"):
+if generator == "pose_warp" and n_anchors and st.button(
+        "Preview: plain beside these compositing settings",
+        help="Two anchors, one sampled pose each, procedural backgrounds (no model runs here); "
+             "the job uses real backgrounds"):
     from engine.generate.preview import pose_warp_side_by_side
 
     spec = st.session_state.get("pose_warp_preview") or {"gp": {}, "pose_source": {}}

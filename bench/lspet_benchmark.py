@@ -84,7 +84,8 @@ def main() -> None:
                     help="keep finished runs made by other code (the report lists the versions)")
     args = ap.parse_args()
 
-    cfg_path = args.config or ROOT / "experiments" / ("lspet_lowdata_quick.yaml" if args.quick else "lspet_lowdata.yaml")
+    cfg_name = "lspet_lowdata_quick.yaml" if args.quick else "lspet_lowdata.yaml"
+    cfg_path = args.config or ROOT / "experiments" / cfg_name
     config = yaml.safe_load(cfg_path.read_text())
     bench = config.get("benchmark") or {}
     dataset = (ROOT / bench.get("dataset", "../shared/data/lspet")).resolve()

@@ -143,7 +143,8 @@ def main() -> None:
         xs = [r[key] for r in per_seed if r[key] is not None]
         return float(np.mean(xs)) if xs else None
 
-    check = {"overrides": overrides, "recipe": recipe, "protocol": cfg["protocol"], "seeds": seeds, "per_seed": per_seed,
+    check = {"overrides": overrides, "recipe": recipe, "protocol": cfg["protocol"], "seeds": seeds,
+             "per_seed": per_seed,
              "mean": {"AP50": mean("AP50"), "PCK@0.2": mean("PCK@0.2")}, "zero_shot": zero,
              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(results_path, "a") as fh:

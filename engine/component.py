@@ -207,7 +207,8 @@ class Component:
         elif params:
             raise RealcalError(f"{type(self).__name__}: give a Config or keyword parameters, not both")
         elif not isinstance(config, self.Config):
-            raise RealcalError(f"{type(self).__name__}: expected {self.Config.__qualname__}, got {type(config).__name__}")
+            raise RealcalError(f"{type(self).__name__}: expected {self.Config.__qualname__}, "
+                               f"got {type(config).__name__}")
         self.config = config
         self.configure()
 

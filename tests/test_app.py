@@ -85,7 +85,8 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     next(n for n in at.number_input if n.label == "Nominal batch (nbs)").set_value(16)
     next(b for b in at.button if b.label == "Queue training").click().run()
     assert not at.exception and any("Queued job" in s.value for s in at.success)
-    assert any("one optimizer step every 1 batch (nbs 16)" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("one optimizer step every 1 batch (nbs 16)" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
     assert any("optimizer steps: the model will barely move" in w.value for w in at.warning)
     with app_ws.connect() as db:
         params = json.loads(db.execute("SELECT params FROM jobs WHERE kind = 'train'").fetchone()[0])

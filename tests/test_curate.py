@@ -72,8 +72,8 @@ def test_selection_respects_budget_and_order():
     assert sorted(i for i, _, _ in full) == list(range(20))       # a complete order, no repeats
     kc = greedy_order(np.zeros(20), emb, pose_vecs, {"uncertainty": 0.0, "diversity": 1.0}, budget=3)
     first, second = kc[0][0], kc[1][0]
-    d = 0.5 * (1 - emb @ emb[first]) / (1 - emb @ emb[first]).max() + \
-        0.5 * np.linalg.norm(pose_vecs - pose_vecs[first], axis=1) / np.linalg.norm(pose_vecs - pose_vecs[first], axis=1).max()
+    pose_dist = np.linalg.norm(pose_vecs - pose_vecs[first], axis=1)
+    d = 0.5 * (1 - emb @ emb[first]) / (1 - emb @ emb[first]).max() + 0.5 * pose_dist / pose_dist.max()
     assert second == int(np.argmax(d))                           # k-center: the farthest next
 
 

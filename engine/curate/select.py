@@ -72,8 +72,8 @@ def pose_vector(persons: list[dict]) -> np.ndarray:
     return np.zeros(34)
 
 
-def greedy_order(u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray,
-                 weights: dict[str, float] = DEFAULT_WEIGHTS, budget: int | None = None) -> list[tuple[int, float, float]]:
+def greedy_order(u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray, weights: dict[str, float] = DEFAULT_WEIGHTS,
+                 budget: int | None = None) -> list[tuple[int, float, float]]:
     """Indices in selection order with (index, uncertainty part, diversity part)."""
     n = len(u)
     if n == 0:

@@ -86,7 +86,8 @@ def grabcut_mask(image_bgr: np.ndarray, k: np.ndarray, extra: dict, bbox, iterat
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut's GMM initialisation draws from OpenCV's global RNG: seed it from the input so a
     # cut-out never depends on what this process computed before (same image in any worker)
-    cv2.setRNGSeed(int(np.frombuffer(hashlib.sha256(crop.tobytes() + mask.tobytes()).digest()[:4], np.uint32)[0] % (2**31)))
+    digest = hashlib.sha256(crop.tobytes() + mask.tobytes()).digest()
+    cv2.setRNGSeed(int(np.frombuffer(digest[:4], np.uint32)[0] % (2**31)))
     try:
         cv2.grabCut(crop, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
     except cv2.error:

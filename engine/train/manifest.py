@@ -110,7 +110,8 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         else:
             chosen_syn = syn_ids if count is None else syn_ids[:count]
         if count and len(chosen_syn) < count:
-            raise RealcalError(f"the {pool} pool has {len(chosen_syn)} synthetic images, fewer than the {count} asked for")
+            raise RealcalError(f"the {pool} pool has {len(chosen_syn)} synthetic images, "
+                               f"fewer than the {count} asked for")
         sources = store_training.lineage_sources(db, chosen_syn)
         leaks = {i: [(s["source_image_id"], s["split"] or "deleted") for s in src
                      if s["kind"] != "real" or s["split"] != "train"]
@@ -126,7 +127,8 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         for im_id in chosen_real:
             im = labelled[im_id]
             source, ps = _labels(persons[im_id], "real")
-            items.append({"image_id": im_id, "split": "train", "label_source": source, "person_ids": [p["id"] for p in ps]})
+            items.append({"image_id": im_id, "split": "train", "label_source": source,
+                          "person_ids": [p["id"] for p in ps]})
             digest_rows.append((im["sha256"], "train", source, [p["keypoints"] for p in ps]))
         for im in syn_rows:
             lab = _labels(syn_persons[im["id"]], "synthetic")
@@ -146,7 +148,8 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         if not any(it["split"] == "train" for it in items):
             raise RealcalError("the manifest has no training images")
         digest = hashlib.sha256(json.dumps(sorted(digest_rows), default=str).encode()).hexdigest()
-        counts = {"train_real": len(chosen_real), "train_synthetic": sum(1 for it in items if it["split"] == "train") - len(chosen_real),
+        counts = {"train_real": len(chosen_real),
+                  "train_synthetic": sum(1 for it in items if it["split"] == "train") - len(chosen_real),
                   "val": sum(1 for it in items if it["split"] == "val"),
                   "test": sum(1 for it in items if it["split"] == "test")}
         existing = store_training.manifest_by_hash(db, digest)
