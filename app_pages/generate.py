@@ -1,7 +1,9 @@
 """Generate: queue generation jobs, see what each backend needs, watch results arrive."""
 import json
+from collections.abc import Sequence
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from engine import jobs, registry
 from engine.errors import RealcalError
@@ -33,7 +35,7 @@ generator = st.radio("Generator", registry.names("generator"), horizontal=True,
 pose_source: dict = {}
 
 with st.form("generate"):
-    c = st.columns(3)
+    c: Sequence[DeltaGenerator] = st.columns(3)
     count = c[0].number_input("Images", 1, 100_000, 16)
     seed = c[1].number_input("Seed", 0, 2**31 - 1, 0)
     size = c[2].selectbox("Size", [256, 384, 512, 640, 768], index=2)
@@ -144,7 +146,8 @@ def live() -> None:
         st.subheader(f"Latest batch {latest['id']}: {latest['images']} images ({latest['format']})")
         recent = store_synthetic.recent_images(db, latest["id"], limit=12)
         persons = store_images.persons_for_images(db, [r["id"] for r in recent])
-        lineages = {r["id"]: store_synthetic.lineage_for(db, r["id"]) for r in recent}
+        # recent_images() joins the lineage table: every image has one
+        lineages = {r["id"]: lin for r in recent if (lin := store_synthetic.lineage_for(db, r["id"])) is not None}
     cols = st.columns(4)
     for i, row in enumerate(recent):
         cols[i % 4].image(overlay_thumbnail(str(ws.root), row["sha256"], row["width"], row["height"],

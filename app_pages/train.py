@@ -1,10 +1,12 @@
 """Train: build manifests, queue training runs and experiments, download trained models."""
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import yaml
+from streamlit.delta_generator import DeltaGenerator
 
 from engine import jobs
 from engine.errors import RealcalError
@@ -33,7 +35,7 @@ with ws.connect() as db:
               if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
     labelled = store_images.labelled_real_images_by_split(db)
 
-c = st.columns(4)
+c: Sequence[DeltaGenerator] = st.columns(4)
 c[0].metric("Labelled real train", labelled.get("train", 0))
 c[1].metric("Labelled real val", labelled.get("val", 0))
 c[2].metric("Labelled real test", labelled.get("test", 0))

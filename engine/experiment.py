@@ -210,13 +210,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             keep = carried_over(exp["config"], cfg) if exp is not None else []
             with write_transaction(db):
                 exp_id = store_training.create_experiment(db, cfg["name"], cfg)
-                if keep:
+                if exp is not None and keep:
                     # arms added (or removed), the rest unchanged: their finished runs carry over, each with the
                     # code version and provenance it was made with
                     n = store_training.copy_experiment_runs(db, exp["id"], exp_id, keep, cfg["seeds"])
                     store_events.log(db, "experiment.carry_over", {"from": exp["id"], "to": exp_id, "arms": keep,
                                                                    "runs": n})
-            if keep:
+            if exp is not None and keep:
                 ctx.progress(0, None, f"the experiment file changed; {', '.join(keep)} unchanged: their finished "
                                       f"runs carry over from experiment {exp['id']}", force=True)
         else:

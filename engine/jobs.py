@@ -138,7 +138,10 @@ def run_job(ws: Workspace, job: dict[str, Any],
                 store_jobs.finish(db, job["id"], "failed",
                                   error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
                                   message="failed")
-            return store_jobs.get(db, job["id"])
+            final = store_jobs.get(db, job["id"])
+            if final is None:  # jobs are never deleted
+                raise RuntimeError(f"job {job['id']} is missing from the queue")
+            return final
         finally:
             stop.set()
             ctx.close()

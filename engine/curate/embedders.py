@@ -43,7 +43,7 @@ class EffNetLite0Embedder(Component):
                 raise RealcalError("effnet-lite0: batch_size must be at least 1")
 
     def configure(self) -> None:
-        self.model = None
+        self.model: Any = None       # the torch network, loaded in setup()
 
     @property
     def id(self) -> str:
@@ -91,8 +91,10 @@ class OpenClipEmbedder(Component):
                 raise RealcalError("open_clip: batch_size must be at least 1")
 
     def configure(self) -> None:
-        self.model_name = self.config.model
-        self.net = self.preprocess = self.tokenizer = None    # loaded in setup()
+        self.model_name = self.model          # the `model` parameter
+        self.net: Any = None                  # loaded in setup()
+        self.preprocess: Any = None
+        self.tokenizer: Any = None
 
     @property
     def id(self) -> str:
@@ -195,6 +197,8 @@ def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=No
         pix = []
         for im in chunk:
             bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise RealcalError(f"cannot read image {im['id']}")
             pix.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         vecs = embedder.embed(pix)
         new = {im["sha256"]: v for im, v in zip(chunk, vecs)}

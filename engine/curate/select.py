@@ -50,9 +50,9 @@ def uncertainty(persons: list[dict], pred: dict, pred_flipped: dict | None, widt
             ref[:, 2] = 2
             (fd, score), = match_people([ref], [area], unflipped)
             flips.append(score)
-    out = {"keypoint_confidence": 1 - float(np.mean(confs)) if confs else None,
-           "flip_tta": (1 - float(np.mean(flips))) if (pred_flipped is not None and flips) else None,
-           "student": None, "student_reason": "no fine-tuned student yet"}
+    out: dict[str, Any] = {"keypoint_confidence": 1 - float(np.mean(confs)) if confs else None,
+                           "flip_tta": (1 - float(np.mean(flips))) if (pred_flipped is not None and flips) else None,
+                           "student": None, "student_reason": "no fine-tuned student yet"}
     vals = [v for k, v in out.items() if k in ("keypoint_confidence", "flip_tta", "student") and v is not None]
     out["value"] = float(np.mean(vals)) if vals else 0.0
     return out

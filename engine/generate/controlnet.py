@@ -15,7 +15,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -91,7 +91,7 @@ class ControlNetGenerator(Generator):
                 raise RealcalError("controlnet: batch_size must be at least 1")
 
     def configure(self) -> None:
-        self.pipe = None
+        self.pipe: Any = None        # the diffusers pipeline, loaded in setup()
         self._progress: Callable[[float, float | None, str | None], None] | None = None
         self._device: str | None = None
 

@@ -89,7 +89,8 @@ def grabcut_mask(image_bgr: np.ndarray, k: np.ndarray, extra: dict, bbox, iterat
     digest = hashlib.sha256(crop.tobytes() + mask.tobytes()).digest()
     cv2.setRNGSeed(int(np.frombuffer(digest[:4], np.uint32)[0] % (2**31)))
     try:
-        cv2.grabCut(crop, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        # rect None: OpenCV ignores it with GC_INIT_WITH_MASK, its stubs want a sequence anyway
+        cv2.grabCut(crop, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     except cv2.error:
         pass
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
@@ -191,11 +192,8 @@ class CopyPasteGenerator(Generator):
         self._detector: Detector | None = None
         self._masks: dict[int, tuple[np.ndarray, str]] = {}
         self._detections: dict[int, list] = {}
-
-    @property
-    def needs_teacher(self) -> bool:
-        """Real backgrounds are checked for people with the teacher; procedural ones need nothing."""
-        return self.background != "procedural"
+        # real backgrounds are checked for people with the teacher; procedural ones need nothing
+        self.needs_teacher = self.background != "procedural"
 
     def preflight(self) -> None:
         """Nothing to check before queueing: no weights needed (the teacher is resolved apart)."""

@@ -187,7 +187,9 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
     if other_categories:
         notes.append(f"{other_categories} annotations of categories without keypoints ignored")
     mapping_names = sorted({m.name for _, m in kp_cats.values()})
-    info = data.get("info") if isinstance(data.get("info"), dict) else {}
+    info = data.get("info")
+    if not isinstance(info, dict):
+        info = {}
     dataset = str(info.get("description") or path.stem)[:120]
     return ParsedDataset("coco", dataset, str(path.resolve()), records, skipped, notes,
                          schema=", ".join(mapping_names) or poses.SCHEMA_NAME)
@@ -215,7 +217,8 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
         total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
         done = 0
         for split in splits:
-            images_out, anns_out, names = [], [], set()
+            images_out, anns_out = [], []
+            names: set[str] = set()
             ann_id = 0
             for im, persons in store_images.iter_images_with_persons(
                     db, kinds=kinds, splits=[split], sources=sources):

@@ -75,7 +75,8 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
     with ws.connect() as db:
         real = store_images.list_images(db, kinds=["real"])
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
-        labelled = {im["id"]: im for im in real if _labels(persons[im["id"]], "real")}
+        real_labels = {im["id"]: lab for im in real if (lab := _labels(persons[im["id"]], "real")) is not None}
+        labelled = {im["id"]: im for im in real if im["id"] in real_labels}
         train_ids = [i for i, im in labelled.items() if im["split"] == "train"]
         chosen_real = _pick(train_ids, real_spec.get("count"), int(real_spec.get("seed", 0)))
         if real_spec.get("count") and len(chosen_real) < real_spec["count"]:
@@ -126,7 +127,7 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         items, digest_rows = [], []
         for im_id in chosen_real:
             im = labelled[im_id]
-            source, ps = _labels(persons[im_id], "real")
+            source, ps = real_labels[im_id]
             items.append({"image_id": im_id, "split": "train", "label_source": source,
                           "person_ids": [p["id"] for p in ps]})
             digest_rows.append((im["sha256"], "train", source, [p["keypoints"] for p in ps]))
@@ -141,7 +142,7 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         for split in ("val", "test"):
             for im_id, im in sorted(labelled.items()):
                 if im["split"] == split:
-                    source, ps = _labels(persons[im_id], "real")
+                    source, ps = real_labels[im_id]
                     items.append({"image_id": im_id, "split": split, "label_source": source,
                                   "person_ids": [p["id"] for p in ps]})
                     digest_rows.append((im["sha256"], split, source, [p["keypoints"] for p in ps]))
@@ -192,6 +193,8 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
             import cv2
 
             img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+            if img is None:
+                raise RealcalError(f"cannot read image {im['id']}")
             fill = tuple(int(v) for v in img.reshape(-1, 3).mean(axis=0))
             for x, y, w, h in boxes:
                 cv2.rectangle(img, (int(x), int(y)), (int(np.ceil(x + w)), int(np.ceil(y + h))), fill, -1)
