@@ -129,6 +129,8 @@ class OpenClipEmbedder(Component):
         import torch
         from PIL import Image
 
+        if self.net is None:  # cached_embeddings() cannot tell (`model` is a parameter here): set up now
+            self.setup()
         out = []
         for start in range(0, len(images), self.batch_size):
             x = torch.stack([self.preprocess(Image.fromarray(im)) for im in images[start:start + self.batch_size]])
@@ -139,6 +141,8 @@ class OpenClipEmbedder(Component):
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
+        if self.net is None:
+            self.setup()
         with torch.inference_mode():
             t = self.net.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
         return _normalise(t)
