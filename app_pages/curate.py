@@ -111,11 +111,11 @@ for stage in [s for s in stages if s in SLIDERS]:
 survivors = {r["image_id"] for r in by_stage.get(stages[0], [])} if stages else set()
 preview = []
 for stage in stages:
-    rows = {r["image_id"]: r for r in by_stage.get(stage, [])}
-    entered = [i for i in survivors if i in rows]
+    stage_rows = {r["image_id"]: r for r in by_stage.get(stage, [])}
+    entered = [i for i in survivors if i in stage_rows]
     passed = []
     for i in entered:
-        r = rows[i]
+        r = stage_rows[i]
         if stage in new_thresholds and r["value"] is not None:
             higher = SLIDERS[stage][1]
             ok = r["value"] >= new_thresholds[stage] if higher else r["value"] <= new_thresholds[stage]

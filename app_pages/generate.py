@@ -1,7 +1,9 @@
 """Generate: queue generation jobs, see what each backend needs, watch results arrive."""
 import json
+from collections.abc import Sequence
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from engine import jobs, registry
 from engine.errors import RealcalError
@@ -33,7 +35,7 @@ generator = st.radio("Generator", registry.names("generator"), horizontal=True,
 pose_source: dict = {}
 
 with st.form("generate"):
-    c = st.columns(3)
+    c: Sequence[DeltaGenerator] = st.columns(3)
     count = c[0].number_input("Images", 1, 100_000, 16)
     seed = c[1].number_input("Seed", 0, 2**31 - 1, 0)
     size = c[2].selectbox("Size", [256, 384, 512, 640, 768], index=2)
@@ -69,7 +71,8 @@ with st.form("generate"):
         match_noise = c[1].checkbox("Match background noise")
         occluder_p = c[2].slider("Occluder probability", 0.0, 1.0, 0.0, key="pw_occ")
         gp.update(swap_p=swap_p, placement=placement, background=background, blend=blend, colour_match=colour_match,
-                  clothing_hue_deg=float(clothing), match_blur=match_blur, match_noise=match_noise, occluder_p=occluder_p)
+                  clothing_hue_deg=float(clothing), match_blur=match_blur, match_noise=match_noise,
+                  occluder_p=occluder_p)
         pose_source = {"perturb_deg": float(perturb_deg), "interpolate_p": interpolate_p}
         st.session_state["pose_warp_preview"] = {"gp": dict(gp), "pose_source": dict(pose_source)}
     else:
@@ -110,9 +113,10 @@ if submitted:
         st.error(str(exc))
 
 
-if generator == "pose_warp" and n_anchors and st.button("Preview: plain beside these compositing settings",
-                                                       help="Two anchors, one sampled pose each, procedural backgrounds "
-                                                            "(no model runs here); the job uses real backgrounds"):
+if generator == "pose_warp" and n_anchors and st.button(
+        "Preview: plain beside these compositing settings",
+        help="Two anchors, one sampled pose each, procedural backgrounds (no model runs here); "
+             "the job uses real backgrounds"):
     from engine.generate.preview import pose_warp_side_by_side
 
     spec = st.session_state.get("pose_warp_preview") or {"gp": {}, "pose_source": {}}
@@ -142,7 +146,8 @@ def live() -> None:
         st.subheader(f"Latest batch {latest['id']}: {latest['images']} images ({latest['format']})")
         recent = store_synthetic.recent_images(db, latest["id"], limit=12)
         persons = store_images.persons_for_images(db, [r["id"] for r in recent])
-        lineages = {r["id"]: store_synthetic.lineage_for(db, r["id"]) for r in recent}
+        # recent_images() joins the lineage table: every image has one
+        lineages = {r["id"]: lin for r in recent if (lin := store_synthetic.lineage_for(db, r["id"])) is not None}
     cols = st.columns(4)
     for i, row in enumerate(recent):
         cols[i % 4].image(overlay_thumbnail(str(ws.root), row["sha256"], row["width"], row["height"],

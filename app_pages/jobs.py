@@ -11,7 +11,7 @@ st.title("Jobs")
 
 c = st.columns([2, 2, 3])
 pid = worker_running(ws)
-c[0].markdown(f"**Worker:** {'running (pid %s)' % pid if pid else 'not running'}")
+c[0].markdown(f"**Worker:** {f'running (pid {pid})' if pid else 'not running'}")
 if not pid and c[1].button("Start worker"):
     ensure_worker(ws)
     st.rerun()

@@ -24,7 +24,8 @@ with ws.connect() as db:
     runs = store_training.experiment_runs(db, exp["id"]) if exp else []
     running = [j for j in store_jobs.list_jobs(db, limit=100)
                if j["kind"] == "experiment" and j["status"] in ("queued", "running")]
-    training = {r["training_run_id"]: store_training.run(db, r["training_run_id"]) for r in runs if r["training_run_id"]}
+    training = {r["training_run_id"]: store_training.run(db, r["training_run_id"])
+                for r in runs if r["training_run_id"]}
     cost = review.stats(db)
     curation = store_curation.latest_run(db)
 
@@ -84,21 +85,24 @@ if summary["ap50"]:
     by_volume: dict = {}
     for c in summary["ap50"]:
         a = arm_cfg0.get(c["arm"], {})
-        if a.get("kind") == "train" and (a.get("real") or 0) > 0 and a.get("pool") in ("curated", "random", "unfiltered", "accepted"):
+        if (a.get("kind") == "train" and (a.get("real") or 0) > 0
+                and a.get("pool") in ("curated", "random", "unfiltered", "accepted")):
             by_volume.setdefault(a.get("synthetic"), []).append((a["pool"], c))
     panels = {v: cs for v, cs in by_volume.items() if len({p for p, _ in cs}) > 1}
     if panels:
         abl = go.Figure()
         for vol, cs in sorted(panels.items(), key=lambda x: x[0] or 0):
             abl.add_bar(x=[p for p, _ in cs], y=[c["mean_diff"] for _, c in cs], name=f"{vol} synthetic",
-                        error_y={"type": "data", "symmetric": False, "array": [c["ci"][1] - c["mean_diff"] for _, c in cs],
+                        error_y={"type": "data", "symmetric": False,
+                                 "array": [c["ci"][1] - c["mean_diff"] for _, c in cs],
                                  "arrayminus": [c["mean_diff"] - c["ci"][0] for _, c in cs]})
         abl.update_layout(title="Curation ablation at matched synthetic volume: AP50 gain over real-only (95% CI)",
                           barmode="group", height=320, yaxis_title="AP50 difference")
         st.plotly_chart(abl, width="stretch")
 if summary.get("ablation"):
     st.markdown("**Curation ablation** (curated minus random / unfiltered at the same volume; two-stage "
-                "bootstrap over seeds and test images):\n" + "\n".join(f"- {c['verdict']}" for c in summary["ablation"]))
+                "bootstrap over seeds and test images):\n"
+                + "\n".join(f"- {c['verdict']}" for c in summary["ablation"]))
 
 fig = go.Figure()
 for c in [c for c in summary["comparisons"] if c["metric"] == "per-person OKS"]:
@@ -142,7 +146,8 @@ if summary.get("per_joint"):
 with st.expander("Every run (per-seed test AP50 with its bootstrap interval)"):
     st.dataframe([{"arm": r["arm"], "seed": r["seed"], "train images": r["result"]["train_images"],
                    "steps": r["result"].get("steps"), "test AP50": r["result"]["test"].get("AP50"),
-                   "AP50 95% CI": (lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")(r["result"]["test"].get("AP50_ci")),
+                   "AP50 95% CI": (lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")(
+                       r["result"]["test"].get("AP50_ci")),
                    "test PCK@0.2": r["result"]["test"].get("PCK@0.2"), "val AP50": r["result"]["val"].get("AP50"),
                    "seconds": r["result"]["seconds"]} for r in runs], hide_index=True, width="stretch")
 

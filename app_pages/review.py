@@ -5,9 +5,11 @@ Decisions go straight to the database from button callbacks; session state keeps
 position (which item is shown, since when, a fix in progress), so a refresh loses nothing.
 """
 import time
+from collections.abc import Sequence
 
 import numpy as np
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from engine import media, poses, review
 from engine.errors import RealcalError
@@ -126,12 +128,12 @@ if view == "Conflicts":
         st.info("No conflicts.")
     for it in items:
         im = ims[it["image_id"]]
-        cols = st.columns([1, 3])
+        cols: Sequence[DeltaGenerator] = st.columns([1, 3])
         cols[0].image(overlay_thumbnail(str(ws.root), im["sha256"], im["width"], im["height"],
                                         persons_key(persons[im["id"]])), width="stretch")
         cols[1].markdown("  \n".join(f"**{d['user']}**: {d['decision']} {', '.join(d['reasons'])}"
                                      for d in decisions[it["id"]]))
-        b = cols[1].columns(2)
+        b: Sequence[DeltaGenerator] = cols[1].columns(2)
         b[0].button("Accept", key=f"ca-{it['id']}", on_click=_db_call,
                     args=(review.resolve_conflict, user["name"], it["id"], "accept"))
         b[1].button("Reject", key=f"cr-{it['id']}", on_click=_db_call,

@@ -1,4 +1,6 @@
 """Settings: model ids and paths, device, per-stage defaults; stored in the workspace."""
+from typing import Any
+
 import streamlit as st
 
 from engine import assets, config
@@ -11,7 +13,7 @@ with ws.connect() as db:
     current = config.resolve(db)
 
 with st.form("settings"):
-    values = {}
+    values: dict[str, Any] = {}
     for key, default in config.DEFAULTS.items():
         help_text = config.DESCRIPTIONS.get(key, "")
         if key == "device":

@@ -1,10 +1,12 @@
 """Train: build manifests, queue training runs and experiments, download trained models."""
+from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 import yaml
+from streamlit.delta_generator import DeltaGenerator
 
 from engine import jobs
 from engine.errors import RealcalError
@@ -33,7 +35,7 @@ with ws.connect() as db:
               if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
     labelled = store_images.labelled_real_images_by_split(db)
 
-c = st.columns(4)
+c: Sequence[DeltaGenerator] = st.columns(4)
 c[0].metric("Labelled real train", labelled.get("train", 0))
 c[1].metric("Labelled real val", labelled.get("val", 0))
 c[2].metric("Labelled real test", labelled.get("test", 0))
@@ -97,7 +99,8 @@ with tab_exp:
             "steps": "matched" if e["config"].get("step_matching", True) else "equal epochs",
             "created": e["created_at"][:19]} for e in experiments]), hide_index=True, width="stretch")
         st.page_link("app_pages/results.py", label="Open the Results page", icon=":material/insights:")
-    st.caption("Or from the command line: `realcal -w WS experiment run exp.yaml`, then `realcal -w WS report --out DIR`.")
+    st.caption("Or from the command line: `realcal -w WS experiment run exp.yaml`, "
+               "then `realcal -w WS report --out DIR`.")
 
 with tab_manifest:
     st.markdown("A manifest is an immutable, hashed snapshot: the same selection always gives the same "
@@ -118,8 +121,9 @@ with tab_manifest:
         from engine.train.manifest import build_manifest
 
         try:
-            r = build_manifest(ws, {"real_train": {"count": None if real_all else int(real_count), "seed": int(real_seed)},
-                                    "synthetic": {"pool": pool, "count": int(syn_count) or None, "seed": int(syn_seed)}})
+            r = build_manifest(ws, {
+                "real_train": {"count": None if real_all else int(real_count), "seed": int(real_seed)},
+                "synthetic": {"pool": pool, "count": int(syn_count) or None, "seed": int(syn_seed)}})
             st.success(f"Manifest {r['id']} ({'new' if r['new'] else 'already existed'}, {r['hash'][:12]}): "
                        + ", ".join(f"{k} {v}" for k, v in r["counts"].items()))
             with ws.connect() as db:
@@ -139,8 +143,9 @@ with tab_train:
     else:
         with st.form("train"):
             mid = st.selectbox("Manifest", [m["id"] for m in manifests],
-                               format_func=lambda i: next(f"{m['id']}: " + ", ".join(f"{k} {v}" for k, v in m["counts"].items())
-                                                          for m in manifests if m["id"] == i))
+                               format_func=lambda i: next(
+                                   f"{m['id']}: " + ", ".join(f"{k} {v}" for k, v in m["counts"].items())
+                                   for m in manifests if m["id"] == i))
             c = st.columns(4)
             epochs = c[0].number_input("Epochs", 1, 10_000, int(RECIPE["epochs"]))
             imgsz = c[1].number_input("Image size", 32, 2048, int(RECIPE["imgsz"]), step=32)
@@ -171,7 +176,8 @@ with tab_train:
             try:
                 params = resolve_params(ws, int(mid), {
                     "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
-                    "lr0": float(lr0), "nbs": int(nbs), "optimizer": optimizer, "freeze": parse_freeze(freeze), "mosaic": float(mosaic),
+                    "lr0": float(lr0), "nbs": int(nbs), "optimizer": optimizer, "freeze": parse_freeze(freeze),
+                    "mosaic": float(mosaic),
                     "model": model.strip(), "device": device, "protocol": protocol})
                 queue("train", params)
                 plan = manifest_step_plan(next(m["counts"] for m in manifests if m["id"] == mid), params)

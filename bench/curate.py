@@ -65,7 +65,8 @@ def main() -> None:
     ips = len(imgs) / dt
     gflop = 2 * macs / 1e9
     print(f"EffNet-Lite0 embedding, 224 px, batch 32: {ips:.1f} images/s "
-          f"({gflop:.2f} GFLOP/image -> {ips * gflop:.1f} GFLOP/s = {100 * ips * gflop / peak:.0f}% of the matmul rate)")
+          f"({gflop:.2f} GFLOP/image -> {ips * gflop:.1f} GFLOP/s = {100 * ips * gflop / peak:.0f}% "
+          f"of the matmul rate)")
 
     teacher = Teacher(str(assets.resolve("yolo11n-pose")), "cpu", imgsz=640)
     teacher.setup()

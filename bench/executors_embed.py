@@ -78,7 +78,11 @@ def main() -> None:
             e.executor, e.spec = exe, {"name": "effnet-lite0", "params": {"batch_size": args.batch_size}}
             first = []
             t0 = time.perf_counter()
-            out = cached_embeddings(ws, db, e, images, progress=lambda d, t: first.append(time.perf_counter()) if not first else None)
+            def note_first(done, total, first=first):
+                if not first:
+                    first.append(time.perf_counter())
+
+            out = cached_embeddings(ws, db, e, images, progress=note_first)
             dt = time.perf_counter() - t0
             results.append((label, dt, first[0] - t0 if first else float("nan")))
             import numpy as np

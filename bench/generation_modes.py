@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"), ("YOLO_AUTOINSTALL", "False")):
+for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
+               ("YOLO_AUTOINSTALL", "False")):
     __import__("os").environ.setdefault(_k, _v)
 
 import cv2  # noqa: E402
@@ -77,7 +78,8 @@ def main() -> None:
             batches[name] = r["batch_id"]
             rows.append((name, r["images"], dt, r["images"] / dt, r["seconds"], r.get("backgrounds")))
             print(f"{name:<20} {r['images']} images in {dt:6.1f} s = {r['images'] / dt:5.2f} images/s "
-                  f"(generator alone {r['images'] / max(r['seconds'], 1e-9):5.2f}/s; backgrounds {r.get('backgrounds')})",
+                  f"(generator alone {r['images'] / max(r['seconds'], 1e-9):5.2f}/s; "
+                  f"backgrounds {r.get('backgrounds')})",
                   flush=True)
         _gallery(ws, batches, args.out / "gallery.jpg")
     lines = ["# Offline generation modes: speed and examples", "",

@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _paths import bench_dir, cpu_name  # noqa: E402
+
 # offline unless told otherwise (as `make` sets it): no hub retries for weights that are not here
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
                ("YOLO_AUTOINSTALL", "False")):
@@ -73,7 +74,8 @@ def main() -> None:
                     help="keep finished runs made by other code (the report lists the versions)")
     args = ap.parse_args()
 
-    cfg_path = args.config or ROOT / "experiments" / ("lspet_lowdata_quick.yaml" if args.quick else "lspet_lowdata.yaml")
+    cfg_name = "lspet_lowdata_quick.yaml" if args.quick else "lspet_lowdata.yaml"
+    cfg_path = args.config or ROOT / "experiments" / cfg_name
     config = yaml.safe_load(cfg_path.read_text())
     bench = config.get("benchmark") or {}
     dataset = (ROOT / bench.get("dataset", "../shared/data/lspet")).resolve()

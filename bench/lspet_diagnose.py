@@ -102,7 +102,7 @@ def summarise(people: list[dict]) -> dict:
             if p["gt"][ia, 2] <= 0 or p["gt"][ib, 2] <= 0:
                 continue
             pairs_scored += 1
-            d = lambda i, k: float(np.hypot(*(p["pred"][i, :2] - p["gt"][k, :2]))) / p["torso"]  # noqa: E731
+            d = lambda i, k, p=p: float(np.hypot(*(p["pred"][i, :2] - p["gt"][k, :2]))) / p["torso"]
             if d(ia, ib) + 0.1 < d(ia, ia) and d(ib, ia) + 0.1 < d(ib, ib):
                 swaps += 1
     res["left/right swaps (share of limb pairs)"] = swaps / pairs_scored if pairs_scored else None
@@ -128,8 +128,10 @@ def weight_change(pre, ft) -> dict:
                     "cv4": "head: keypoint branch"}.get(branch, f"head: {branch}")
         else:
             part = "backbone (layers 0-9)" if layer <= 9 else "neck (layers 10-22)"
-        parts.setdefault(part, []).append((float((sf[k].float() - w.float()).pow(2).sum()), float(w.float().pow(2).sum())))
-    return {p: float(np.sqrt(sum(a for a, _ in v) / max(sum(b for _, b in v), 1e-12))) for p, v in sorted(parts.items())}
+        parts.setdefault(part, []).append((float((sf[k].float() - w.float()).pow(2).sum()),
+                                           float(w.float().pow(2).sum())))
+    return {p: float(np.sqrt(sum(a for a, _ in v) / max(sum(b for _, b in v), 1e-12)))
+            for p, v in sorted(parts.items())}
 
 
 def swap_bn_stats(target, source):
@@ -149,8 +151,8 @@ def main() -> None:
     import numpy as np
     from ultralytics import YOLO
 
-    from engine import poses
-    from engine import assets, config as rc_config
+    from engine import assets, poses
+    from engine import config as rc_config
     from engine.train.evaluate import evaluate
     from engine.train.train import split_items
     from engine.workspace import Workspace
@@ -200,7 +202,8 @@ def main() -> None:
     offsets = {}
     for name in LIMB_JOINTS:
         j = poses.KP[name]
-        errs = [(p["pred"][j, :2] - p["gt"][j, :2]) / p["torso"] for p in per_person(tm["_coco"]["gt"], tm["_coco"]["dets"])
+        errs = [(p["pred"][j, :2] - p["gt"][j, :2]) / p["torso"]
+                for p in per_person(tm["_coco"]["gt"], tm["_coco"]["dets"])
                 if p["pred"] is not None and p["gt"][j, 2] > 0 and np.isfinite(p["torso"])]
         offsets[j] = np.median(np.array(errs), axis=0) if errs else np.zeros(2)
     vm, _ = evaluate(pre, ws, *val, imgsz=imgsz, device=dev, protocol="annotated_person")
@@ -212,7 +215,8 @@ def main() -> None:
                 p["pred"][j, :2] -= o * p["torso"]
     s = summarise(shifted)
     report["zero-shot shifted by its train-anchor median offsets"] = s
-    print(f"{'zero-shot shifted by train median offsets':<40} PCK@0.2 (12 limb joints) {s['PCK@0.2 (12 limb joints)']:.3f} "
+    print(f"{'zero-shot shifted by train median offsets':<40} "
+          f"PCK@0.2 (12 limb joints) {s['PCK@0.2 (12 limb joints)']:.3f} "
           f"vs {report['variants'][list(report['variants'])[0]]['PCK@0.2 (12 limb joints)']:.3f} unshifted "
           f"(the gold label's torso is used to scale the shift: an upper bound on a learned offset)", flush=True)
     names = list(report["variants"])
@@ -224,7 +228,8 @@ def main() -> None:
         a, b = zs["joints"][j], tuned["joints"][j]
         f = lambda v: "n/a" if v is None else f"{v:+.3f}"  # noqa: E731
         lines.append(f"| {j} | {a['PCK@0.2']:.3f} / {b['PCK@0.2']:.3f} | {a['PCK@0.1']:.3f} / {b['PCK@0.1']:.3f} | "
-                     f"{a['median error']:.3f} / {b['median error']:.3f} | ({f(a['median dx'])}, {f(a['median dy'])}) | "
+                     f"{a['median error']:.3f} / {b['median error']:.3f} | "
+                     f"({f(a['median dx'])}, {f(a['median dy'])}) | "
                      f"({f(b['median dx'])}, {f(b['median dy'])}) |")
     print("\n".join(lines))
     print("weight change:", json.dumps(report["weight change (relative L2)"], indent=1))
@@ -232,14 +237,16 @@ def main() -> None:
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         md = [f"# Diagnosis of run {run['id']} on val ({len(val[0])} images, annotated-person protocol)", "",
-              "| variant | AP50 | AP | PCK@0.2 | recall | mean score | box IoU | L/R swaps |", "|---|---|---|---|---|---|---|---|"]
+              "| variant | AP50 | AP | PCK@0.2 | recall | mean score | box IoU | L/R swaps |",
+              "|---|---|---|---|---|---|---|---|"]
         for name, s in report["variants"].items():
             md.append(f"| {name} | {s['AP50']:.3f} | {s['AP']:.3f} | {s['PCK@0.2']:.3f} | {s['recall']:.3f} | "
-                      f"{s['mean score']:.3f} | {s['mean box IoU']:.3f} | {s['left/right swaps (share of limb pairs)']:.3f} |")
+                      f"{s['mean score']:.3f} | {s['mean box IoU']:.3f} | "
+                      f"{s['left/right swaps (share of limb pairs)']:.3f} |")
         md += ["", "Per joint (errors in torso lengths, x right, y down):", ""] + lines
         sh = report["zero-shot shifted by its train-anchor median offsets"]
-        md += ["", f"Zero-shot shifted by the median per-joint offsets it makes on the train anchors: PCK@0.2 over the 12 "
-               f"limb joints {sh['PCK@0.2 (12 limb joints)']:.3f} (unshifted "
+        md += ["", f"Zero-shot shifted by the median per-joint offsets it makes on the train anchors: "
+               f"PCK@0.2 over the 12 limb joints {sh['PCK@0.2 (12 limb joints)']:.3f} (unshifted "
                f"{report['variants'][names[0]]['PCK@0.2 (12 limb joints)']:.3f}, fine-tuned "
                f"{report['variants'][names[1]]['PCK@0.2 (12 limb joints)']:.3f})."]
         md += ["", "Relative weight change per part: " + ", ".join(

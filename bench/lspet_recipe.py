@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _paths import bench_dir, train_val_workspace  # noqa: E402
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "True")
 
@@ -114,7 +115,8 @@ def main() -> None:
         if not zs_path.exists():
             from ultralytics import YOLO
 
-            from engine import assets, config as rc_config
+            from engine import assets
+            from engine import config as rc_config
 
             with ws.connect() as db:
                 val = split_items(db, store_training.manifest(db, m["id"]), "val")
@@ -141,7 +143,8 @@ def main() -> None:
         xs = [r[key] for r in per_seed if r[key] is not None]
         return float(np.mean(xs)) if xs else None
 
-    check = {"overrides": overrides, "recipe": recipe, "protocol": cfg["protocol"], "seeds": seeds, "per_seed": per_seed,
+    check = {"overrides": overrides, "recipe": recipe, "protocol": cfg["protocol"], "seeds": seeds,
+             "per_seed": per_seed,
              "mean": {"AP50": mean("AP50"), "PCK@0.2": mean("PCK@0.2")}, "zero_shot": zero,
              "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
     with open(results_path, "a") as fh:

@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 from _paths import bench_dir, train_val_workspace  # noqa: E402
+
 for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
                ("YOLO_AUTOINSTALL", "False")):
     os.environ.setdefault(_k, _v)
@@ -86,7 +87,8 @@ def main() -> None:
     if not zs_path.exists() and not args.report_only:
         from ultralytics import YOLO
 
-        from engine import assets, config as rc_config
+        from engine import assets
+        from engine import config as rc_config
         from engine.train.evaluate import evaluate
 
         m = build_manifest(ws, manifest_spec({**real_only, "real": min(args.sizes)}, 0, None))
@@ -189,14 +191,16 @@ def main() -> None:
           f"- Date: {time.strftime('%Y-%m-%d')}", f"- Code: {'; '.join(codes)}",
           f"- Protocol: {protocol}", f"- Recipe: {json.dumps(recipe)}",
           f"- Split: real anchors drawn per seed from the 300-image train pool (nested: a smaller N is a prefix of "
-          f"a larger one), val = 200 images (`{split_dir.relative_to(ROOT) if split_dir.is_relative_to(ROOT) else split_dir}`); "
+          f"a larger one), val = 200 images "
+          f"(`{split_dir.relative_to(ROOT) if split_dir.is_relative_to(ROOT) else split_dir}`); "
           f"test never imported", f"- Machine: {provenance.machine().get('cpu')}, {os.cpu_count()} cores", "",
           "| real anchors | seeds | val AP50 | AP50 - zero-shot [95% CI] | val PCK@0.2 | PCK - zero-shot [95% CI] | "
           "mean OKS - zero-shot [95% CI] | s per run |", "|---|---|---|---|---|---|---|---|"]
     for t in table:
         md.append(f"| {t['real anchors']} | {t['seeds']} | {fmt(t['val AP50'])} | {t['AP50 - zero-shot']:+.3f} "
                   f"{ci(t['AP50 95% CI'])} | {fmt(t['val PCK@0.2'])} | {t['PCK@0.2 - zero-shot']:+.3f} "
-                  f"{ci(t['PCK@0.2 95% CI'])} | {t['per-person OKS - zero-shot']:+.3f} {ci(t['per-person OKS 95% CI'])} | "
+                  f"{ci(t['PCK@0.2 95% CI'])} | {t['per-person OKS - zero-shot']:+.3f} "
+                  f"{ci(t['per-person OKS 95% CI'])} | "
                   f"{t['seconds per run']:.0f} |")
     md += ["", "Per seed (difference from zero-shot, AP50 / PCK@0.2):", ""]
     for t in table:

@@ -94,7 +94,8 @@ def main() -> None:
             env.update({"ONEDNN_MAX_CPU_ISA": isa, "DNNL_MAX_CPU_ISA": isa, "MKL_ENABLE_INSTRUCTIONS": isa})
         elif cond == "load":
             stop = time.time() + 36000
-            hogs = [multiprocessing.Process(target=_busy, args=(stop,), daemon=True) for _ in range(os.cpu_count() or 2)]
+            hogs = [multiprocessing.Process(target=_busy, args=(stop,), daemon=True)
+                    for _ in range(os.cpu_count() or 2)]
             for h in hogs:
                 h.start()
         elif cond != "plain":

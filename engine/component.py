@@ -25,8 +25,9 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, Callable, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from engine.errors import RealcalError
 
@@ -206,7 +207,8 @@ class Component:
         elif params:
             raise RealcalError(f"{type(self).__name__}: give a Config or keyword parameters, not both")
         elif not isinstance(config, self.Config):
-            raise RealcalError(f"{type(self).__name__}: expected {self.Config.__qualname__}, got {type(config).__name__}")
+            raise RealcalError(f"{type(self).__name__}: expected {self.Config.__qualname__}, "
+                               f"got {type(config).__name__}")
         self.config = config
         self.configure()
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 import importlib.util
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from engine.workspace import Workspace
 
@@ -44,7 +45,7 @@ def demo_photos() -> list[Path]:
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_SLICE = {"train": 24, "val": 16, "test": 32}
-DEMO_EXPERIMENT = {
+DEMO_EXPERIMENT: dict[str, Any] = {
     "name": "demo-tiny", "seeds": [0, 1, 2], "step_matching": True,
     "recipe": {"epochs": 1, "imgsz": 128, "batch": 8},
     "arms": [{"name": "zero-shot", "kind": "zero_shot"},

@@ -21,8 +21,9 @@ from __future__ import annotations
 import importlib
 import os
 import pickle
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 from engine.errors import RealcalError
 
@@ -48,7 +49,7 @@ class ExecutorConfig:
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: dict | str | None) -> "ExecutorConfig":
+    def from_dict(cls, d: dict | str | None) -> ExecutorConfig:
         if d is None:
             return cls()
         if isinstance(d, str):
@@ -69,7 +70,7 @@ class ExecutorConfig:
                 "batch_size": self.batch_size}
 
 
-def build(cfg: dict | str | ExecutorConfig | None) -> "LocalExecutor | RayExecutor":
+def build(cfg: dict | str | ExecutorConfig | None) -> LocalExecutor | RayExecutor:
     cfg = cfg if isinstance(cfg, ExecutorConfig) else ExecutorConfig.from_dict(cfg)
     return RayExecutor(cfg) if cfg.name == "ray" else LocalExecutor(cfg)
 

@@ -60,8 +60,9 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
     recipe = Recipe.from_dict(given).as_dict()      # unknown keys, types and ranges refused here
     if "model" not in given:
         recipe.pop("model")   # the default model: recorded with every run (kept out so older experiments resume)
-    cfg: dict[str, Any] = {"name": str(config.get("name", "experiment")), "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
-           "recipe": recipe,
+    cfg: dict[str, Any] = {"name": str(config.get("name", "experiment")),
+                           "seeds": list(config.get("seeds", DEFAULT_SEEDS)),
+                           "recipe": recipe,
            "step_matching": bool(config.get("step_matching", True)), "arms": [],
            "anchor_pool": config.get("anchor_pool"),
            "protocol": protocols.check(config.get("protocol", "auto"))}
@@ -98,7 +99,8 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
             try:
                 label.format(seed=0)
             except (KeyError, IndexError, ValueError):
-                raise RealcalError(f"arm {arm['name']}: synthetic_label may name only {{seed}}, not {label!r}") from None
+                raise RealcalError(f"arm {arm['name']}: synthetic_label may name only {{seed}}, "
+                                   f"not {label!r}") from None
             entry["synthetic_label"] = label
         cfg["arms"].append(entry)
     if not any(a["kind"] == "zero_shot" for a in cfg["arms"]):
@@ -181,7 +183,8 @@ def _code_check(finished: list[dict], params: dict) -> set[tuple[str, int]]:
     from engine import provenance
 
     current = provenance.code_version()
-    other = [r for r in finished if ((r["result"] or {}).get("code") or {}).get("source_hash") != current["source_hash"]]
+    other = [r for r in finished
+             if ((r["result"] or {}).get("code") or {}).get("source_hash") != current["source_hash"]]
     if not other or params.get("allow_mixed_code"):
         return set()
     if params.get("rerun_other_code"):
@@ -207,13 +210,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             keep = carried_over(exp["config"], cfg) if exp is not None else []
             with write_transaction(db):
                 exp_id = store_training.create_experiment(db, cfg["name"], cfg)
-                if keep:
+                if exp is not None and keep:
                     # arms added (or removed), the rest unchanged: their finished runs carry over, each with the
                     # code version and provenance it was made with
                     n = store_training.copy_experiment_runs(db, exp["id"], exp_id, keep, cfg["seeds"])
                     store_events.log(db, "experiment.carry_over", {"from": exp["id"], "to": exp_id, "arms": keep,
                                                                    "runs": n})
-            if keep:
+            if exp is not None and keep:
                 ctx.progress(0, None, f"the experiment file changed; {', '.join(keep)} unchanged: their finished "
                                       f"runs carry over from experiment {exp['id']}", force=True)
         else:
@@ -244,10 +247,12 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             continue
         if params.get("deadline") and time.time() >= float(params["deadline"]):
             stopped = len([1 for a, sd in pairs if (a["name"], sd) not in done])
-            ctx.progress(n, len(pairs), f"time budget reached: {stopped} run(s) left for the next invocation", force=True)
+            ctx.progress(n, len(pairs), f"time budget reached: {stopped} run(s) left for the next invocation",
+                         force=True)
             break
         left = time_left([a for a, sd in pairs[n:] if (a["name"], sd) not in done], seconds)
-        ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""), force=True)
+        ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""),
+                     force=True)
         t0 = time.perf_counter()
         real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
         m = build_manifest(ws, manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
@@ -511,7 +516,8 @@ def summarise(runs: list[dict], cfg: dict, comparisons: list[dict] | None = None
     codes = sorted({provenance.describe(r["result"].get("code")) for r in runs})
     if len(codes) > 1:
         flags.append(f"the runs were made by {len(codes)} different code versions: {'; '.join(codes)}")
-    protocols_used = sorted({str((r["result"]["test"] or {}).get("protocol", "teacher ignore regions (before protocols)"))
+    protocols_used = sorted({str((r["result"]["test"] or {}).get("protocol",
+                                                                 "teacher ignore regions (before protocols)"))
                              for r in runs if r["result"]["test"].get("images")})
     if len(protocols_used) > 1:
         flags.append(f"the runs were scored under different protocols ({', '.join(protocols_used)}): "
@@ -563,12 +569,14 @@ def headline(table: list[dict], comparisons: list[dict], val_gate: list[dict], p
     elif wins:
         verdict = (f"{', '.join(wins)} beat{'s' if len(wins) == 1 else ''} real-only on at least one metric with a "
                    f"two-stage 95% interval above zero after Holm's correction"
-                   + (f"; {', '.join(losses)} {'is' if len(losses) == 1 else 'are'} worse on at least one." if losses else "."))
+                   + (f"; {', '.join(losses)} {'is' if len(losses) == 1 else 'are'} worse on at least one."
+                      if losses else "."))
     elif losses:
         verdict = (f"No arm beats real-only; {', '.join(losses)} {'is' if len(losses) == 1 else 'are'} worse on at "
                    f"least one metric (interval below zero after Holm's correction).")
     else:
-        verdict = "No arm differs from real-only beyond the noise: every interval includes zero after Holm's correction."
+        verdict = ("No arm differs from real-only beyond the noise: "
+                   "every interval includes zero after Holm's correction.")
     zs = {c["metric"]: c for c in comparisons if c["kind"] == "vs_baseline" and c["arm"] == "zero-shot"}
     tuned = ""
     if zs:   # said the other way round: what fine-tuning on the real anchors did to the untouched model
@@ -605,13 +613,15 @@ def verify(ws: Workspace, name: str, arm: str, seed: int, device: str | None = N
         r = runs.get((arm, int(seed)))
         if r is None or r["status"] != "done":
             have = ", ".join(f"{a} seed {s}" for a, s in sorted(runs)) or "none"
-            raise RealcalError(f"experiment {name!r} has no finished run for arm {arm!r} seed {seed} (finished: {have})")
+            raise RealcalError(f"experiment {name!r} has no finished run for arm {arm!r} seed {seed} "
+                               f"(finished: {have})")
         tr = store_training.run(db, r["training_run_id"]) if r["training_run_id"] else None
     cfg = exp["config"]
     stored = r["result"]
     if tr is None:        # zero-shot: evaluate the untouched model again
         new = _zero_shot(ws, r["manifest_id"], Recipe.from_dict(cfg["recipe"]).imgsz, device or "auto",
-                         ws.root / "experiments" / f"{exp['id']:05d}" / "verify", int(seed), cfg.get("protocol", "auto"))
+                         ws.root / "experiments" / f"{exp['id']:05d}" / "verify", int(seed),
+                         cfg.get("protocol", "auto"))
         new_test, new_val = new["test"], new["val"]
     else:
         old = tr["config"]

@@ -15,8 +15,9 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from engine import registry
 from engine.errors import RealcalError
@@ -37,7 +38,7 @@ class JobCancelled(Exception):
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    fn: Callable[["JobContext", dict[str, Any]], dict[str, Any] | None]
+    fn: Callable[[JobContext, dict[str, Any]], dict[str, Any] | None]
     resumable: bool
     title: str
 
@@ -137,7 +138,10 @@ def run_job(ws: Workspace, job: dict[str, Any],
                 store_jobs.finish(db, job["id"], "failed",
                                   error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
                                   message="failed")
-            return store_jobs.get(db, job["id"])
+            final = store_jobs.get(db, job["id"])
+            if final is None:  # jobs are never deleted
+                raise RuntimeError(f"job {job['id']} is missing from the queue")
+            return final
         finally:
             stop.set()
             ctx.close()

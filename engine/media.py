@@ -115,10 +115,10 @@ def _atomic_write(target: Path, data: bytes) -> None:
 def make_thumbnail(data: bytes, size: int = THUMB_SIZE) -> bytes:
     with Image.open(io.BytesIO(data)) as im:
         im.draft("RGB", (size, size))  # JPEG: decode at a reduced scale
-        im = im.convert("RGB")
-        im.thumbnail((size, size), Image.Resampling.BILINEAR)
+        rgb = im.convert("RGB")
+        rgb.thumbnail((size, size), Image.Resampling.BILINEAR)
         buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=85)
+        rgb.save(buf, "JPEG", quality=85)
     return buf.getvalue()
 
 

@@ -24,7 +24,8 @@ import copy
 import hashlib
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from engine import registry
 from engine.errors import RealcalError
@@ -38,7 +39,8 @@ __all__ = ["ReviewGate", "describe_policy", "resolve", "run", "step_keys", "step
 
 def steps() -> list[str]:
     """Registered step names in run order."""
-    return [e.name for e in sorted(registry.entries("pipeline_step"), key=lambda e: (e.meta.get("order", 1000), e.name))]
+    return [e.name for e in sorted(registry.entries("pipeline_step"),
+                                   key=lambda e: (e.meta.get("order", 1000), e.name))]
 
 
 def _digest(obj: Any) -> str:
@@ -89,7 +91,8 @@ def run(ws: Workspace, config: dict[str, Any], *, from_step: str | None = None,
     log = log or logging.getLogger(__name__).info
     resolved = resolve(ws, config)
     if from_step is not None and from_step not in resolved["steps"]:
-        raise RealcalError(f"--from {from_step}: not a step of this pipeline; its steps: {', '.join(resolved['steps'])}")
+        raise RealcalError(f"--from {from_step}: not a step of this pipeline; "
+                           f"its steps: {', '.join(resolved['steps'])}")
     keys = step_keys(resolved)
     digest = _digest(resolved)
     with ws.connect() as db:

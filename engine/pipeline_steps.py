@@ -7,9 +7,10 @@ looks steps up here; a plugin adds one through the ``realcal.pipeline_steps`` en
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from engine import jobs
 from engine.errors import RealcalError

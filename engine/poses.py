@@ -17,9 +17,10 @@ Conventions used everywhere in realcal:
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 KEYPOINT_NAMES: tuple[str, ...] = (
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -135,14 +136,14 @@ def oks_matrix(gts: np.ndarray, preds: np.ndarray, areas: Sequence[float]) -> np
     gts = np.asarray(gts, dtype=float).reshape(-1, NUM_KEYPOINTS, 3)
     preds = np.asarray(preds, dtype=float)
     preds = preds.reshape(-1, NUM_KEYPOINTS, preds.shape[-1] if preds.ndim >= 2 else 3)
-    areas = np.asarray(areas, dtype=float).reshape(-1)
+    area_arr = np.asarray(areas, dtype=float).reshape(-1)
     variances = (SIGMAS * 2) ** 2
     out = np.full((len(gts), len(preds)), np.nan)
     if len(gts) == 0 or len(preds) == 0:
         return out
     dx = preds[None, :, :, 0] - gts[:, None, :, 0]
     dy = preds[None, :, :, 1] - gts[:, None, :, 1]
-    e = (dx ** 2 + dy ** 2) / variances / (areas[:, None, None] + np.spacing(1)) / 2
+    e = (dx ** 2 + dy ** 2) / variances / (area_arr[:, None, None] + np.spacing(1)) / 2
     labelled = gts[:, :, 2] > 0  # (G, 17)
     counts = labelled.sum(axis=1)
     sims = (np.exp(-e) * labelled[:, None, :]).sum(axis=2)
@@ -252,7 +253,7 @@ def draw_skeleton(image, keypoints: Iterable[np.ndarray], *, scale: float = 1.0,
                     _dashed_line(draw, xy, limb_colour(a, b), lw, dash=max(3, lw * 3))
                 else:
                     draw.line(xy, fill=limb_colour(a, b), width=lw)
-        for i in np.flatnonzero(shown):
+        for i in np.flatnonzero(shown).tolist():
             colour = joint_colours[p][i] if joint_colours is not None else joint_colour(i)
             x, y = pts[i]
             draw.ellipse([x - r, y - r, x + r, y + r], fill=tuple(colour), outline=(0, 0, 0))
@@ -329,7 +330,7 @@ def openpose_map(people: Iterable[tuple[np.ndarray, dict | None]], width: int, h
             angle = math.degrees(math.atan2(y[0] - y[1], x[0] - x[1]))
             polygon = cv2.ellipse2Poly((int(x.mean()), int(y.mean())), (int(length / 2), 4),
                                        int(angle), 0, 360, 1)
-            cv2.fillConvexPoly(canvas, polygon, OPENPOSE_COLOURS[i])
+            cv2.fillConvexPoly(canvas, np.asarray(polygon), OPENPOSE_COLOURS[i])
     canvas = (canvas * 0.6).astype(np.uint8)
     for i in range(18):
         for op in ops:
@@ -374,7 +375,7 @@ def body_orientation(kpts: np.ndarray) -> float | None:
     return float(np.degrees(np.arctan2(v[0], -v[1])))
 
 
-def box_iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def box_iou_matrix(a: ArrayLike, b: ArrayLike) -> np.ndarray:
     """IoU of every box pair, boxes as (x, y, w, h): (A, 4), (B, 4) -> (A, B)."""
     a, b = np.asarray(a, float).reshape(-1, 4), np.asarray(b, float).reshape(-1, 4)
     ax1, ay1, bx1, by1 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]

@@ -59,7 +59,7 @@ def describe(code: dict | None) -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    out = {}
+    out: dict[str, str | None] = {}
     for p in PACKAGES:
         try:
             out[p] = metadata.version(p)

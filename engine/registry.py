@@ -30,8 +30,9 @@ import contextlib
 import dataclasses
 import importlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 from engine.errors import RealcalError
 
@@ -45,8 +46,8 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "generator": Kind(("engine.generate.copy_paste", "engine.generate.pose_warp", "engine.generate.controlnet"), "realcal.generators", True,
-                      "makes synthetic images with their labels"),
+    "generator": Kind(("engine.generate.copy_paste", "engine.generate.pose_warp", "engine.generate.controlnet"),
+                      "realcal.generators", True, "makes synthetic images with their labels"),
     "stage": Kind(("engine.curate.quality", "engine.curate.duplicates", "engine.curate.realism",
                    "engine.curate.clip_align", "engine.curate.pose_consistency"), "realcal.stages", True,
                   "a curation filter: calibrate on real anchors, then pass/fail each synthetic image"),

@@ -42,8 +42,9 @@ def _html_table(rows: list[dict], keys: list[str]) -> str:
 def _comparison_line(c: dict) -> str:
     seeds = c.get("seeds", 0)
     per_seed = ", ".join(f"seed {d['seed']} {d['diff']:+.3f}" for d in c.get("per_seed") or [])
-    return (f"- {c['verdict']} ({seeds} seed{'' if seeds == 1 else 's'} x {c['n']} {c.get('split', 'test')} images, {c.get('n_boot')} "
-            f"resamples, {c.get('method', 'bootstrap')}" + (f"; per seed: {per_seed}" if per_seed else "") + ")")
+    return (f"- {c['verdict']} ({seeds} seed{'' if seeds == 1 else 's'} x {c['n']} {c.get('split', 'test')} images, "
+            f"{c.get('n_boot')} resamples, {c.get('method', 'bootstrap')}"
+            + (f"; per seed: {per_seed}" if per_seed else "") + ")")
 
 
 _ap50_line = _comparison_line
@@ -91,7 +92,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     date = time.strftime("%Y-%m-%d")
     sizes = summary.get("sizes") or {}
     codes = summary.get("codes") or []
-    facts = [("Date", date), ("Code", "; ".join(codes) or "n/a"), ("Protocol", _protocol_text(summary.get("protocol", "n/a"))),
+    facts = [("Date", date), ("Code", "; ".join(codes) or "n/a"),
+             ("Protocol", _protocol_text(summary.get("protocol", "n/a"))),
              ("Seeds", ", ".join(map(str, summary.get("seeds") or []))), ("Optimizer steps", summary["steps"]),
              *[(k[0].upper() + k[1:], v) for k, v in sizes.items()]]
     md = [f"# Experiment: {experiment['name']}", "", summary.get("headline", ""), ""]
@@ -160,7 +162,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     fig.update_layout(title="Test AP50 per arm (mean over seeds, error bar = SD over seeds)", showlegend=False)
     figs = [fig]
     for metric in ("AP50", "PCK@0.2"):
-        deltas = [c for c in summary["comparisons"] if c["metric"] == metric and c.get("ci") and all(map(_finite, c["ci"]))]
+        deltas = [c for c in summary["comparisons"]
+                  if c["metric"] == metric and c.get("ci") and all(map(_finite, c["ci"]))]
         if not deltas:
             continue
         dfig = go.Figure()

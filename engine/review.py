@@ -16,7 +16,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -137,7 +138,7 @@ def _make_honeypots(ws, db, candidates: list[int], n: int, base: int, span: int,
     rng = np.random.default_rng(seed)
     images = {im["id"]: im for im in store_images.list_images(db, kinds=["synthetic"])}
     persons = store_images.persons_for_images(db, candidates, ["conditioning"])
-    rows = []
+    rows: list[dict] = []
     with write_transaction(db):
         batch_id = store_batches.create(db, kind="honeypot", format="mirrored-unflipped-label",
                                         dataset="honeypots", source="review queue", params={"n": n})
@@ -148,6 +149,8 @@ def _make_honeypots(ws, db, candidates: list[int], n: int, base: int, span: int,
             if im is None or not persons[image_id]:
                 continue
             bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])))
+            if bgr is None:
+                raise RealcalError(f"cannot read image {image_id}")
             buf = io.BytesIO()
             Image.fromarray(cv2.cvtColor(bgr[:, ::-1], cv2.COLOR_BGR2RGB)).save(buf, "PNG")
             info, data = media.inspect_bytes(buf.getvalue())
@@ -186,8 +189,15 @@ def lease(db, user: str, n: int = 5, now: float | None = None) -> list[dict]:
     return mine
 
 
-def _settle(db, item_id: int) -> str:
+def _item(db, item_id: int) -> dict:
     it = store_review.item(db, item_id)
+    if it is None:
+        raise RealcalError(f"no review item {item_id}")
+    return it
+
+
+def _settle(db, item_id: int) -> str:
+    it = _item(db, item_id)
     live = store_review.live_decisions(db, item_id=item_id)
     if len(live) < it["slots"]:
         state = "open"
@@ -222,7 +232,7 @@ def decide(db, user: str, item_id: int, slot: int, decision: str, *, shown_at: f
                                "someone else); take the next item")
         corrected_id = None
         if decision == "fix":
-            corrected_id = _store_fix(db, store_review.item(db, item_id)["image_id"], keypoints, person_id)
+            corrected_id = _store_fix(db, _item(db, item_id)["image_id"], keypoints, person_id)
         elapsed = max(0.0, now - shown_at)
         row = {"item_id": item_id, "slot": slot, "user": user, "decision": decision,
                "reasons": list(reasons), "shown_at": shown_at, "decided_at": now,
@@ -262,7 +272,7 @@ def undo(db, user: str, now: float | None = None) -> dict[str, Any] | None:
         if not mine:
             return None
         d = mine[-1]
-        it = store_review.item(db, d["item_id"])
+        it = _item(db, d["item_id"])
         if it["resolved_by"]:
             raise RealcalError("an admin has settled this item; it can no longer be undone")
         store_review.mark_undone(db, d["id"])

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import io
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ class MatchArrays:
         self.det_img, self.tps, self.fps, self.n_gt = det_img, tps, fps, n_gt
 
     @classmethod
-    def from_coco(cls, gt: dict, dets: list[dict]) -> "MatchArrays":
+    def from_coco(cls, gt: dict, dets: list[dict]) -> MatchArrays:
         image_ids = [im["id"] for im in gt["images"]]
         if not dets:
             n_gt = np.zeros(len(image_ids))
@@ -101,8 +102,8 @@ class MatchArrays:
             dtm.append(np.asarray(e["dtMatches"])[:, :max_det])
             dtig.append(np.asarray(e["dtIgnore"])[:, :max_det])
         assert n_img == len(image_ids)
-        scores = np.concatenate(scores) if scores else np.zeros(0)
-        inds = np.argsort(-scores, kind="mergesort")
+        all_scores = np.concatenate(scores) if scores else np.zeros(0)
+        inds = np.argsort(-all_scores, kind="mergesort")
         m = np.concatenate(dtm, axis=1)[:, inds] if dtm else np.zeros((10, 0))
         ig = np.concatenate(dtig, axis=1)[:, inds].astype(bool) if dtig else np.zeros((10, 0), bool)
         matched = m.astype(bool)
@@ -186,7 +187,7 @@ def two_stage_bootstrap(arm: dict[int, Any], baseline: dict[int, Any], metric: s
         drawn = rng.choice(seeds, size=len(seeds), replace=True) if len(seeds) > 1 else seeds
         boot[b] = np.mean([d[s] for s in drawn])
     lo, hi = (float(np.percentile(boot, q)) for q in (2.5, 97.5))
-    p = min(1.0, 2 * min(np.mean(boot <= 0), np.mean(boot >= 0))) if obs != 0 or lo != hi else 1.0
+    p = min(1.0, 2 * min(float(np.mean(boot <= 0)), float(np.mean(boot >= 0)))) if obs != 0 or lo != hi else 1.0
     p = max(float(p), 1.0 / n_boot)
     return {"mean_diff": obs, "ci": [lo, hi], "p": p, "n": n_img, "seeds": len(seeds), "n_boot": n_boot,
             "method": ("two-stage bootstrap: seeds, then images" if len(seeds) > 1

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import signal
-import logging
 import subprocess
 import sys
 import time

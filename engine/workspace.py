@@ -23,7 +23,7 @@ class Workspace:
         return self.root / DB_NAME
 
     @classmethod
-    def init(cls, root: str | os.PathLike) -> "Workspace":
+    def init(cls, root: str | os.PathLike) -> Workspace:
         root = Path(root).expanduser().resolve()
         if root.exists() and not root.is_dir():
             raise WorkspaceError(f"{root} exists and is not a folder")
@@ -40,7 +40,7 @@ class Workspace:
         return ws
 
     @classmethod
-    def open(cls, root: str | os.PathLike | None) -> "Workspace":
+    def open(cls, root: str | os.PathLike | None) -> Workspace:
         if root is None or str(root) == "":
             raise WorkspaceError("no workspace given: pass -w/--workspace DIR or set REALCAL_WORKSPACE")
         root = Path(root).expanduser().resolve()

@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
 
 import sqlite_utils
 
@@ -32,7 +33,7 @@ def insert_persons(db: sqlite_utils.Database, rows: Iterable[dict[str, Any]]) ->
                 out[c] = json.dumps(out[c])
         encoded.append(out)
     if encoded:
-        db["persons"].insert_all(encoded, batch_size=500)
+        db.table("persons").insert_all(encoded, batch_size=500)
     return len(encoded)
 
 

@@ -35,7 +35,10 @@ def start(db: sqlite_utils.Database, kind: str, params: dict[str, Any], worker: 
                    f"VALUES (?, ?, 'running', ?, ?, 1, {NOW}, {NOW})",
                    [kind, json.dumps(params, sort_keys=True, default=str), worker, pid])
         job_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
-    return get(db, job_id)
+    job = get(db, job_id)
+    if job is None:  # jobs are never deleted
+        raise RuntimeError(f"job {job_id} is missing right after it was inserted")
+    return job
 
 
 def claim(db: sqlite_utils.Database, worker: str, pid: int, job_id: int | None = None) -> dict | None:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import sqlite_utils
-
 
 # ----------------------------------------------------------------------------- users
 
@@ -134,7 +134,8 @@ def insert_decision(db: sqlite_utils.Database, row: dict) -> int:
 
 
 def live_decisions(db: sqlite_utils.Database, item_id: int | None = None, user_name: str | None = None) -> list[dict]:
-    sql, params = "SELECT * FROM decisions WHERE undone = 0", []
+    sql = "SELECT * FROM decisions WHERE undone = 0"
+    params: list[int | str] = []
     if item_id is not None:
         sql += " AND item_id = ?"
         params.append(item_id)

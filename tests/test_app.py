@@ -3,13 +3,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from engine.io import parse
 from engine.io.common import run_import
-
 from tests.helpers import make_coco
 
 REPO = Path(__file__).resolve().parent.parent
@@ -87,7 +85,8 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     next(n for n in at.number_input if n.label == "Nominal batch (nbs)").set_value(16)
     next(b for b in at.button if b.label == "Queue training").click().run()
     assert not at.exception and any("Queued job" in s.value for s in at.success)
-    assert any("one optimizer step every 1 batch (nbs 16)" in c.value for c in at.caption), [c.value for c in at.caption]
+    assert any("one optimizer step every 1 batch (nbs 16)" in c.value for c in at.caption), \
+        [c.value for c in at.caption]
     assert any("optimizer steps: the model will barely move" in w.value for w in at.warning)
     with app_ws.connect() as db:
         params = json.loads(db.execute("SELECT params FROM jobs WHERE kind = 'train'").fetchone()[0])
@@ -205,9 +204,9 @@ def test_pose_warp_preview_is_side_by_side_and_changes_only_compositing(app_ws):
 def test_curate_page_without_and_with_a_run(app_ws, lspet):
     at = _run("app_pages/curate.py")
     assert any("No curation run yet" in i.value for i in at.info)
+    from engine import jobs
     from engine.curate.run import resolve_params as curate_params
     from engine.generate.job import resolve_params as gen_params
-    from engine import jobs
 
     run_import(app_ws, parse("lsp", lspet), limit=20, split="train")
     jobs.run_foreground(app_ws, "generate", gen_params(app_ws, {

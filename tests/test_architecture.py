@@ -176,7 +176,8 @@ def test_a_plugin_generator_in_one_file_is_discovered_configured_and_run(tmp_pat
     dist = site / "realcal_stick_figure-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: realcal-stick-figure\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[realcal.generators]\nstick_figure = realcal_stick_figure:StickFigureGenerator\n")
+    (dist / "entry_points.txt").write_text(
+        "[realcal.generators]\nstick_figure = realcal_stick_figure:StickFigureGenerator\n")
     monkeypatch.syspath_prepend(str(site))
     try:
         registry.load_plugins("generator", force=True)
@@ -192,7 +193,8 @@ def test_a_plugin_generator_in_one_file_is_discovered_configured_and_run(tmp_pat
         assert final["status"] == "done", final.get("error")
         with ws.connect() as db:
             synth = store_images.list_images(db, kinds=["synthetic"])
-            lineage = store_synthetic.lineage_for(db, synth[0]["id"]) if hasattr(store_synthetic, "lineage_for") else None
+            lineage = (store_synthetic.lineage_for(db, synth[0]["id"])
+                       if hasattr(store_synthetic, "lineage_for") else None)
         assert len(synth) == 3 and all(im["width"] == 96 for im in synth)
         if lineage is not None:
             assert lineage["generator"] == "stick_figure"

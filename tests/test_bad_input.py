@@ -11,7 +11,6 @@ from engine.cli import main
 from engine.errors import DatasetError, ImportAborted
 from engine.io import parse
 from engine.io.common import run_import
-
 from tests.conftest import snapshot
 from tests.helpers import make_coco, make_yolo, write_image
 

@@ -14,7 +14,6 @@ import pytest
 
 from engine.io import parse
 from engine.io.common import run_import
-
 from tests.helpers import make_coco, queued_synthetic_workspace
 
 CHROMIUM = "/usr/bin/chromium"

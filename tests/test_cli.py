@@ -4,7 +4,6 @@ import pytest
 from click.testing import CliRunner
 
 from engine.cli import main
-
 from tests.helpers import make_coco
 
 

@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 
 from engine import poses
-from engine.errors import RealcalError
 from engine.component import Resources
+from engine.errors import RealcalError
 from engine.generate import GenerationRequest
 from engine.generate.controlnet import ControlNetGenerator, model_available
 from engine.generate.pose_sources import PoseSample
-
 from tests.tiny_models import save_tiny_controlnet_pipeline
 
 

@@ -17,6 +17,7 @@ from engine.io import parse
 from engine.io.common import run_import
 from store import curation as store_curation
 from store import images as store_images
+from tests.helpers import make_coco
 
 
 def _rgb(path):
@@ -72,8 +73,8 @@ def test_selection_respects_budget_and_order():
     assert sorted(i for i, _, _ in full) == list(range(20))       # a complete order, no repeats
     kc = greedy_order(np.zeros(20), emb, pose_vecs, {"uncertainty": 0.0, "diversity": 1.0}, budget=3)
     first, second = kc[0][0], kc[1][0]
-    d = 0.5 * (1 - emb @ emb[first]) / (1 - emb @ emb[first]).max() + \
-        0.5 * np.linalg.norm(pose_vecs - pose_vecs[first], axis=1) / np.linalg.norm(pose_vecs - pose_vecs[first], axis=1).max()
+    pose_dist = np.linalg.norm(pose_vecs - pose_vecs[first], axis=1)
+    d = 0.5 * (1 - emb @ emb[first]) / (1 - emb @ emb[first]).max() + 0.5 * pose_dist / pose_dist.max()
     assert second == int(np.argmax(d))                           # k-center: the farthest next
 
 
@@ -152,11 +153,10 @@ def test_bad_curation_config(cur_ws):
         curate_params(cur_ws, {"budget": 3})
 
 
-def test_open_clip_tiny_model_through_the_real_loading_path(tmp_path):
+def _tiny_clip_checkpoint(tmp_path):
+    """Registers the open_clip model config "tiny-clip" and saves random weights for it; returns the file."""
     import open_clip
     import torch
-
-    from engine.curate.embedders import OpenClipEmbedder
 
     cfg_dir = tmp_path / "cfg"
     cfg_dir.mkdir()
@@ -168,6 +168,13 @@ def test_open_clip_tiny_model_through_the_real_loading_path(tmp_path):
     model = open_clip.create_model("tiny-clip", pretrained=None)
     ckpt = tmp_path / "tiny.pt"
     torch.save(model.state_dict(), ckpt)
+    return ckpt
+
+
+def test_open_clip_tiny_model_through_the_real_loading_path(tmp_path):
+    from engine.curate.embedders import OpenClipEmbedder
+
+    ckpt = _tiny_clip_checkpoint(tmp_path)
     emb = OpenClipEmbedder(model="tiny-clip", pretrained=str(ckpt))
     emb.setup()
     v = emb.embed([np.zeros((40, 50, 3), np.uint8), np.full((40, 50, 3), 255, np.uint8)])
@@ -175,3 +182,17 @@ def test_open_clip_tiny_model_through_the_real_loading_path(tmp_path):
     assert emb.embed_text(["a photo of a person"]).shape == (1, 16)
     with pytest.raises(RealcalError, match="unavailable"):
         OpenClipEmbedder(model="ViT-B-32", pretrained="laion2b_s34b_b79k").setup()
+
+
+def test_open_clip_as_the_curation_embedder_sets_itself_up(ws, tmp_path):
+    # cached_embeddings() sets up an embedder whose `model` is None; open_clip's `model` is a parameter
+    from engine.curate.embedders import OpenClipEmbedder, cached_embeddings
+
+    ckpt = _tiny_clip_checkpoint(tmp_path)
+    run_import(ws, parse("coco", make_coco(tmp_path / "c", n=2)))
+    emb = OpenClipEmbedder(model="tiny-clip", pretrained=str(ckpt))
+    with ws.connect() as db:
+        images = store_images.list_images(db)
+        out = cached_embeddings(ws, db, emb, images)
+    assert sorted(out) == sorted(im["id"] for im in images)
+    assert all(v.shape == (16,) for v in out.values())

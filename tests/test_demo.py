@@ -9,7 +9,6 @@ from streamlit.testing.v1 import AppTest
 from engine import demo
 from store import images as store_images
 from store import training as store_training
-
 from tests.conftest import shared
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,7 +42,8 @@ def test_demo_with_lspet_finishes_a_tiny_experiment_for_the_results_page(tmp_pat
         assert job[0] == "done", job[1]
         exp = store_training.experiment_by_name(db, "demo-tiny")
         runs = store_training.experiment_runs(db, exp["id"])
-        assert len(runs) == 12 and {r["arm"] for r in runs} == {"zero-shot", "real-only", "mixed-curated", "mixed-random"}
+        assert len(runs) == 12
+        assert {r["arm"] for r in runs} == {"zero-shot", "real-only", "mixed-curated", "mixed-random"}
         assert exp["ap50_comparisons"] and all("verdict" in c for c in exp["ap50_comparisons"])
     monkeypatch.setenv("REALCAL_WORKSPACE", str(ws.root))
     at = AppTest.from_file(str(REPO / "app_pages/results.py"), default_timeout=60)

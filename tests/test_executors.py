@@ -5,7 +5,6 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,7 +36,8 @@ def test_executor_config_is_checked():
 
 
 def test_ray_gives_the_local_results_and_recovers_from_a_killed_actor(ray_exe, tmp_path):
-    local = [r for _, res in executors.build("local").map("engine.selftest:square_fn", {}, list(range(40))) for r in res]
+    local = [r for _, res in executors.build("local").map("engine.selftest:square_fn", {}, list(range(40)))
+             for r in res]
     pid_dir = tmp_path / "pids"
     pid_dir.mkdir()
     killed = []

@@ -32,8 +32,9 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     cfg = resolve(CONFIG)
     assert cfg["arms"][0]["name"] == "zero-shot"                 # always included
     messages = []
-    final = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"},
-                                lambda done, total, msg: msg and (not messages or messages[-1] != msg) and messages.append(msg))
+    final = jobs.run_foreground(
+        ews, "experiment", {"config": cfg, "device": "cpu"},
+        lambda done, total, msg: msg and (not messages or messages[-1] != msg) and messages.append(msg))
     assert final["status"] == "done", final["error"]
     # the val gate's arms run first for every seed, and the gate is announced before the other arms
     order = [m for m in messages if m.endswith(("seed 0", "seed 1")) or m.startswith("val gate")]
@@ -74,7 +75,8 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep/report.md").read_text()
     assert "matched to real-only" in md and "| real-only |" in md and "No review data" in md
-    assert "## Val gate" in md and "## Test PCK@0.2 per joint" in md and "| joint | zero-shot | real-only | mixed |" in md
+    assert "## Val gate" in md and "## Test PCK@0.2 per joint" in md
+    assert "| joint | zero-shot | real-only | mixed |" in md
     assert md.count("| mixed | ") == 1 + 2 + 2                # summary row, the per-seed table, the runs table
     assert "## Per seed" in md and "## Noise floor" in md and md.splitlines()[2].startswith("Compared 3 arms")
     assert "- Protocol: coco:" in md                           # the COCO sample is the test split

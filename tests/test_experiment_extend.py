@@ -87,7 +87,8 @@ def test_adding_an_arm_keeps_the_finished_runs_of_the_others(ews, request, monke
     other_base = resolve(dict(grown, arms=[{"name": "real-only", "real": 12}] + grown["arms"][1:]))
     assert carried_over(resolve(grown), other_base) == []
     # a seed added: the old seeds' runs carry over
-    assert set(carried_over(resolve(grown), resolve(dict(grown, seeds=[0, 1, 2])))) == {"zero-shot", "real-only", "mixed"}
+    assert set(carried_over(resolve(grown), resolve(dict(grown, seeds=[0, 1, 2])))) == \
+        {"zero-shot", "real-only", "mixed"}
 
 
 def test_synthetic_label_is_checked():

@@ -9,13 +9,11 @@ from engine import jobs, poses
 from engine.cli import main
 from engine.errors import RealcalError
 from engine.generate.job import resolve_params
-from engine.generate.pose_sources import (PoseSourceConfig, bone_lengths, interpolate,
-                                          perturb_joint_angles, sample_pose)
+from engine.generate.pose_sources import PoseSourceConfig, bone_lengths, interpolate, perturb_joint_angles, sample_pose
 from engine.io import parse
 from engine.io.common import run_import
 from store import images as store_images
 from store import synthetic as store_synthetic
-
 from tests.helpers import make_coco
 
 

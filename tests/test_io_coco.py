@@ -6,7 +6,6 @@ import pytest
 from engine.io import coco, parse
 from engine.io.common import run_import
 from store import images as store_images
-
 from tests.helpers import make_coco
 
 

@@ -6,7 +6,6 @@ from engine import poses
 from engine.io import parse
 from engine.io.common import run_import
 from store import images as store_images
-
 from tests.helpers import write_image
 
 

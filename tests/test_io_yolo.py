@@ -6,7 +6,6 @@ from engine.io import parse, yolo_pose
 from engine.io.common import run_import
 from engine.workspace import Workspace
 from store import images as store_images
-
 from tests.helpers import make_coco, make_yolo
 
 
@@ -58,7 +57,7 @@ def test_yolo_import_keeps_declared_splits_and_visibility(ws, tmp_path):
     report = run_import(ws, parse("yolo-pose", path))
     assert report.by_split == {"train": 1, "val": 1}
     p = _persons_by_sha(ws)
-    for split, persons in p.values():
+    for _split, persons in p.values():
         k = np.asarray(persons[0]["keypoints"]).reshape(17, 3)
         assert k[0, 2] == 0 and (k[1:, 2] == 2).all()
         assert persons[0]["area_source"] == "bbox"

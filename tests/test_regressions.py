@@ -24,9 +24,7 @@ from store import images as store_images
 from store import jobs as store_jobs
 from store import training as store_training
 from store.db import write_transaction
-
 from tests.helpers import make_coco, make_yolo, write_image
-
 
 # ---------------------------------------------------------------------------------------------------------
 # 1. experiment step matching: the exact optimizer steps (and epochs, batches) each arm is given

@@ -11,7 +11,6 @@ from engine.cli import main
 from engine.errors import RealcalError
 from store import images as store_images
 from store import review as store_review
-
 from tests.helpers import queued_synthetic_workspace
 
 

@@ -6,7 +6,6 @@ from streamlit.testing.v1 import AppTest
 
 from engine import review
 from store import review as store_review
-
 from tests.helpers import queued_synthetic_workspace
 
 REPO = Path(__file__).resolve().parent.parent

@@ -41,8 +41,8 @@ def test_leakage_guard_refuses_synthetic_from_val(tws, tmp_path):
     assert ok["counts"]["train_synthetic"] == 3
     with tws.connect() as db:  # pretend one cut-out came from a val image
         val_id = next(r[0] for r in db.execute("SELECT id FROM images WHERE split = 'val'"))
-        db.execute("UPDATE lineage_sources SET source_image_id = ? WHERE rowid = (SELECT MIN(rowid) FROM lineage_sources)",
-                   [val_id])
+        db.execute("UPDATE lineage_sources SET source_image_id = ? "
+                   "WHERE rowid = (SELECT MIN(rowid) FROM lineage_sources)", [val_id])
         db.conn.commit()
     with pytest.raises(RealcalError, match="leakage guard"):
         build_manifest(tws, {"real_train": {"count": 5}, "synthetic": {"pool": "random", "count": 3}})
@@ -102,7 +102,8 @@ def test_anchor_pool_restricts_generation_and_manifests(tws):
         assert final["status"] == "done", final["error"]
     with tws.connect() as db:
         val_id = next(r[0] for r in db.execute("SELECT id FROM images WHERE split = 'val'"))
-        srcs = store_training.lineage_sources(db, [r[0] for r in db.execute("SELECT id FROM images WHERE kind = 'synthetic'")])
+        synthetic_ids = [r[0] for r in db.execute("SELECT id FROM images WHERE kind = 'synthetic'")]
+        srcs = store_training.lineage_sources(db, synthetic_ids)
     used = {s["source_image_id"] for v in srcs.values() for s in v}
     assert used <= set(pool0) | set(pool1)
     with pytest.raises(RealcalError, match="real train images"):
@@ -137,7 +138,8 @@ def test_manifest_and_train_commands(tws):
     r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--epochs", "2", "--batch", "4",
                                   "--background"])
     assert r.exit_code == 0, r.output
-    assert "6 train images, 2 epochs at batch 4: 4 batches, one optimizer step every 16 batches (nbs 64) = 0 optimizer steps" in r.output
+    assert ("6 train images, 2 epochs at batch 4: 4 batches, "
+            "one optimizer step every 16 batches (nbs 64) = 0 optimizer steps") in r.output
     assert "warning: only 0 optimizer steps" in r.output and "Set nbs to the batch size (4) for 4 steps" in r.output
     from engine.train.train import parse_freeze, step_plan
 
@@ -145,7 +147,8 @@ def test_manifest_and_train_commands(tws):
     assert step_plan(100, 40, 8, 64)["steps"] == 65            # the LSPET benchmark's first recipe: 520 batches
     assert step_plan(100, 40, 8, 8) == {**step_plan(100, 40, 8, 8), "batches": 520, "accumulate": 1, "steps": 520,
                                         "warning": None}
-    assert step_plan(100, 10, 16, 64)["steps"] == 17 and "nbs to the batch size (16) for 70 steps" in step_plan(100, 10, 16, 64)["warning"]
+    assert step_plan(100, 10, 16, 64)["steps"] == 17
+    assert "nbs to the batch size (16) for 70 steps" in step_plan(100, 10, 16, 64)["warning"]
     assert step_plan(5, 10, 8, 8)["warning"].endswith("Train longer (more epochs).")
     assert parse_freeze("10") == 10 and parse_freeze("0, 1,23.cv2") == [0, 1, "23.cv2"]
     assert parse_freeze("keypoint-branch") == "keypoint-branch" and parse_freeze(None) is None
@@ -188,7 +191,7 @@ def test_keypoint_branch_recipe_on_a_val_only_workspace(ws, lspet):
     final = jobs.run_foreground(ws, "train", params)
     assert final["status"] == "done", final["error"]
     r = final["result"]
-    import yaml                             # nbs = batch: one optimizer step per batch (no accumulation)
+    import yaml  # nbs = batch: one optimizer step per batch (no accumulation)
     args = yaml.safe_load((ws.root / "runs" / f"train{r['run_id']:05d}" / "ultralytics" / "args.yaml").read_text())
     assert args["nbs"] == 8 and args["batch"] == 8
     assert r["test_eval"] is None and r["metrics"]["images"] == 0 and "AP50" not in r["metrics"]
@@ -196,7 +199,8 @@ def test_keypoint_branch_recipe_on_a_val_only_workspace(ws, lspet):
     before = YOLO(params["weights"], task="pose").model.state_dict()
     after = YOLO(r["weights"], task="pose").model.state_dict()
     head = max(int(k.split(".")[1]) for k in before)
-    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k].to(before[k].dtype))}
+    changed = {k for k in before
+               if before[k].is_floating_point() and not torch.equal(before[k], after[k].to(before[k].dtype))}
     assert changed and all(k.startswith(f"model.{head}.cv4.") for k in changed), sorted(changed)[:5]
     with pytest.raises(RealcalError, match="unknown freeze preset"):
         resolve_params(ws, m["id"], {"freeze": "everything"})

@@ -33,8 +33,13 @@ def tiny_tokenizer_dir(path: Path) -> Path:
 def save_tiny_controlnet_pipeline(root: Path) -> tuple[Path, Path]:
     """Save a ~1M-parameter SD + ControlNet pipeline; returns (base folder, controlnet folder)."""
     import torch
-    from diffusers import (AutoencoderKL, ControlNetModel, DDIMScheduler,
-                           StableDiffusionControlNetPipeline, UNet2DConditionModel)
+    from diffusers import (
+        AutoencoderKL,
+        ControlNetModel,
+        DDIMScheduler,
+        StableDiffusionControlNetPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
     torch.manual_seed(0)

@@ -11,8 +11,6 @@ import secrets
 
 import streamlit as st
 
-
-
 USER_KEY = "realcal_user"
 
 

@@ -26,11 +26,11 @@ def render_item(path: str, label_kpts: tuple, detected_kpts: tuple, agreement: t
     """(RGB array with its longer side MAX_SIDE px (enlarging at most 3x), scale from image to
     array pixels)."""
     with Image.open(path) as im:
-        im = im.convert("RGB")
-        scale = min(3.0, MAX_SIDE / max(im.size))  # small images are enlarged (up to 3x) for review
+        rgb = im.convert("RGB")
+        scale = min(3.0, MAX_SIDE / max(rgb.size))  # small images are enlarged (up to 3x) for review
         if scale != 1:
-            im = im.resize((round(im.width * scale), round(im.height * scale)), Image.Resampling.BILINEAR)
-    out = im
+            rgb = rgb.resize((round(rgb.width * scale), round(rgb.height * scale)), Image.Resampling.BILINEAR)
+    out = rgb
     if detected_kpts:
         det = [np.asarray(k, float) for k in detected_kpts]
         for k in det:

@@ -76,7 +76,7 @@ def app(state: State, host: str, port: int, with_demo: bool, no_worker: bool) ->
         from engine.worker import ensure_worker
 
         pid = ensure_worker(ws)
-        click.echo(f"worker {'started (pid %d)' % pid if pid else 'already running'}", err=True)
+        click.echo(f"worker {f'started (pid {pid})' if pid else 'already running'}", err=True)
     mode = "single-user mode (loopback only)" if user_count(ws) == 0 else "team mode"
     click.echo(f"realcal app on http://{host}:{port}  workspace {ws.root}  [{mode}]", err=True)
     env = {**os.environ, "REALCAL_WORKSPACE": str(ws.root)}

@@ -42,10 +42,9 @@ def import_(state: State, fmt, path, split, split_seed, limit, ids_file, strict,
     changes nothing. A problem with one record (missing or undecodable image, an image over
     --max-pixels, NaN coordinates, a duplicate) skips it and the report names it.
     """
+    from engine import registry
     from engine.io import parse
     from engine.io.common import read_ids_file, run_import
-
-    from engine import registry
 
     registry.get("import_format", fmt)   # a typo fails here, naming the valid formats
     ws = state.workspace()

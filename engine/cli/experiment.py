@@ -82,8 +82,8 @@ def experiment_verify(state: State, name, arm, seed, device, as_json) -> None:
             d = "n/a" if r["difference"] is None else f"{r['difference']:+.4f}"
             click.echo(f"  {r['split']:<5} {r['metric']:<9} {f(r['stored']):>8} {f(r['rerun']):>8} {d:>11}")
         click.echo("identical" if res["identical"] else
-                   f"differs: largest difference {res['max_abs_difference']:.4f}" if res["max_abs_difference"] is not None
-                   else "nothing to compare")
+                   f"differs: largest difference {res['max_abs_difference']:.4f}"
+                   if res["max_abs_difference"] is not None else "nothing to compare")
     raise SystemExit(0 if res["identical"] else 1)
 
 

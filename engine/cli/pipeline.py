@@ -30,7 +30,8 @@ def run_pipeline(state: State, pipeline_path, from_step, executor, ray_address, 
     cfg = load_config(pipeline_path, "pipeline file")
     override = executor_override(executor, ray_address, actors)
     if override:
-        cfg["executor"] = {**(cfg.get("executor") if isinstance(cfg.get("executor"), dict) else {}), **override}
+        given = cfg.get("executor")
+        cfg["executor"] = {**(given if isinstance(given, dict) else {}), **override}
     if check:
         click.echo(yaml.safe_dump(json.loads(json.dumps(pipeline.resolve(ws, cfg), default=str)), sort_keys=False))
         return

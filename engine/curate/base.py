@@ -8,8 +8,9 @@ number are stored with the run.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import cv2
 import numpy as np

@@ -5,14 +5,18 @@ the reason, and the funnel shows it so.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from engine import component
 from engine.curate.base import Stage, StageContext
 from engine.errors import RealcalError
-from engine import component
 from engine.registry import register
+
+if TYPE_CHECKING:
+    from engine.curate.embedders import OpenClipEmbedder
 
 PERSON_PROMPTS = ("a photo of a person", "a photo with no people in it")
 
@@ -30,7 +34,7 @@ class ClipStage(Stage):
         min_person_prob: float = 0.5
 
     def configure(self) -> None:
-        self.embedder = None
+        self.embedder: OpenClipEmbedder | None = None     # made in calibrate()
         self.unavailable: str | None = None
 
     def calibrate(self, ctx: StageContext) -> dict:
@@ -52,13 +56,16 @@ class ClipStage(Stage):
                      "reason": self.unavailable} for it in items]
         from engine.curate.embedders import cached_embeddings
 
-        emb = cached_embeddings(ctx.ws, ctx.db, self.embedder, items)
-        person_text = self.embedder.embed_text(PERSON_PROMPTS)
+        embedder = self.embedder
+        if embedder is None:
+            raise RuntimeError("clip: calibrate() must run before run()")
+        emb = cached_embeddings(ctx.ws, ctx.db, embedder, items)
+        person_text = embedder.embed_text(PERSON_PROMPTS)
         rows = []
         for it in items:
             v = emb[it["id"]]
             prompt = it.get("prompt") or "a photo of a person"
-            align = float(v @ self.embedder.embed_text([prompt])[0])
+            align = float(v @ embedder.embed_text([prompt])[0])
             logits = 100.0 * person_text @ v
             probs = np.exp(logits - logits.max())
             person_prob = float(probs[0] / probs.sum())

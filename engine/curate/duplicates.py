@@ -6,13 +6,13 @@ kept. Exact and re-encoded copies are caught by either signal.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from engine.curate.base import Stage, StageContext
 from engine import component
+from engine.curate.base import Stage, StageContext
 from engine.registry import register
 
 

@@ -8,15 +8,15 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
-from typing import Any, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from engine.errors import RealcalError
 from engine import component
 from engine.component import Component
+from engine.errors import RealcalError
 from engine.registry import register
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -43,7 +43,7 @@ class EffNetLite0Embedder(Component):
                 raise RealcalError("effnet-lite0: batch_size must be at least 1")
 
     def configure(self) -> None:
-        self.model = None
+        self.model: Any = None       # the torch network, loaded in setup()
 
     @property
     def id(self) -> str:
@@ -91,8 +91,10 @@ class OpenClipEmbedder(Component):
                 raise RealcalError("open_clip: batch_size must be at least 1")
 
     def configure(self) -> None:
-        self.model_name = self.config.model
-        self.net = self.preprocess = self.tokenizer = None    # loaded in setup()
+        self.model_name = self.model          # the `model` parameter
+        self.net: Any = None                  # loaded in setup()
+        self.preprocess: Any = None
+        self.tokenizer: Any = None
 
     @property
     def id(self) -> str:
@@ -127,6 +129,8 @@ class OpenClipEmbedder(Component):
         import torch
         from PIL import Image
 
+        if self.net is None:  # cached_embeddings() cannot tell (`model` is a parameter here): set up now
+            self.setup()
         out = []
         for start in range(0, len(images), self.batch_size):
             x = torch.stack([self.preprocess(Image.fromarray(im)) for im in images[start:start + self.batch_size]])
@@ -137,6 +141,8 @@ class OpenClipEmbedder(Component):
     def embed_text(self, texts: Sequence[str]) -> np.ndarray:
         import torch
 
+        if self.net is None:
+            self.setup()
         with torch.inference_mode():
             t = self.net.encode_text(self.tokenizer(list(texts)).to(self.device)).float().cpu().numpy()
         return _normalise(t)
@@ -164,11 +170,11 @@ def embed_fn(name: str, params: dict | None = None):
 
 def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=None) -> dict[int, np.ndarray]:
     """Embeddings by image id, computing only those not cached for this embedder."""
+    import cv2
+
     from engine import media
     from store import curation as store_curation
     from store.db import write_transaction
-
-    import cv2
 
     have = store_curation.get_embeddings(db, embedder.id, [im["sha256"] for im in images])
     todo = [im for im in images if im["sha256"] not in have]
@@ -195,6 +201,8 @@ def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=No
         pix = []
         for im in chunk:
             bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])), cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise RealcalError(f"cannot read image {im['id']}")
             pix.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
         vecs = embedder.embed(pix)
         new = {im["sha256"]: v for im, v in zip(chunk, vecs)}

@@ -12,9 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine import poses
+from engine import component, poses
 from engine.curate.base import Stage, StageContext, passes, resolve_threshold
-from engine import component
 from engine.registry import register
 
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from engine.curate.base import Stage, StageContext, passes, resolve_threshold
 from engine import component
+from engine.curate.base import Stage, StageContext, passes, resolve_threshold
 from engine.registry import register
 
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine import component
 from engine.curate.base import Stage, StageContext, passes, resolve_threshold
 from engine.errors import RealcalError
-from engine import component
 from engine.registry import register
 
 

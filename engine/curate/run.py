@@ -23,7 +23,7 @@ from store import images as store_images
 from store import synthetic as store_synthetic
 from store.db import write_transaction
 
-DEFAULT_STAGES = [
+DEFAULT_STAGES: list[dict[str, Any]] = [
     {"name": "quality", "params": {}},
     {"name": "duplicates", "params": {}},
     {"name": "realism", "params": {}},
@@ -86,7 +86,7 @@ def load_items(db, batches: list[int] | None) -> list[dict]:
 
 @job_kind("curate", title="Curate synthetic images")
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    from engine.curate.teacher import Teacher
+    from engine.curate.teacher import MappedTeacher, Teacher
 
     ws = ctx.ws
     with ws.connect() as db:
@@ -97,10 +97,9 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         real_train = _with_persons(db, [r for r in real_all if r["split"] == "train"])
         emb_spec = params["embedder"]
         embedder = registry.build("embedder", emb_spec["name"], emb_spec.get("params") or {})
-        teacher = Teacher(params["teacher_weights"], params["device"])
+        teacher: Teacher | MappedTeacher = Teacher(params["teacher_weights"], params["device"])
         if (params.get("executor") or {}).get("name") == "ray":
             from engine import executors
-            from engine.curate.teacher import MappedTeacher
 
             exe = executors.build(params["executor"])
             embedder.executor, embedder.spec = exe, {"name": emb_spec["name"], "params": emb_spec.get("params") or {}}

@@ -50,9 +50,9 @@ def uncertainty(persons: list[dict], pred: dict, pred_flipped: dict | None, widt
             ref[:, 2] = 2
             (fd, score), = match_people([ref], [area], unflipped)
             flips.append(score)
-    out = {"keypoint_confidence": 1 - float(np.mean(confs)) if confs else None,
-           "flip_tta": (1 - float(np.mean(flips))) if (pred_flipped is not None and flips) else None,
-           "student": None, "student_reason": "no fine-tuned student yet"}
+    out: dict[str, Any] = {"keypoint_confidence": 1 - float(np.mean(confs)) if confs else None,
+                           "flip_tta": (1 - float(np.mean(flips))) if (pred_flipped is not None and flips) else None,
+                           "student": None, "student_reason": "no fine-tuned student yet"}
     vals = [v for k, v in out.items() if k in ("keypoint_confidence", "flip_tta", "student") and v is not None]
     out["value"] = float(np.mean(vals)) if vals else 0.0
     return out
@@ -72,8 +72,8 @@ def pose_vector(persons: list[dict]) -> np.ndarray:
     return np.zeros(34)
 
 
-def greedy_order(u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray,
-                 weights: dict[str, float] = DEFAULT_WEIGHTS, budget: int | None = None) -> list[tuple[int, float, float]]:
+def greedy_order(u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray, weights: dict[str, float] = DEFAULT_WEIGHTS,
+                 budget: int | None = None) -> list[tuple[int, float, float]]:
     """Indices in selection order with (index, uncertainty part, diversity part)."""
     n = len(u)
     if n == 0:

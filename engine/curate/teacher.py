@@ -1,7 +1,8 @@
 """The teacher as a batch function for curation: RGB images -> people (keypoints, boxes, scores)."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,7 @@ def load_teacher(weights: str):
 class Teacher:
     def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
         self.weights, self.device, self.imgsz, self.conf = weights, device, int(imgsz), float(conf)
-        self.model = None
+        self.model: Any = None       # an Ultralytics YOLO model, loaded in setup()
 
     def setup(self) -> None:
         from engine.config import resolve_device

@@ -13,15 +13,16 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from engine import component, poses
 from engine.component import Resources
 from engine.errors import RealcalError
-from engine.generate import GeneratedPerson, Generator, GenerationRequest, GenerationResult, clip_to_image
+from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, Generator, clip_to_image
 from engine.generate.prompts import DEFAULT_NEGATIVE
 from engine.registry import register
 
@@ -90,7 +91,7 @@ class ControlNetGenerator(Generator):
                 raise RealcalError("controlnet: batch_size must be at least 1")
 
     def configure(self) -> None:
-        self.pipe = None
+        self.pipe: Any = None        # the diffusers pipeline, loaded in setup()
         self._progress: Callable[[float, float | None, str | None], None] | None = None
         self._device: str | None = None
 
@@ -109,9 +110,9 @@ class ControlNetGenerator(Generator):
     def setup(self, resources: Resources | None = None) -> None:
         """Load the pipeline on the configured device; denoising steps are reported through
         ``resources.progress(step, steps, message)``."""
+        import diffusers
         import torch
         from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
-        import diffusers
 
         from engine.config import resolve_device
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -24,7 +25,7 @@ import numpy as np
 from engine import component, poses
 from engine.component import Resources
 from engine.errors import RealcalError
-from engine.generate import GeneratedPerson, Generator, GenerationRequest, GenerationResult, clip_to_image
+from engine.generate import GeneratedPerson, GenerationRequest, GenerationResult, Generator, clip_to_image
 from engine.registry import register
 
 Detector = Callable[[np.ndarray], list[tuple[float, float, float, float]]]
@@ -85,9 +86,11 @@ def grabcut_mask(image_bgr: np.ndarray, k: np.ndarray, extra: dict, bbox, iterat
     bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     # GrabCut's GMM initialisation draws from OpenCV's global RNG: seed it from the input so a
     # cut-out never depends on what this process computed before (same image in any worker)
-    cv2.setRNGSeed(int(np.frombuffer(hashlib.sha256(crop.tobytes() + mask.tobytes()).digest()[:4], np.uint32)[0] % (2**31)))
+    digest = hashlib.sha256(crop.tobytes() + mask.tobytes()).digest()
+    cv2.setRNGSeed(int(np.frombuffer(digest[:4], np.uint32)[0] % (2**31)))
     try:
-        cv2.grabCut(crop, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)
+        # rect None: OpenCV ignores it with GC_INIT_WITH_MASK, its stubs want a sequence anyway
+        cv2.grabCut(crop, mask, None, bgd, fgd, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     except cv2.error:
         pass
     fg = np.isin(mask, (cv2.GC_FGD, cv2.GC_PR_FGD)).astype(np.uint8)
@@ -220,11 +223,8 @@ class CopyPasteGenerator(Generator):
         self._detector: Detector | None = None
         self._masks: dict[int, tuple[np.ndarray, str]] = {}
         self._detections: dict[int, list] = {}
-
-    @property
-    def needs_teacher(self) -> bool:
-        """Real backgrounds are checked for people with the teacher; procedural ones need nothing."""
-        return self.background != "procedural"
+        # real backgrounds are checked for people with the teacher; procedural ones need nothing
+        self.needs_teacher = self.background != "procedural"
 
     def preflight(self) -> None:
         """Nothing to check before queueing: no weights needed (the teacher is resolved apart)."""

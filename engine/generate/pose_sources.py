@@ -55,7 +55,7 @@ class PoseSourceConfig:
     min_keypoints: int = 8
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "PoseSourceConfig":
+    def from_dict(cls, d: dict[str, Any] | None) -> PoseSourceConfig:
         d = dict(d or {})
         unknown = set(d) - set(cls.__dataclass_fields__)
         if unknown:
@@ -92,10 +92,10 @@ def perturb_joint_angles(k: np.ndarray, rng: np.random.Generator, max_deg: float
     """Rotate limb segments about their parent joint; bone lengths are unchanged."""
     k = k.copy()
     applied = []
-    for pivot, moved in LIMB_CHAINS:
+    for pivot, chain in LIMB_CHAINS:
         if k[pivot, 2] <= 0:
             continue
-        moved = [j for j in moved if k[j, 2] > 0]
+        moved = [j for j in chain if k[j, 2] > 0]
         if not moved:
             continue
         angle = float(rng.uniform(-max_deg, max_deg))

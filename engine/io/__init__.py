@@ -7,8 +7,8 @@ through the ``realcal.import_formats`` / ``realcal.export_formats`` entry-point 
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from engine import registry
 

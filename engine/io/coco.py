@@ -12,20 +12,20 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
 from engine import media, poses
 from engine.errors import DatasetError
 from engine.io import schemas
-from engine.io.common import (LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset, PersonRecord,
-                              safe_join)
+from engine.io.common import LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset, PersonRecord, safe_join
+from engine.registry import register
 from engine.workspace import Workspace
 from store import events as store_events
 from store import images as store_images
-from engine.registry import register
 
 SPLIT_IN_NAME = re.compile(r"person_keypoints_(train|val|test)\w*\.json$")
 
@@ -187,7 +187,9 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
     if other_categories:
         notes.append(f"{other_categories} annotations of categories without keypoints ignored")
     mapping_names = sorted({m.name for _, m in kp_cats.values()})
-    info = data.get("info") if isinstance(data.get("info"), dict) else {}
+    info = data.get("info")
+    if not isinstance(info, dict):
+        info = {}
     dataset = str(info.get("description") or path.stem)[:120]
     return ParsedDataset("coco", dataset, str(path.resolve()), records, skipped, notes,
                          schema=", ".join(mapping_names) or poses.SCHEMA_NAME)
@@ -215,7 +217,8 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
         total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
         done = 0
         for split in splits:
-            images_out, anns_out, names = [], [], set()
+            images_out, anns_out = [], []
+            names: set[str] = set()
             ann_id = 0
             for im, persons in store_images.iter_images_with_persons(
                     db, kinds=kinds, splits=[split], sources=sources):

@@ -6,8 +6,8 @@ exists here: the known schemas below, or any list of names that contains all 17 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from engine.errors import DatasetError
 from engine.poses import KEYPOINT_NAMES, SCHEMA_NAME

@@ -22,8 +22,9 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import yaml
@@ -31,12 +32,20 @@ import yaml
 from engine import media, poses
 from engine.errors import DatasetError
 from engine.io import schemas
-from engine.io.common import (IMAGE_EXTENSIONS, LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset,
-                              PersonRecord, list_image_files, safe_join)
+from engine.io.common import (
+    IMAGE_EXTENSIONS,
+    LABEL_SOURCES,
+    SPLITS,
+    ImageRecord,
+    ParsedDataset,
+    PersonRecord,
+    list_image_files,
+    safe_join,
+)
+from engine.registry import register
 from engine.workspace import Workspace
 from store import events as store_events
 from store import images as store_images
-from engine.registry import register
 
 
 def _find_yaml(path: Path) -> Path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from engine import media, poses
+from engine.errors import RealcalError
 
 
 def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], *, device: str,
@@ -38,8 +39,12 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
         teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf)
         for start in range(0, len(todo), 16):
             chunk = todo[start:start + 16]
-            rgb = [cv2.cvtColor(cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"]))), cv2.COLOR_BGR2RGB)
-                   for im in chunk]
+            rgb = []
+            for im in chunk:
+                bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])))
+                if bgr is None:
+                    raise RealcalError(f"cannot read image {im['id']}")
+                rgb.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
             for im, pred in zip(chunk, teacher(rgb)):
                 known[im["sha256"]] = [[float(x0), float(y0), float(x1 - x0), float(y1 - y0)]
                                        for x0, y0, x1, y1 in pred["boxes"]]

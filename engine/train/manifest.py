@@ -75,7 +75,8 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
     with ws.connect() as db:
         real = store_images.list_images(db, kinds=["real"])
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
-        labelled = {im["id"]: im for im in real if _labels(persons[im["id"]], "real")}
+        real_labels = {im["id"]: lab for im in real if (lab := _labels(persons[im["id"]], "real")) is not None}
+        labelled = {im["id"]: im for im in real if im["id"] in real_labels}
         train_ids = [i for i, im in labelled.items() if im["split"] == "train"]
         chosen_real = _pick(train_ids, real_spec.get("count"), int(real_spec.get("seed", 0)))
         if real_spec.get("count") and len(chosen_real) < real_spec["count"]:
@@ -110,7 +111,8 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         else:
             chosen_syn = syn_ids if count is None else syn_ids[:count]
         if count and len(chosen_syn) < count:
-            raise RealcalError(f"the {pool} pool has {len(chosen_syn)} synthetic images, fewer than the {count} asked for")
+            raise RealcalError(f"the {pool} pool has {len(chosen_syn)} synthetic images, "
+                               f"fewer than the {count} asked for")
         sources = store_training.lineage_sources(db, chosen_syn)
         leaks = {i: [(s["source_image_id"], s["split"] or "deleted") for s in src
                      if s["kind"] != "real" or s["split"] != "train"]
@@ -125,8 +127,9 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         items, digest_rows = [], []
         for im_id in chosen_real:
             im = labelled[im_id]
-            source, ps = _labels(persons[im_id], "real")
-            items.append({"image_id": im_id, "split": "train", "label_source": source, "person_ids": [p["id"] for p in ps]})
+            source, ps = real_labels[im_id]
+            items.append({"image_id": im_id, "split": "train", "label_source": source,
+                          "person_ids": [p["id"] for p in ps]})
             digest_rows.append((im["sha256"], "train", source, [p["keypoints"] for p in ps]))
         for im in syn_rows:
             lab = _labels(syn_persons[im["id"]], "synthetic")
@@ -139,14 +142,15 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         for split in ("val", "test"):
             for im_id, im in sorted(labelled.items()):
                 if im["split"] == split:
-                    source, ps = _labels(persons[im_id], "real")
+                    source, ps = real_labels[im_id]
                     items.append({"image_id": im_id, "split": split, "label_source": source,
                                   "person_ids": [p["id"] for p in ps]})
                     digest_rows.append((im["sha256"], split, source, [p["keypoints"] for p in ps]))
         if not any(it["split"] == "train" for it in items):
             raise RealcalError("the manifest has no training images")
         digest = hashlib.sha256(json.dumps(sorted(digest_rows), default=str).encode()).hexdigest()
-        counts = {"train_real": len(chosen_real), "train_synthetic": sum(1 for it in items if it["split"] == "train") - len(chosen_real),
+        counts = {"train_real": len(chosen_real),
+                  "train_synthetic": sum(1 for it in items if it["split"] == "train") - len(chosen_real),
                   "val": sum(1 for it in items if it["split"] == "val"),
                   "test": sum(1 for it in items if it["split"] == "test")}
         existing = store_training.manifest_by_hash(db, digest)
@@ -189,6 +193,8 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
             import cv2
 
             img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+            if img is None:
+                raise RealcalError(f"cannot read image {im['id']}")
             fill = tuple(int(v) for v in img.reshape(-1, 3).mean(axis=0))
             for x, y, w, h in boxes:
                 cv2.rectangle(img, (int(x), int(y)), (int(np.ceil(x + w)), int(np.ceil(y + h))), fill, -1)

@@ -25,7 +25,8 @@ image) and ``coco`` for everything else; the report names the protocol that scor
 from __future__ import annotations
 
 import copy
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +134,8 @@ def person_rows(gt: dict, dets: list[dict]) -> list[dict]:
             g = poses.as_keypoints(p["keypoints"])
             d = top.get(p["id"])
             pred = poses.as_keypoints(d["keypoints"]) if d else None
-            oks = float(np.nan_to_num(poses.oks_matrix(g[None], pred[None], [p["area"]])[0, 0])) if d else 0.0
+            oks = (float(np.nan_to_num(poses.oks_matrix(g[None], pred[None], [p["area"]])[0, 0]))
+                   if pred is not None else 0.0)
             per_joint = poses.pck_per_joint(g, pred, 0.2)
             rows.append({"image_id": image_id, "person_id": p["id"], "oks": oks,
                          "score": float(d["score"]) if d else None,

@@ -104,7 +104,7 @@ class Recipe(component.Config):
         check_freeze(self.freeze)
 
     @classmethod
-    def from_dict(cls, params: dict[str, Any] | None = None, *, where: str | None = "recipe") -> "Recipe":
+    def from_dict(cls, params: dict[str, Any] | None = None, *, where: str | None = "recipe") -> Recipe:
         params = dict(params or {})
         if isinstance(params.get("lr0"), str):       # YAML 1.1 reads 5e-5 (no dot) as text
             try:

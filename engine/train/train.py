@@ -11,7 +11,6 @@ stops training there.
 from __future__ import annotations
 
 import csv
-import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -92,7 +91,11 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
             raise RealcalError(f"no manifest {manifest_id}")
         params.setdefault("device", config.resolve(db)["device"])
     m = str(params["model"])
-    params["weights"] = m if m.endswith((".yaml", ".yml")) else str(assets.resolve(m) if m in assets.ASSETS else assets.resolve("yolo11n-pose", explicit=m))
+    if m.endswith((".yaml", ".yml")):
+        params["weights"] = m
+    else:
+        params["weights"] = str(assets.resolve(m) if m in assets.ASSETS
+                                else assets.resolve("yolo11n-pose", explicit=m))
     params["manifest_id"] = manifest_id
     return params
 
@@ -101,10 +104,9 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from ultralytics import YOLO
 
+    from engine import provenance
     from engine.train.evaluate import evaluate
     from engine.train.manifest import export_yolo
-
-    from engine import provenance
 
     ws = ctx.ws
     with ws.connect() as db:
@@ -134,7 +136,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     model = YOLO(params["weights"], task="pose")
 
     def on_epoch_end(trainer):
-        losses = trainer.label_loss_items(trainer.tloss, prefix="train") if getattr(trainer, "tloss", None) is not None else {}
+        losses = (trainer.label_loss_items(trainer.tloss, prefix="train")
+                  if getattr(trainer, "tloss", None) is not None else {})
         text = ", ".join(f"{k.split('/')[-1]} {float(v):.3f}" for k, v in (losses or {}).items())
         ctx.progress(trainer.epoch + 1, epochs, f"epoch {trainer.epoch + 1}/{epochs}" + (f": {text}" if text else ""))
 
@@ -148,8 +151,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             # every epoch and Ray warns when training is not run by a Tuner; nothing is wrong.
             warnings.filterwarnings("ignore", message=".*get_trial_id.*")
             model.train(data=str(data_yaml), **recipe.ultralytics_args(), freeze=freeze_layers(model, recipe.freeze),
-                        deterministic=True, plots=False, project=str(run_dir), name="ultralytics", exist_ok=True, workers=0,
-                        device=device, amp=device.startswith("cuda"), verbose=False)
+                        deterministic=True, plots=False, project=str(run_dir), name="ultralytics", exist_ok=True,
+                        workers=0, device=device, amp=device.startswith("cuda"), verbose=False)
     except Exception:
         with ws.connect() as db:
             with write_transaction(db):
