@@ -30,8 +30,8 @@ for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-
 from _paths import cpu_name  # noqa: E402
+
 from engine import jobs, media, poses  # noqa: E402
 from engine.generate.job import resolve_params  # noqa: E402
 from engine.io import parse  # noqa: E402

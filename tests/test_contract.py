@@ -38,7 +38,8 @@ def _candidates(tp: Any, default: Any) -> list[Any]:
             if opt is type(None):
                 out.append(None)
             else:
-                out += _candidates(opt, default if isinstance(default, opt if isinstance(opt, type) else object) else None)
+                kind = opt if isinstance(opt, type) else object
+                out += _candidates(opt, default if isinstance(default, kind) else None)
         return [v for v in out if v != default]
     if origin is tuple:
         args = get_args(tp)
@@ -253,7 +254,8 @@ def run_stage(name):
 def run_embedder_effnet(tiny):
     emb = registry.build("embedder", "effnet-lite0", {"batch_size": 2})
     emb.setup()
-    v = emb.embed([np.zeros((40, 50, 3), np.uint8), np.full((30, 20, 3), 200, np.uint8), np.ones((64, 64, 3), np.uint8)])
+    v = emb.embed([np.zeros((40, 50, 3), np.uint8), np.full((30, 20, 3), 200, np.uint8),
+                   np.ones((64, 64, 3), np.uint8)])
     assert v.shape == (3, 1280) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
 
 

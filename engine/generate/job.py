@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import io
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from engine import media, poses, registry
-from engine.errors import RealcalError
 from engine.component import Resources
+from engine.errors import RealcalError
 from engine.generate import GenerationRequest
 from engine.generate.pose_sources import PoseSourceConfig, sample_pose
 from engine.generate.prompts import DEFAULT_AXES, DEFAULT_TEMPLATE, check_axes, sample_prompt
@@ -77,16 +78,16 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
             raise RealcalError("anchor_image_ids must be a non-empty list of image ids")
         with ws.connect() as db:
             splits = store_images.splits_of(db, ids)
-        bad = sorted(i for i in ids if splits.get(i) != "train")
-        if bad:
-            raise RealcalError(f"anchor_image_ids must be real train images; not {bad[:10]}"
-                               f"{' ...' if len(bad) > 10 else ''}")
+        not_train = sorted(i for i in ids if splits.get(i) != "train")
+        if not_train:
+            raise RealcalError(f"anchor_image_ids must be real train images; not {not_train[:10]}"
+                               f"{' ...' if len(not_train) > 10 else ''}")
     from engine.executors import ExecutorConfig
 
     params["executor"] = ExecutorConfig.from_dict(params["executor"]).as_dict()
     check_axes(params["prompt"].get("axes", DEFAULT_AXES))
     PoseSourceConfig.from_dict(params["pose_source"])
-    gen = registry.build("generator", params["generator"], params["generator_params"])  # checks names
+    gen = registry.build("generator", str(params["generator"]), params["generator_params"])  # checks names
     params["generator_params"] = gen.params()   # every parameter, from the generator's own Config
     gen.preflight()  # missing weights or GPU: say so now, not after the job is queued
     if gen.needs_teacher:
@@ -251,7 +252,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
 def _store(ws: Workspace, db, batch_id: int, params: dict[str, Any], res) -> int:
     """Store one result; returns 1, or 0 when the identical image is already in the workspace."""
-    sources = {role: [int(i) for i in ids] for role, ids in res.source_image_ids.items()}
+    sources: dict[str, Sequence[int]] = {role: [int(i) for i in ids] for role, ids in res.source_image_ids.items()}
     all_ids = sorted({i for ids in sources.values() for i in ids})
     splits = store_images.splits_of(db, all_ids)
     bad = {i: splits.get(i, "missing") for i in all_ids if splits.get(i) != "train"}

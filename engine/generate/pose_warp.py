@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -167,13 +168,10 @@ class PoseWarpGenerator(Generator):
                 raise RealcalError("pose_warp: grabcut_iterations and max_background_tries must be >= 1")
 
     def configure(self) -> None:
-        self._detector = None
+        self._detector: Callable | None = None
         self._masks: dict[int, tuple[np.ndarray, str]] = {}
         self._detections: dict[int, list] = {}
-
-    @property
-    def needs_teacher(self) -> bool:
-        return self.background != "procedural"
+        self.needs_teacher = self.background != "procedural"   # real backgrounds are checked for people
 
     def setup(self, resources: Resources | None = None) -> None:
         self._detector = None
@@ -194,7 +192,7 @@ class PoseWarpGenerator(Generator):
         h, w = mask.shape
         if len(parts) == 1:
             return np.where(mask > 0.02, 0, -1).astype(np.int32)
-        dists = []
+        dists: list[np.ndarray] = []
         for name in parts:
             core = np.zeros((h, w), np.uint8)
             if name == "torso":
@@ -205,7 +203,11 @@ class PoseWarpGenerator(Generator):
                 else:
                     cv2.polylines(core, [pix], False, 255, 1)
             elif name == "head":
-                neck, top = head_points(k, extra)
+                hp = head_points(k, extra)
+                if hp is None:
+                    dists.append(np.full((h, w), np.inf, np.float32))
+                    continue
+                neck, top = hp
                 cv2.line(core, tuple(int(v) for v in np.round(neck - 0.5)),
                          tuple(int(v) for v in np.round(top - 0.5)), 255, 1)
             else:
@@ -284,7 +286,7 @@ class PoseWarpGenerator(Generator):
         patch, pmask, ks, sx, how = self.cutout(person)
         kt = poses.as_keypoints(req.pose.keypoints).copy()
         tx = {n: list(map(float, j)) for n, j in (req.pose.extra or {}).items()}
-        placement = {}
+        placement: dict[str, Any] = {}
         if self.placement == "anchors":
             kt, tx, placement = self._placement(kt, tx, req, rng)
 
@@ -332,7 +334,8 @@ class PoseWarpGenerator(Generator):
             hsv = cv2.cvtColor(patch, cv2.COLOR_BGR2HSV)
             for i, name in enumerate(parts):
                 if name in CLOTHING:
-                    shift = int(round(rng.uniform(-self.clothing_hue_deg, self.clothing_hue_deg) / 2))  # OpenCV hue: 0..179
+                    # OpenCV's hue runs 0..179: half degrees
+                    shift = int(round(rng.uniform(-self.clothing_hue_deg, self.clothing_hue_deg) / 2))
                     sel = label == i
                     hsv[..., 0][sel] = ((hsv[..., 0][sel].astype(int) + shift) % 180).astype(np.uint8)
                     jitter[name] = shift * 2
@@ -357,10 +360,10 @@ class PoseWarpGenerator(Generator):
                 continue
             mpix = to_pixel_affine(transforms[name])
             rgb = cv2.warpAffine(patch, mpix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0).astype(np.float32)
-            a = cv2.warpAffine(a_src, mpix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
-            person_rgb = person_rgb * (1 - a[..., None]) + rgb * a[..., None]
-            person_a = person_a + a * (1 - person_a)
-            layer_alpha[name] = a
+            layer = cv2.warpAffine(a_src, mpix, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+            person_rgb = person_rgb * (1 - layer[..., None]) + rgb * layer[..., None]
+            person_a = person_a + layer * (1 - person_a)
+            layer_alpha[name] = layer
 
         # labels: the sampled pose (torso refit) and where the face and extras went; occlusion by later layers
         out_k = kt.copy()
@@ -374,17 +377,17 @@ class PoseWarpGenerator(Generator):
             else:
                 out_k[j] = 0.0
         drawn = [p for p in order if p in layer_alpha]
-        for j in np.flatnonzero(out_k[:, 2] == 2):
-            own_parts = [p for p in drawn if p in JOINT_PARTS[j]]
+        for jj in np.flatnonzero(out_k[:, 2] == 2):
+            own_parts = [p for p in drawn if p in JOINT_PARTS[int(jj)]]
             if not own_parts:
                 continue
             after = drawn[max(drawn.index(p) for p in own_parts) + 1:]
-            x, y = int(out_k[j, 0]), int(out_k[j, 1])
+            x, y = int(out_k[jj, 0]), int(out_k[jj, 1])
             if 0 <= x < w and 0 <= y < h and any(layer_alpha[p][y, x] > 0.5 for p in after):
-                out_k[j, 2] = 1
-        out_extra = {}
-        for n, j in tx.items():
-            out_extra[n] = list(map(float, j)) if (j[2] > 0 and sx.get(n, [0, 0, 0])[2] > 0) else [0.0, 0.0, 0.0]
+                out_k[jj, 2] = 1
+        out_extra: dict[str, list[float]] = {}
+        for n, jt in tx.items():
+            out_extra[n] = [float(v) for v in jt] if (jt[2] > 0 and sx.get(n, [0, 0, 0])[2] > 0) else [0.0, 0.0, 0.0]
         if hs is not None and ht is not None and "head" in transforms:
             for n in ("neck", "head_top"):
                 if n in out_extra and out_extra[n][2] > 0 and n in sx:
@@ -403,14 +406,14 @@ class PoseWarpGenerator(Generator):
                 cv2.ellipse(omask, (ox, oy), (rx, ry), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
                 # the occluder's texture is another part of the same background (a real surface, lit like the
                 # scene), its edge softened like the person's
-                texture = np.roll(canvas, (int(rng.integers(h // 4, 3 * h // 4)), int(rng.integers(w // 4, 3 * w // 4))),
-                                  axis=(0, 1)).astype(np.float32)
+                offset = (int(rng.integers(h // 4, 3 * h // 4)), int(rng.integers(w // 4, 3 * w // 4)))
+                texture = np.roll(canvas, offset, axis=(0, 1)).astype(np.float32)
                 soft = cv2.GaussianBlur(omask, (0, 0), max(self.feather_px, 0.5))
                 image = np.clip(image * (1 - soft[..., None]) + texture * soft[..., None], 0, 255).astype(np.uint8)
-                for j in np.flatnonzero(out_k[:, 2] == 2):
-                    x, y = int(out_k[j, 0]), int(out_k[j, 1])
+                for jj in np.flatnonzero(out_k[:, 2] == 2):
+                    x, y = int(out_k[jj, 0]), int(out_k[jj, 1])
                     if 0 <= x < w and 0 <= y < h and omask[y, x] > 0.5:
-                        out_k[j, 2] = 1
+                        out_k[jj, 2] = 1
                 person_a = person_a * (1 - omask)
                 occluders.append({"shape": "ellipse", "centre": [ox, oy], "axes": [rx, ry], "texture": "background"})
         k_final = clip_to_image(out_k, w, h)
@@ -501,8 +504,8 @@ class PoseWarpGenerator(Generator):
                 cloned = cv2.seamlessClone(src, dst, m, centre, cv2.NORMAL_CLONE)[p:-p, p:-p]
                 # gradient-domain blending at the edge only: inside, the person keeps its own colours (a full
                 # Poisson clone pulls the whole person towards the background's, washing it out)
-                core = cv2.erode(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(np.float32)
-                core = cv2.GaussianBlur(core, (0, 0), 2.0)[..., None]
+                eroded = cv2.erode(inside.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(np.float32)
+                core = cv2.GaussianBlur(eroded, (0, 0), 2.0)[..., None]
                 out = np.clip(core * out + (1 - core) * cloned, 0, 255).astype(np.uint8)
             except cv2.error as exc:
                 rec["poisson_failed"] = str(exc).splitlines()[0][:120]
