@@ -11,6 +11,7 @@ heartbeat, and is marked failed with the reason, or requeued when its kind is re
 from __future__ import annotations
 
 import os
+import logging
 import socket
 import threading
 import time
@@ -25,6 +26,7 @@ from engine.workspace import Workspace
 from store import events as store_events
 from store import jobs as store_jobs
 
+logger = logging.getLogger(__name__)
 HEARTBEAT_S = 5.0
 STALE_S = 300.0          # no heartbeat for this long: dead, even if the pid looks alive
 MAX_ATTEMPTS = 3
@@ -127,6 +129,7 @@ def run_job(ws: Workspace, job: dict[str, Any],
             except JobCancelled:
                 store_jobs.finish(db, job["id"], "cancelled", message="cancelled")
             except RealcalError as exc:
+                logger.info("job %s (%s) failed: %s", job["id"], job["kind"], exc)
                 store_jobs.finish(db, job["id"], "failed", error=str(exc), message="failed")
             except (KeyboardInterrupt, SystemExit) as exc:
                 if kind.resumable and job.get("attempts", 1) < MAX_ATTEMPTS:
@@ -135,6 +138,8 @@ def run_job(ws: Workspace, job: dict[str, Any],
                     store_jobs.finish(db, job["id"], "failed", error=f"interrupted ({type(exc).__name__})")
                 raise
             except Exception as exc:  # a bug or an environment problem: keep the traceback for the UI
+                logger.error("job %s (%s) failed: %s: %s (traceback stored with the job)", job["id"], job["kind"],
+                             type(exc).__name__, exc)
                 store_jobs.finish(db, job["id"], "failed",
                                   error=f"{type(exc).__name__}: {exc}\n\n{traceback.format_exc()}",
                                   message="failed")
