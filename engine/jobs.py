@@ -10,8 +10,8 @@ heartbeat, and is marked failed with the reason, or requeued when its kind is re
 """
 from __future__ import annotations
 
-import os
 import logging
+import os
 import socket
 import threading
 import time
