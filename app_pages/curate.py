@@ -144,6 +144,24 @@ if st.button("Re-run curation with these thresholds"):
     except RealcalError as exc:
         st.error(str(exc))
 
+st.subheader("Student signals")
+student_rows = {name: by_stage.get(name, []) for name in ("student_hardness", "student_disagreement", "student_flip")}
+if any(student_rows.values()):
+    st.caption("What a trained student says about the survivors (higher = it needs the image more): hardness "
+               "(1 - OKS against the label, only where pose consistency confirmed the label), disagreement with "
+               "the teacher, and flip instability. The selection weighs them with its `student` weight.")
+    st.dataframe([{"signal": name, "scored": sum(1 for r in rows if r["status"] == "pass"),
+                   "unavailable": sum(1 for r in rows if r["status"] == "unavailable"),
+                   "mean": (round(sum(r["value"] for r in rows if r["status"] == "pass")
+                                  / max(1, sum(1 for r in rows if r["status"] == "pass")), 3))}
+                  for name, rows in student_rows.items()], hide_index=True, width="stretch")
+    st.caption("Weigh them in the review order: `realcal select --budget N --student-weight 0.5` (the queue "
+               "below then shows each image's student score).")
+else:
+    st.caption("No student has scored this run. After a training run finishes: "
+               "`realcal student-signals --training-run ID` (the student's hardness, disagreement with the "
+               "teacher and flip instability per survivor), then weigh them in the review order.")
+
 st.subheader(f"Review queue order ({len(order)} survivors)")
 st.dataframe([{"rank": r["rank"], "image": r["image_id"], "priority": r["priority"],
                **{k: v for k, v in r["components"].items() if k != "weights"}} for r in order[:200]],

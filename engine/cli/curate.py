@@ -48,8 +48,10 @@ def curate(state: State, config_path, background, executor, ray_address) -> None
 @click.option("--budget", type=click.IntRange(min=1), required=True, help="How many images to select.")
 @click.option("--uncertainty-weight", type=float, default=0.5, show_default=True)
 @click.option("--diversity-weight", type=float, default=0.5, show_default=True)
+@click.option("--student-weight", type=float, default=0.0, show_default=True,
+              help="Weight of the student signals (needs `realcal student-signals` on this curation run).")
 @pass_state
-def select(state: State, budget, uncertainty_weight, diversity_weight) -> None:
+def select(state: State, budget, uncertainty_weight, diversity_weight, student_weight) -> None:
     """Select a budget of the latest curation run's survivors by uncertainty and diversity."""
     from engine.curate.run import select as run_select
     from store import curation as store_curation
@@ -59,10 +61,38 @@ def select(state: State, budget, uncertainty_weight, diversity_weight) -> None:
         run = store_curation.latest_run(db)
         if run is None:
             raise RealcalError("no curation run yet: run `realcal curate` first")
-        rows = run_select(ws, db, run["id"], {"uncertainty": uncertainty_weight,
-                                              "diversity": diversity_weight}, budget)
+        weights = {"uncertainty": uncertainty_weight, "diversity": diversity_weight}
+        if student_weight:
+            weights["student"] = student_weight
+        rows = run_select(ws, db, run["id"], weights, budget)
     click.echo(f"run {run['id']}: selected {len(rows)} of the survivors (the review queue order)")
     for r in rows[:20]:
         c = r["components"]
+        extra = f"  student {c['student']:.3f}" if c.get("student") is not None else ""
         click.echo(f"  {r['rank']:>4}. image {r['image_id']}  uncertainty {c['uncertainty']:.3f}  "
-                   f"diversity {c['diversity']:.3f}")
+                   f"diversity {c['diversity']:.3f}{extra}")
+
+
+@main.command("student-signals")
+@click.option("--training-run", "training_run_id", type=int, required=True,
+              help="The student: a finished training run (its weights score the candidates).")
+@click.option("--curation-run", "run_id", type=int, help="Default: the latest curation run.")
+@click.option("--imgsz", type=int, default=320, show_default=True)
+@click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@pass_state
+def student_signals(state: State, training_run_id, run_id, imgsz, background) -> None:
+    """Score a curation run's survivors with a trained student: hardness (vs the label, where pose consistency
+    confirmed it), disagreement with the teacher, flip instability. `realcal select --student-weight W` uses them."""
+    from engine.cli.jobs import run_or_queue
+    from engine.curate.student import resolve_params
+
+    ws = state.workspace()
+    params = resolve_params(ws, {"training_run_id": training_run_id, "run_id": run_id, "imgsz": imgsz})
+    final = run_or_queue(ws, "student_signals", params, background, "student signals")
+    if final:
+        r = final["result"]
+        click.echo(f"curation run {r['run_id']}: {r['images']} survivors scored by training run "
+                   f"{r['training_run_id']} in {r['seconds']} s")
+        for name, sm in r["signals"].items():
+            mean = f"{sm['mean']:.3f}" if sm["mean"] is not None else "n/a"
+            click.echo(f"  {name:<22} scored {sm['scored']:>6}  mean {mean}")

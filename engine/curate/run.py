@@ -178,14 +178,24 @@ def select(ws: Workspace, db, run_id: int, weights: dict[str, float], budget: in
         spec = store_curation.run_config(db, run_id)["embedder"]
         embedder = registry.build("embedder", spec["name"], spec.get("params") or {})
     emb = cached_embeddings(ws, db, embedder, items)
-    u = np.array([next(r["value"] for r in scored if r["image_id"] == it["id"]) for it in items])
+    by_image = {r["image_id"]: r["value"] for r in scored}
+    u = np.array([by_image[it["id"]] for it in items])
     selector = registry.build("selector", "greedy", weights)
+    student = None
+    if selector.student > 0:
+        from engine.curate.student import student_scores
+
+        scores = student_scores(db, run_id)
+        student = np.array([scores.get(it["id"], np.nan) for it in items]) if scores else None
     order = selector.order(u, np.stack([emb[it["id"]] for it in items]),
-                           np.stack([pose_vector(it["persons"]) for it in items]), budget)
+                           np.stack([pose_vector(it["persons"]) for it in items]), budget, student=student)
+    w_need = selector.uncertainty + selector.student
     rows = [{"image_id": items[i]["id"], "rank": rank + 1,
-             "priority": round(weights.get("uncertainty", 0.5) * un + weights.get("diversity", 0.5) * dv, 4),
+             "priority": round(w_need * un + selector.diversity * dv, 4),
              "components": {"uncertainty": round(float(u[i]), 4), "uncertainty_scaled": round(un, 4),
-                            "diversity": round(dv, 4), "weights": weights}}
+                            "diversity": round(dv, 4), "weights": weights,
+                            **({"student": (None if not np.isfinite(student[i]) else round(float(student[i]), 4))}
+                               if student is not None else {})}}
             for rank, (i, un, dv) in enumerate(order)]
     with write_transaction(db):
         store_curation.put_selection(db, run_id, rows)

@@ -52,7 +52,8 @@ def uncertainty(persons: list[dict], pred: dict, pred_flipped: dict | None, widt
             flips.append(score)
     out: dict[str, Any] = {"keypoint_confidence": 1 - float(np.mean(confs)) if confs else None,
                            "flip_tta": (1 - float(np.mean(flips))) if (pred_flipped is not None and flips) else None,
-                           "student": None, "student_reason": "no fine-tuned student yet"}
+                           "student": None,
+                           "student_reason": "student signals are stored apart (`realcal student-signals`)"}
     vals = [v for k, v in out.items() if k in ("keypoint_confidence", "flip_tta", "student") and v is not None]
     out["value"] = float(np.mean(vals)) if vals else 0.0
     return out
@@ -106,18 +107,34 @@ def greedy_order(u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray, weights:
 @register("selector", "greedy")
 class GreedySelector(Component):
     """Uncertainty plus diversity, greedily (k-center greedy when ``uncertainty`` is 0); the weights
-    are this selector's configuration (``selection.weights`` in a curation config)."""
+    are this selector's configuration (``selection.weights`` in a curation config). ``student`` weighs the
+    student signals (``engine.curate.student``: hardness, disagreement with the teacher, flip instability)
+    beside the teacher's uncertainty, once a trained student has scored the candidates."""
 
     @dataclass(frozen=True)
     class Config(component.Config):
         uncertainty: float = 0.5
         diversity: float = 0.5
+        student: float = 0.0
 
         def validate(self) -> None:
-            if self.uncertainty < 0 or self.diversity < 0 or self.uncertainty + self.diversity <= 0:
-                raise RealcalError("selection weights must be >= 0 and not both 0")
+            if min(self.uncertainty, self.diversity, self.student) < 0 or \
+                    self.uncertainty + self.diversity + self.student <= 0:
+                raise RealcalError("selection weights must be >= 0 and not all 0")
 
-    def order(self, u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray,
-              budget: int | None = None) -> list[tuple[int, float, float]]:
-        """Indices in selection order with (index, uncertainty part, diversity part)."""
-        return greedy_order(u, emb, pose_vecs, self.params(), budget)
+    def order(self, u: np.ndarray, emb: np.ndarray, pose_vecs: np.ndarray, budget: int | None = None,
+              student: np.ndarray | None = None) -> list[tuple[int, float, float]]:
+        """Indices in selection order with (index, need part, diversity part). With a ``student`` weight, the
+        need of an image is the weighted mean of the teacher's uncertainty and its student score (``student``:
+        one value per image, NaN where the student could not score it: the uncertainty stands in)."""
+        wu, wd, ws = self.uncertainty, self.diversity, self.student
+        need = np.asarray(u, dtype=float)
+        if ws > 0:
+            if student is None:
+                raise RealcalError("the selection weighs the student, but no student has scored this curation run: "
+                                   "run `realcal curate student --training-run ID` first")
+            s = np.asarray(student, dtype=float)
+            s = np.where(np.isfinite(s), s, need)
+            need = (wu * need + ws * s) / (wu + ws)
+            wu = wu + ws
+        return greedy_order(need, emb, pose_vecs, {"uncertainty": wu, "diversity": wd}, budget)
