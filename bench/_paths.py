@@ -7,6 +7,15 @@ import os
 import platform
 from pathlib import Path
 
+OFFLINE = (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"), ("YOLO_AUTOINSTALL", "False"))
+
+
+def offline() -> None:
+    """Offline unless told otherwise (as `make` sets it): no hub retries for weights that are not here. Call it
+    before anything imports torch, ultralytics or the hub clients."""
+    for key, value in OFFLINE:
+        os.environ.setdefault(key, value)
+
 
 def cpu_name() -> str:
     """The CPU's model name (from /proc/cpuinfo where there is one)."""

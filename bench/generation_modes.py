@@ -24,13 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
-               ("YOLO_AUTOINSTALL", "False")):
-    __import__("os").environ.setdefault(_k, _v)
+from _paths import cpu_name, offline  # noqa: E402
+
+offline()
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
-from _paths import cpu_name  # noqa: E402
 
 from engine import jobs, media, poses  # noqa: E402
 from engine.generate.job import resolve_params  # noqa: E402

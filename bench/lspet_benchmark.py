@@ -22,12 +22,9 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _paths import bench_dir, cpu_name  # noqa: E402
+from _paths import bench_dir, cpu_name, offline  # noqa: E402
 
-# offline unless told otherwise (as `make` sets it): no hub retries for weights that are not here
-for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
-               ("YOLO_AUTOINSTALL", "False")):
-    __import__("os").environ.setdefault(_k, _v)
+offline()
 
 from engine import jobs  # noqa: E402
 from engine.errors import RealcalError  # noqa: E402

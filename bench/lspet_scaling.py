@@ -27,11 +27,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _paths import bench_dir, train_val_workspace  # noqa: E402
+from _paths import bench_dir, offline, train_val_workspace  # noqa: E402
 
-for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
-               ("YOLO_AUTOINSTALL", "False")):
-    os.environ.setdefault(_k, _v)
+offline()
 
 
 def log(msg: str) -> None:

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
-               ("YOLO_AUTOINSTALL", "False")):
-    os.environ.setdefault(_k, _v)
+sys.path.insert(0, str(ROOT / "bench"))
+from _paths import offline  # noqa: E402
+
+offline()
 
 
 def old_pck(gt: dict, dets: list[dict]) -> float:

@@ -31,9 +31,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-for _k, _v in (("REALCAL_OFFLINE", "1"), ("HF_HUB_OFFLINE", "1"), ("YOLO_OFFLINE", "True"),
-               ("YOLO_AUTOINSTALL", "False")):
-    os.environ.setdefault(_k, _v)
+sys.path.insert(0, str(ROOT / "bench"))
+from _paths import offline  # noqa: E402
+
+offline()
 
 CONDITIONS = ("plain", "plain", "threads=1", "load")
 
