@@ -13,7 +13,7 @@ import numpy as np
 
 from engine import registry
 from engine.curate.base import StageContext
-from engine.curate.select import DEFAULT_WEIGHTS, pose_vector, uncertainty
+from engine.curate.select import DEFAULT_WEIGHTS, pose_vector, student_scores, uncertainty
 from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
 from engine.workspace import Workspace
@@ -183,8 +183,6 @@ def select(ws: Workspace, db, run_id: int, weights: dict[str, float], budget: in
     selector = registry.build("selector", "greedy", weights)
     student = None
     if selector.student > 0:
-        from engine.curate.student import student_scores
-
         scores = student_scores(db, run_id)
         student = np.array([scores.get(it["id"], np.nan) for it in items]) if scores else None
     order = selector.order(u, np.stack([emb[it["id"]] for it in items]),

@@ -28,6 +28,19 @@ from engine.errors import RealcalError
 from engine.registry import register
 
 DEFAULT_WEIGHTS = {"uncertainty": 0.5, "diversity": 0.5}
+SIGNALS = ("student_hardness", "student_disagreement", "student_flip")   # engine/curate/student.py stores them
+
+
+def student_scores(db, run_id: int) -> dict[int, float]:
+    """Per image, the mean of its available student signals (0..1); empty when no student scored the run."""
+    from store import curation as store_curation
+
+    per: dict[int, list[float]] = {}
+    for name in SIGNALS:
+        for r in store_curation.results(db, run_id, name):
+            if r["status"] == "pass" and r["value"] is not None:
+                per.setdefault(r["image_id"], []).append(float(r["value"]))
+    return {i: float(np.mean(v)) for i, v in per.items()}
 
 
 def uncertainty(persons: list[dict], pred: dict, pred_flipped: dict | None, width: int) -> dict[str, Any]:

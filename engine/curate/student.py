@@ -26,6 +26,7 @@ import numpy as np
 from engine import config, poses
 from engine.curate.base import StageContext
 from engine.curate.pose_consistency import match_people
+from engine.curate.select import SIGNALS, student_scores  # noqa: F401  (student_scores: re-exported)
 from engine.curate.teacher import Teacher
 from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
@@ -34,8 +35,6 @@ from store import curation as store_curation
 from store import events as store_events
 from store import training as store_training
 from store.db import write_transaction
-
-SIGNALS = ("student_hardness", "student_disagreement", "student_flip")
 
 
 def student_weights(ws: Workspace, training_run_id: int) -> str:
@@ -167,13 +166,3 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                                       "training_run_id": params["training_run_id"], **summary})
     return {"run_id": params["run_id"], "training_run_id": params["training_run_id"], "images": len(items),
             "signals": summary, "seconds": round(time.perf_counter() - t0, 2)}
-
-
-def student_scores(db, run_id: int) -> dict[int, float]:
-    """Per image, the mean of its available student signals (0..1); empty when the run was not scored."""
-    per: dict[int, list[float]] = {}
-    for name in SIGNALS:
-        for r in store_curation.results(db, run_id, name):
-            if r["status"] == "pass" and r["value"] is not None:
-                per.setdefault(r["image_id"], []).append(float(r["value"]))
-    return {i: float(np.mean(v)) for i, v in per.items()}
