@@ -96,3 +96,41 @@ def student_signals(state: State, training_run_id, run_id, imgsz, background) ->
         for name, sm in r["signals"].items():
             mean = f"{sm['mean']:.3f}" if sm["mean"] is not None else "n/a"
             click.echo(f"  {name:<22} scored {sm['scored']:>6}  mean {mean}")
+
+
+@main.command("mine-failures")
+@click.option("--training-run", "training_run_id", type=int, required=True,
+              help="The student: a finished training run.")
+@click.option("--k", type=click.IntRange(1, 50), default=6, show_default=True, help="Pose groups.")
+@click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
+@click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@pass_state
+def mine_failures(state: State, training_run_id, k, as_json, background) -> None:
+    """Where a trained student fails, on train data only: labelled train people it did not train on (against
+    their labels) and unlabelled train images (against the teacher), grouped by pose and ranked by error."""
+    import json
+
+    from engine.cli.jobs import run_or_queue
+    from engine.curate.failures import resolve_params
+
+    ws = state.workspace()
+    final = run_or_queue(ws, "mine_failures", resolve_params(ws, {"training_run_id": training_run_id, "k": k}),
+                         background, "mine failures")
+    if not final:
+        return
+    r = final["result"]
+    if as_json:
+        click.echo(json.dumps(r, indent=2))
+        return
+    click.echo(f"training run {r['training_run_id']}: {r['people']} people ({r['against_labels']} against labels, "
+               f"{r['against_teacher']} against the teacher), mean error {r['mean_error']:.3f}; {r['path']}")
+    for c in r["clusters"]:
+        joints = sorted(((v, n) for n, v in c["per_joint_error"].items() if v is not None), reverse=True)[:3]
+        click.echo(f"  group {c['cluster']}: {c['people']:>4} people  error {c['mean_error']:.3f}  "
+                   f"anchor coverage {c['anchor_coverage']:.1%}  worst joints "
+                   + ", ".join(f"{n} {v:.2f}" for v, n in joints))
+    worst = next((c for c in r["clusters"] if c["target_person_ids"]), None)
+    if worst:
+        click.echo("generate around the worst group with, in a generation config:\n"
+                   f"  pose_source: {{targets: {worst['target_person_ids'][:20]}, target_p: 0.7, "
+                   f"target_label: \"training run {r['training_run_id']}, pose group {worst['cluster']}\"}}")

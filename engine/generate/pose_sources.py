@@ -53,6 +53,9 @@ class PoseSourceConfig:
     interpolate_p: float = 0.2
     height_frac: tuple[float, float] = (0.6, 0.85)
     min_keypoints: int = 8
+    targets: tuple[int, ...] = ()       # anchor person ids to sample around (e.g. a failure cluster's people)
+    target_p: float = 0.0               # chance that a sample starts from one of them
+    target_label: str | None = None     # what asked for them (e.g. "training run 12, pose group 3"), kept in lineage
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> PoseSourceConfig:
@@ -64,8 +67,13 @@ class PoseSourceConfig:
         for key in ("scale_range", "height_frac"):
             if key in d:
                 d[key] = tuple(float(v) for v in d[key])
+        if "targets" in d:
+            if not isinstance(d["targets"], (list, tuple)) or not all(
+                    isinstance(v, int) and not isinstance(v, bool) for v in d["targets"]):
+                raise RealcalError("pose source option targets is a list of anchor person ids")
+            d["targets"] = tuple(d["targets"])
         cfg = cls(**d)
-        for name in ("mirror_p", "perturb_p", "interpolate_p"):
+        for name in ("mirror_p", "perturb_p", "interpolate_p", "target_p"):
             if not 0 <= getattr(cfg, name) <= 1:
                 raise RealcalError(f"pose source option {name} must be within 0..1")
         if not 0 < cfg.height_frac[0] <= cfg.height_frac[1] <= 1.5:
@@ -173,11 +181,21 @@ def sample_pose(anchors: list[dict], rng: np.random.Generator, cfg: PoseSourceCo
     if not anchors:
         raise RealcalError("no real anchors: import labelled train images first (persons with at "
                            f"least {cfg.min_keypoints} labelled joints on the train split)")
-    first = anchors[int(rng.integers(len(anchors)))]
+    transform: dict[str, Any] = {}
+    first = None
+    if cfg.targets and cfg.target_p > 0 and rng.random() < cfg.target_p:
+        wanted = set(cfg.targets)
+        chosen = [a for a in anchors if a["id"] in wanted]
+        if chosen:   # around a pose the caller asked for (its own variations follow, as for any anchor)
+            first = chosen[int(rng.integers(len(chosen)))]
+            transform["target"] = first["id"]
+            if cfg.target_label:
+                transform["target_label"] = cfg.target_label
+    if first is None:
+        first = anchors[int(rng.integers(len(anchors)))]
     k = poses.as_keypoints(first["keypoints"])
     extra = {n: list(map(float, j)) for n, j in (first.get("extra") or {}).items()}
     used = [first]
-    transform: dict[str, Any] = {}
     if len(anchors) > 1 and rng.random() < cfg.interpolate_p:
         second = anchors[int(rng.integers(len(anchors)))]
         if second["id"] != first["id"]:
