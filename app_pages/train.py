@@ -56,7 +56,8 @@ def queue(kind: str, params: dict) -> None:
 def live() -> None:
     with ws.connect() as db:
         rows = [j for j in store_jobs.list_jobs(db, limit=50)
-                if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
+                if j["kind"] in ("train", "experiment", "export_model", "mine_failures")
+                and j["status"] in ("queued", "running")]
     for j in rows:
         st.progress(min(1.0, j["progress"] / j["total"]) if j["total"] else 0.0,
                     text=f"job {j['id']} ({j['kind']}): {j['message'] or j['status']}")
@@ -227,3 +228,33 @@ with tab_models:
                 queue("export_model", {"run_id": rid, "format": "onnx"})
         else:
             st.warning(f"The weights of run {rid} are no longer on disk.")
+        # where this run (as a student) fails, on train data only (`realcal mine-failures`)
+        st.markdown("**Where this student fails** (train data only: labelled train people it did not train on, "
+                    "unlabelled train images against the teacher)")
+        failures = ws.root / "failures" / f"train{rid:05d}.json"
+        if failures.exists():
+            import json
+
+            mined = json.loads(failures.read_text())
+            groups = mined["clusters"]
+            fig = go.Figure(go.Bar(x=[f"group {g['cluster']}" for g in groups], y=[g["mean_error"] for g in groups],
+                                   text=[f"{g['people']} people, anchors {g['anchor_coverage']:.0%}" for g in groups],
+                                   textposition="auto"))
+            fig.update_layout(title=f"Run {rid}: the student's error (1 - OKS) by pose group, {mined['people']} people",
+                              height=320, yaxis={"title": "mean error", "range": [0, 1]})
+            st.plotly_chart(fig, width="stretch")
+            st.dataframe(pd.DataFrame([{"group": g["cluster"], "person": w["person_id"], "image": w["image_id"],
+                                        "error": w["error"], "against": w["against"]}
+                                       for g in groups[:3] for w in g["worst"][:5]]), hide_index=True, width="stretch")
+            worst = next((g for g in groups if g["target_person_ids"]), None)
+            if worst:
+                st.code(f"pose_source: {{targets: {worst['target_person_ids'][:20]}, target_p: 0.7, "
+                        f"target_label: \"training run {rid}, pose group {worst['cluster']}\"}}", language="yaml")
+                st.caption("Generate around the worst group with this in a generation config.")
+        elif st.button("Find where it fails (job)"):
+            from engine.curate.failures import resolve_params as mine_params
+
+            try:
+                queue("mine_failures", mine_params(ws, {"training_run_id": rid}))
+            except RealcalError as exc:
+                st.error(str(exc))

@@ -115,6 +115,28 @@ def test_mining_scores_held_out_train_people_and_groups_them(fws):
     assert r.exit_code == 0 and "pose_source: {targets:" in r.output, r.output
 
 
+def test_the_train_page_charts_where_a_student_fails(fws, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    ws, tr, _ = fws
+    monkeypatch.setenv("REALCAL_WORKSPACE", str(ws.root))
+    page = str(Path(__file__).resolve().parents[1] / "app_pages" / "train.py")
+    at = AppTest.from_file(page, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any(b.label == "Find where it fails (job)" for b in at.button)        # not mined yet: offered as a job
+    r = CliRunner().invoke(main, ["-w", str(ws.root), "mine-failures", "--training-run", str(tr), "--k", "2"])
+    assert r.exit_code == 0, r.output
+    at = AppTest.from_file(page, default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    charts = at.get("plotly_chart")
+    assert any("pose group" in c.proto.spec for c in charts)
+    assert any("targets:" in c.value for c in at.code)
+
+
 def test_mining_refuses_when_nothing_is_held_out(ws, tmp_path, coco_sample):
     run_import(ws, parse("coco", coco_sample), split="train")
     m = build_manifest(ws, {"real_train": {"count": 4, "seed": 0}})
