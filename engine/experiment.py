@@ -564,8 +564,9 @@ def headline(table: list[dict], comparisons: list[dict], val_gate: list[dict], p
     vs = [c for c in comparisons if c["kind"] == "vs_baseline" and c["arm"] in arms]
     wins = sorted({c["arm"] for c in vs if c["ci"][0] > 0 and c.get("p_holm", 0) < 0.05})
     losses = sorted({c["arm"] for c in vs if c["ci"][1] < 0 and c.get("p_holm", 0) < 0.05} - set(wins))
-    if not arms:
-        verdict = "Only real-only and the untouched model were compared."
+    if not vs:   # no arm compared with real-only yet (an A/A replica only measures the noise floor)
+        verdict = ("Only real-only and the untouched model were compared"
+                   + (" (with an A/A replica for the noise floor)." if arms else "."))
     elif wins:
         verdict = (f"{', '.join(wins)} beat{'s' if len(wins) == 1 else ''} real-only on at least one metric with a "
                    f"two-stage 95% interval above zero after Holm's correction"
