@@ -50,8 +50,13 @@ class StepContext:
             return (store_curation.latest_run(db) or {}).get("id")
 
 
-def _machine_free(params: dict) -> dict:
-    params.pop("teacher_weights", None)   # machine-specific paths are resolved again at run time
+def _resolve_job(resolve_params: Callable[[Workspace, dict], dict], ws: Workspace, spec: dict,
+                 executor: dict) -> dict:
+    """A job step's resolved parameters, with the pipeline's executor by default and without the machine-specific
+    ones (teacher weights, device), which are resolved again at run time."""
+    spec.setdefault("executor", executor)
+    params = resolve_params(ws, spec)
+    params.pop("teacher_weights", None)
     params.pop("device", None)
     return params
 
@@ -62,8 +67,7 @@ class GenerateStep:
     def resolve(ws: Workspace, spec: dict, executor: dict) -> dict:
         from engine.generate.job import resolve_params
 
-        spec.setdefault("executor", executor)
-        return _machine_free(resolve_params(ws, spec))
+        return _resolve_job(resolve_params, ws, spec, executor)
 
     @staticmethod
     def run(ws: Workspace, cfg: dict, ctx: StepContext) -> dict:
@@ -82,8 +86,7 @@ class CurateStep:
     def resolve(ws: Workspace, spec: dict, executor: dict) -> dict:
         from engine.curate.run import resolve_params
 
-        spec.setdefault("executor", executor)
-        return _machine_free(resolve_params(ws, spec))
+        return _resolve_job(resolve_params, ws, spec, executor)
 
     @staticmethod
     def run(ws: Workspace, cfg: dict, ctx: StepContext) -> dict:

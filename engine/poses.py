@@ -366,13 +366,18 @@ def limb_angles(kpts: np.ndarray) -> dict[str, float]:
 
 def body_orientation(kpts: np.ndarray) -> float | None:
     """Direction of the hips-to-shoulders axis in degrees from upright (0 = standing, 180 = inverted)."""
+    v = torso_axis(kpts)
+    return None if v is None else float(np.degrees(np.arctan2(v[0], -v[1])))
+
+
+def torso_axis(kpts: np.ndarray) -> np.ndarray | None:
+    """The hips-to-shoulders vector (mean of the labelled shoulders minus mean of the labelled hips), or None."""
     k = np.asarray(kpts, dtype=float)
     sh = [k[i, :2] for i in (KP["left_shoulder"], KP["right_shoulder"]) if k[i, 2] > 0]
     hp = [k[i, :2] for i in (KP["left_hip"], KP["right_hip"]) if k[i, 2] > 0]
     if not sh or not hp:
         return None
-    v = np.mean(sh, axis=0) - np.mean(hp, axis=0)
-    return float(np.degrees(np.arctan2(v[0], -v[1])))
+    return np.mean(sh, axis=0) - np.mean(hp, axis=0)
 
 
 def box_iou_matrix(a: ArrayLike, b: ArrayLike) -> np.ndarray:

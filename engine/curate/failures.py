@@ -41,11 +41,9 @@ def pose_features(k: np.ndarray) -> np.ndarray | None:
     to the torso axis (cos, sin; zeros when the limb is not labelled), the torso axis's direction in the image
     (cos, sin) and the body's facing (the sign of the torso polygon's area). None without a torso axis."""
     k = np.asarray(k, dtype=float)
-    sh = [k[i, :2] for i in (KP["left_shoulder"], KP["right_shoulder"]) if k[i, 2] > 0]
-    hp = [k[i, :2] for i in (KP["left_hip"], KP["right_hip"]) if k[i, 2] > 0]
-    if not sh or not hp:
+    axis = poses.torso_axis(k)
+    if axis is None:
         return None
-    axis = np.mean(sh, axis=0) - np.mean(hp, axis=0)
     base = float(np.arctan2(axis[1], axis[0]))
     feats: list[float] = []
     for a, b in poses.COVERAGE_LIMBS.values():
