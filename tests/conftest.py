@@ -1,7 +1,9 @@
 """Shared fixtures, the offline environment, and a guard that fails any network access."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -9,7 +11,11 @@ from pathlib import Path
 
 # The offline environment, before anything imports torch or ultralytics.
 os.environ["REALCAL_OFFLINE"] = "1"
-os.environ.setdefault("REALCAL_CACHE_DIR", tempfile.mkdtemp(prefix="realcal-test-cache-"))
+if "REALCAL_CACHE_DIR" not in os.environ:
+    # A private cache for this run, removed when the run ends (never left behind in /tmp).
+    _own_cache = tempfile.mkdtemp(prefix="realcal-test-cache-")
+    os.environ["REALCAL_CACHE_DIR"] = _own_cache
+    atexit.register(shutil.rmtree, _own_cache, True)
 from engine import env  # noqa: E402
 
 env.configure()
