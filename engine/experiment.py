@@ -51,6 +51,7 @@ DEFAULT_SEEDS = [0, 1, 2, 3, 4]
 def resolve(config: dict[str, Any]) -> dict[str, Any]:
     from engine.train import protocols
     from engine.train.recipe import Recipe
+    from engine.train.schedule import from_arm as schedule_from_arm
 
     if not isinstance(config, dict) or not config.get("arms"):
         raise RealcalError("an experiment file needs a list of arms")
@@ -84,14 +85,20 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         replica = arm.get("replica", 0)
         if isinstance(replica, bool) or not isinstance(replica, int) or replica < 0:
             raise RealcalError(f"arm {arm['name']}: replica must be a whole number >= 0")
-        unknown = set(arm) - {"name", "kind", "real", "pool", "synthetic", "replica", "synthetic_label"}
+        unknown = set(arm) - {"name", "kind", "real", "pool", "synthetic", "replica", "synthetic_label", "schedule"}
         if unknown:
             raise RealcalError(f"arm {arm['name']}: unknown key(s) {', '.join(sorted(unknown))}; valid: name, kind, "
-                               f"real, pool, synthetic, synthetic_label, replica")
+                               f"real, pool, synthetic, synthetic_label, replica, schedule")
         entry = {"name": arm["name"], "kind": kind, "real": arm.get("real"),
                  "pool": arm.get("pool", "none"), "synthetic": arm.get("synthetic")}
         if replica:
             entry["replica"] = replica
+        sched = schedule_from_arm(arm.get("schedule"), f"arm {arm['name']}: schedule")
+        if sched.kind != "union":        # a flat union is recorded as nothing (older experiments compare equal)
+            if kind != "train" or entry["pool"] == "none" or entry["synthetic"] == 0 or not entry["real"]:
+                raise RealcalError(f"arm {arm['name']}: a {sched.kind} schedule needs real and synthetic images "
+                                   f"(real: N, pool and synthetic: M)")
+            entry["schedule"] = sched.as_dict()
         label = arm.get("synthetic_label")
         if label is not None:
             if not isinstance(label, str) or not label.strip():
@@ -201,6 +208,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine import provenance
     from engine.train.manifest import build_manifest, train_images
     from engine.train.recipe import Recipe
+    from engine.train.schedule import Schedule
+    from engine.train.schedule import plan as schedule_plan
     from engine.train.train import resolve_params as train_params
 
     ws, cfg = ctx.ws, params["config"]
@@ -266,11 +275,18 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             if seed not in base_steps:
                 base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
                 base_steps[seed] = recipe.plan(train_images(base_m["counts"]))["steps"]
-            epochs = recipe.epochs_for_steps(n_train, base_steps[seed]) if cfg["step_matching"] else recipe.epochs
+            sched = Schedule.from_dict(arm.get("schedule") or {})
+            plan = schedule_plan(sched, recipe, int(m["counts"].get("train_real", 0)),
+                                 int(m["counts"].get("train_synthetic", 0)),
+                                 steps=base_steps[seed] if cfg["step_matching"] else None)
+            epochs = plan["stages"][-1]["epochs"]
+            if sched.kind == "synthetic_first":       # the train job gets the stage epochs this plan chose
+                sched = sched.replace(pretrain_epochs=plan["stages"][0]["epochs"])
             train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
             run_recipe = recipe.replace(epochs=epochs, seed=train_seed)
             tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": params.get("device"),
-                                            "protocol": protocol})
+                                            "protocol": protocol,
+                                            "schedule": sched.as_dict() if sched.kind != "union" else None})
             final = jobs.run_foreground(ws, "train", tp)
             if final["status"] != "done":
                 raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
@@ -283,10 +299,11 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 raise RealcalError(f"arm {arm['name']} seed {seed}: training run {run_id} vanished from the workspace")
             test = dict(tr["metrics"])
             val = test.pop("val", {})
-            plan = run_recipe.plan(n_train)
-            result = {"test": test, "val": val, "rows": rows, "epochs": epochs, "steps": plan["steps"],
+            result = {"test": test, "val": val, "rows": rows, "epochs": plan["epochs"], "steps": plan["steps"],
                       "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
                       "val_eval": final["result"].get("val_eval")}
+            if sched.kind != "union":
+                result.update({"schedule": plan["text"], "stages": plan["stages"]})
         result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
                        "manifest_hash": m["hash"], **provenance.record()})
         seconds.setdefault(arm["name"], []).append(result["seconds"])

@@ -65,6 +65,16 @@ def _run_rows(runs: list[dict]) -> list[dict]:
     return out
 
 
+def _schedules(runs: list[dict]) -> dict[str, str]:
+    """Per arm, the schedule of its first run (the stages, their epochs, steps and learning rates)."""
+    out: dict[str, str] = {}
+    for r in sorted(runs, key=lambda r: r["seed"]):
+        text = (r.get("result") or {}).get("schedule")
+        if text and r["arm"] not in out:
+            out[r["arm"]] = f"{text} (seed {r['seed']})"
+    return out
+
+
 COLS = ["arm", "seeds", "AP", "AP50", "AP50 - real-only", "95% CI", "PCK@0.2", "PCK@0.2 - real-only", "PCK 95% CI",
         "mean OKS", "val AP50", "val PCK@0.2", "steps", "seconds per run", "seconds (all seeds)"]
 
@@ -101,6 +111,11 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     for f in summary["flags"]:
         md += [f"> **Warning:** {f}", ""]
     md += _md_table(summary["table"], COLS)
+    schedules = _schedules(runs)
+    if schedules:
+        md += ["", "## Schedules", "", "Arms not trained on one flat union of real and synthetic images (steps: "
+               "optimizer steps of all stages together):", ""]
+        md += [f"- {arm}: {text}" for arm, text in schedules.items()]
     md += ["", "Differences with real-only: two-stage bootstrap (seeds with replacement, then the same test images "
            "for both arms), 95% percentile interval. Seconds: wall time of the arm's runs (training + evaluation on "
            "val and test).", ""]
@@ -200,6 +215,9 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
             "<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(_fmt(v))}</li>" for k, v in facts) + "</ul>"]
     page += [f"<p><b>Warning:</b> {html.escape(f)}</p>" for f in summary["flags"]]
     page += [_html_table(summary["table"], COLS)]
+    if schedules:
+        page += ["<h2>Schedules</h2><ul>", *[f"<li><b>{html.escape(arm)}</b>: {html.escape(text)}</li>"
+                                            for arm, text in schedules.items()], "</ul>"]
     if gate:
         page += ["<h2>Val gate</h2><p>Comparisons count only when real-only beats zero-shot on val AP50 or "
                  "PCK@0.2 (means over seeds).</p>", _html_table(gate, list(gate[0])),

@@ -110,6 +110,13 @@ def test_mining_scores_held_out_train_people_and_groups_them(fws):
         sorted((c["mean_error"] for c in res["clusters"]), reverse=True)
     ids = {p["id"] for ps in persons.values() for p in ps}
     assert all(set(c["target_person_ids"]) <= ids for c in res["clusters"])
+    # every train anchor with a usable pose lands in exactly one group (the coverage is its share)
+    with ws.connect() as db:
+        anchors = {p["id"] for p in store_images.train_anchor_persons(db)}
+    grouped = [pid for c in res["clusters"] for pid in c["anchor_person_ids"]]
+    assert grouped and len(grouped) == len(set(grouped)) and set(grouped) <= anchors
+    assert all(c["anchor_coverage"] == pytest.approx(len(c["anchor_person_ids"]) / len(grouped), abs=1e-3)
+               for c in res["clusters"])
     assert (ws.root / "failures" / f"train{tr:05d}.json").exists()
     r = CliRunner().invoke(main, ["-w", str(ws.root), "mine-failures", "--training-run", str(tr), "--k", "2"])
     assert r.exit_code == 0 and "pose_source: {targets:" in r.output, r.output

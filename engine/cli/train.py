@@ -85,19 +85,33 @@ def _parse_freeze(value):
               help="best: the epoch best on val (default); last: no validation during training, the last epoch.")
 @click.option("--bn-stats", type=click.Choice(["train", "frozen"]),
               help="frozen: BatchNorm layers keep their pretrained running statistics.")
+@click.option("--schedule", "schedule_kind", type=click.Choice(["union", "weighted", "synthetic_first"]),
+              help="union (default): real and synthetic shuffled together; weighted: a set synthetic share per "
+                   "epoch (--synthetic-fraction); synthetic_first: pre-train on synthetic, then fine-tune on real.")
+@click.option("--synthetic-fraction", type=float, help="weighted: the synthetic share of every epoch (0..1).")
+@click.option("--pretrain-epochs", type=int, help="synthetic_first: epochs on the synthetic images "
+                                                   "(--epochs is the real fine-tuning stage).")
+@click.option("--pretrain-lr0", type=float, help="synthetic_first: the pre-training learning rate (default --lr0).")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run's result as JSON.")
 @pass_state
 def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, seed, model, device, protocol,
-          checkpoint, bn_stats, background, as_json) -> None:
+          checkpoint, bn_stats, schedule_kind, synthetic_fraction, pretrain_epochs, pretrain_lr0, background,
+          as_json) -> None:
     """Fine-tune YOLO-pose on a manifest (low-data recipe by default); score the test split once."""
     from engine.cli.jobs import run_or_queue
     from engine.train.train import resolve_params
 
     ws = state.workspace()
+    schedule = {k: v for k, v in {"kind": schedule_kind, "synthetic_fraction": synthetic_fraction,
+                                  "pretrain_epochs": pretrain_epochs, "pretrain_lr0": pretrain_lr0}.items()
+                if v is not None}
+    if schedule and "kind" not in schedule:
+        raise click.UsageError("--synthetic-fraction and --pretrain-* need --schedule weighted|synthetic_first")
     params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
                                               "freeze": freeze, "seed": seed, "model": model, "device": device,
-                                              "protocol": protocol, "checkpoint": checkpoint, "bn_stats": bn_stats})
+                                              "protocol": protocol, "checkpoint": checkpoint, "bn_stats": bn_stats,
+                                              "schedule": schedule or None})
     from engine.train.train import load_manifest, manifest_step_plan
 
     with ws.connect() as db:

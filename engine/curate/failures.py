@@ -10,7 +10,9 @@
 then groups the people by pose (each limb's direction relative to the torso, the torso's direction, which
 way the body faces: ``pose_features``) with k-means and ranks the groups by the student's error. Each group
 lists its people (the worst first: their person ids are targets for generation, ``pose_source.targets``),
-its per-joint errors, and how much of the train anchors it covers. The result is stored with the job and
+its per-joint errors, how much of the train anchors it covers and which anchors those are
+(``anchor_person_ids``: targets that exist even when the failures were found on unlabelled images).
+The result is stored with the job and
 in ``<workspace>/failures/train<ID>.json``.
 """
 from __future__ import annotations
@@ -202,11 +204,12 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         raise RealcalError("no person with a torso to group among the mined images")
     x = np.stack([p["features"] for p in people])
     labels, centres = kmeans(x, min(params["k"], max(1, len(people) // 3)), params["seed"])
-    anchor_feats = [f for f in (pose_features(poses.as_keypoints(a["keypoints"])) for a in anchors) if f is not None]
+    featured = [(a["id"], f) for a in anchors if (f := pose_features(poses.as_keypoints(a["keypoints"]))) is not None]
     coverage = np.zeros(len(centres))
-    if anchor_feats:
-        a_lab = np.argmin(((np.stack(anchor_feats)[:, None] - centres[None]) ** 2).sum(-1), axis=1)
-        coverage = np.bincount(a_lab, minlength=len(centres)) / len(anchor_feats)
+    a_lab = np.zeros(0, dtype=int)
+    if featured:
+        a_lab = np.argmin(((np.stack([f for _, f in featured])[:, None] - centres[None]) ** 2).sum(-1), axis=1)
+        coverage = np.bincount(a_lab, minlength=len(centres)) / len(featured)
     clusters: list[dict[str, Any]] = []
     for j in range(len(centres)):
         members = [p for p, lab in zip(people, labels) if lab == j]
@@ -221,7 +224,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                 for i, v in enumerate(per_joint)},
             "worst": [{"person_id": p["person_id"], "image_id": p["image_id"], "error": round(p["error"], 4),
                        "against": p["against"]} for p in members[:10]],
-            "target_person_ids": [p["person_id"] for p in members if p["person_id"] is not None]})
+            "target_person_ids": [p["person_id"] for p in members if p["person_id"] is not None],
+            # the train anchors whose pose falls in this group: what a pose-driven generator can re-pose around
+            # even when the failures were found on unlabelled images
+            "anchor_person_ids": [pid for (pid, _), lab in zip(featured, a_lab) if lab == j]})
     clusters.sort(key=lambda c: -float(c["mean_error"]))
     overall = _joint_means([p["per_joint"] for p in people])
     result = {"training_run_id": params["training_run_id"], "people": len(people),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -161,12 +162,30 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         return {"id": mid, "hash": digest, "counts": counts, "new": True}
 
 
+def train_kinds(ws: Workspace, manifest_id: int) -> dict[str, list[int]]:
+    """The manifest's train image ids by kind (``real``, ``synthetic``)."""
+    with ws.connect() as db:
+        m = store_training.manifest(db, manifest_id)
+        if m is None:
+            raise RealcalError(f"no manifest {manifest_id}")
+        ids = [it["image_id"] for it in m["items"] if it["split"] == "train"]
+        kinds = {im["id"]: im["kind"] for im in store_images.images_with_ids(db, ids)}
+    out: dict[str, list[int]] = {"real": [], "synthetic": []}
+    for i in ids:
+        out.setdefault(kinds[i], []).append(i)
+    return out
+
+
 def export_yolo(ws: Workspace, manifest_id: int, out: Path,
-                mask_regions: dict[int, list[list[float]]] | None = None) -> Path:
+                mask_regions: dict[int, list[list[float]]] | None = None, *,
+                kinds: set[str] | None = None, repeats: dict[int, int] | None = None) -> Path:
     """Write the manifest as an Ultralytics YOLO-pose folder; returns its data.yaml.
 
     ``mask_regions`` (image id -> boxes x, y, w, h): regions filled with the image's mean colour
-    in the exported copy (unannotated people in real train images)."""
+    in the exported copy (unannotated people in real train images). ``kinds``: only train images of
+    these kinds (e.g. ``{"synthetic"}`` for a pre-training stage; val and test are always written).
+    ``repeats`` (image id -> copies): train images written that many times (a weighted schedule's epoch;
+    the copies are hard links where the file system allows)."""
     from engine.io import yolo_pose
 
     out = Path(out).resolve()
@@ -181,6 +200,8 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
         shutil.rmtree(out)
     for it in m["items"]:
         im = images[it["image_id"]]
+        if kinds is not None and it["split"] == "train" and im["kind"] not in kinds:
+            continue
         wanted = set(it["person_ids"])
         lines = [line for p in persons[im["id"]] if p["id"] in wanted
                  for line, _ in [yolo_pose.label_line(p, im["width"], im["height"])] if line]
@@ -203,6 +224,14 @@ def export_yolo(ws: Workspace, manifest_id: int, out: Path,
         else:
             shutil.copyfile(src, img_out)
         yolo_pose.write_labels(out, it["split"], stem, lines)
+        copies = int((repeats or {}).get(im["id"], 1)) if it["split"] == "train" else 1
+        for k in range(1, copies):
+            twin = img_out.with_name(f"{stem}_r{k}{img_out.suffix}")
+            try:
+                os.link(img_out, twin)
+            except OSError:
+                shutil.copyfile(img_out, twin)
+            yolo_pose.write_labels(out, it["split"], f"{stem}_r{k}", lines)
     splits = {it["split"] for it in m["items"]}
     if "val" not in splits:
         raise RealcalError("the manifest has no val images: model selection needs a labelled val split")

@@ -19,6 +19,8 @@ from engine import assets, config
 from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
 from engine.train.recipe import RECIPE_KEYS, Recipe, check_freeze, step_plan
+from engine.train.schedule import Schedule
+from engine.train.schedule import from_arm as schedule_from_arm
 from engine.workspace import Workspace
 from store import images as store_images
 from store import training as store_training
@@ -41,10 +43,19 @@ def _freeze_bn_stats(trainer) -> None:
 
 
 def manifest_step_plan(counts: dict, params: dict[str, Any]) -> dict[str, Any]:
-    """``step_plan`` for resolved training ``params`` on a manifest with these stored ``counts``."""
+    """The optimizer steps resolved training ``params`` take on a manifest with these stored ``counts``:
+    ``step_plan``'s text and warning, with every stage of the run's schedule (``engine.train.schedule``)."""
     from engine.train.manifest import train_images
+    from engine.train.schedule import plan as schedule_plan
 
-    return step_plan(train_images(counts), int(params["epochs"]), int(params["batch"]), int(params["nbs"]))
+    out = step_plan(train_images(counts), int(params["epochs"]), int(params["batch"]), int(params["nbs"]))
+    sched = Schedule.from_dict(params.get("schedule") or {})
+    if sched.kind != "union":
+        recipe = Recipe.from_dict({k: v for k, v in params.items() if k in RECIPE_KEYS})
+        sp = schedule_plan(sched, recipe, int(counts.get("train_real", 0)), int(counts.get("train_synthetic", 0)))
+        out = {**out, "steps": sp["steps"], "text": sp["text"], "stages": sp["stages"],
+               "warning": out["warning"] if sp["steps"] < 100 else None}
+    return out
 
 
 def parse_freeze(value: str | None) -> int | str | list | None:
@@ -76,13 +87,16 @@ def freeze_layers(model, value: Any) -> int | list:
 def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     from engine.train import protocols
 
-    unknown = set(overrides or {}) - set(RECIPE_KEYS) - {"device", "protocol"}
+    unknown = set(overrides or {}) - set(RECIPE_KEYS) - {"device", "protocol", "schedule"}
     if unknown:
         raise RealcalError(f"unknown training option(s) {', '.join(sorted(unknown))}; valid: {', '.join(RECIPE_KEYS)}, "
-                           f"device, protocol")
+                           f"device, protocol, schedule")
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     recipe = Recipe.from_dict({k: v for k, v in given.items() if k in RECIPE_KEYS})
     params = {**recipe.as_dict(), "protocol": given.get("protocol", "auto")}
+    sched = schedule_from_arm(given.get("schedule"), "schedule")
+    if sched.kind != "union":       # a flat union records nothing extra (older runs compare equal)
+        params["schedule"] = sched.as_dict()
     if "device" in given:
         params["device"] = given["device"]
     protocols.check(params["protocol"])
@@ -106,7 +120,9 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
     from engine import provenance
     from engine.train.evaluate import evaluate
-    from engine.train.manifest import export_yolo
+    from engine.train.manifest import export_yolo, train_kinds
+    from engine.train.schedule import plan as schedule_plan
+    from engine.train.schedule import repeats as schedule_repeats
 
     ws = ctx.ws
     with ws.connect() as db:
@@ -129,43 +145,69 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         ctx.progress(0, int(params["epochs"]), f"finding unannotated people in {len(images)} real train images",
                      force=True)
         regions = unannotated_regions(ws, images, persons, device=config.resolve_device(params["device"]))
-    data_yaml = export_yolo(ws, params["manifest_id"], run_dir / "data", mask_regions=regions)
-    device = config.resolve_device(params["device"])
     recipe = Recipe.from_dict({k: v for k, v in params.items() if k in RECIPE_KEYS})
-    epochs = recipe.epochs
-    model = YOLO(params["weights"], task="pose")
+    sched = Schedule.from_dict(params.get("schedule") or {})
+    by_kind = train_kinds(ws, params["manifest_id"])
+    stages = schedule_plan(sched, recipe, len(by_kind["real"]), len(by_kind["synthetic"]))["stages"]
+    if sched.kind == "synthetic_first":
+        fit_data = [export_yolo(ws, params["manifest_id"], run_dir / "data_pretrain", kinds={"synthetic"}),
+                    export_yolo(ws, params["manifest_id"], run_dir / "data", mask_regions=regions, kinds={"real"})]
+    else:
+        copies = (schedule_repeats(by_kind["real"], by_kind["synthetic"], sched.synthetic_fraction, recipe.seed)
+                  if sched.kind == "weighted" else None)
+        fit_data = [export_yolo(ws, params["manifest_id"], run_dir / "data", mask_regions=regions, repeats=copies)]
+    device = config.resolve_device(params["device"])
+    epochs = sum(st["epochs"] for st in stages)
+    weights = params["weights"]
+    curves: list[dict] = []
+    for n, (st, data_yaml) in enumerate(zip(stages, fit_data)):
+        last_stage = n == len(stages) - 1
+        stage_recipe = recipe.replace(epochs=st["epochs"], lr0=st["lr0"])
+        offset = sum(s["epochs"] for s in stages[:n])
+        model = YOLO(weights, task="pose")
 
-    def on_epoch_end(trainer):
-        losses = (trainer.label_loss_items(trainer.tloss, prefix="train")
-                  if getattr(trainer, "tloss", None) is not None else {})
-        text = ", ".join(f"{k.split('/')[-1]} {float(v):.3f}" for k, v in (losses or {}).items())
-        ctx.progress(trainer.epoch + 1, epochs, f"epoch {trainer.epoch + 1}/{epochs}" + (f": {text}" if text else ""))
+        def on_epoch_end(trainer, offset=offset, name=st["stage"]):
+            losses = (trainer.label_loss_items(trainer.tloss, prefix="train")
+                      if getattr(trainer, "tloss", None) is not None else {})
+            text = ", ".join(f"{k.split('/')[-1]} {float(v):.3f}" for k, v in (losses or {}).items())
+            done = offset + trainer.epoch + 1
+            ctx.progress(done, epochs, (f"{name}: " if len(stages) > 1 else "") + f"epoch {done}/{epochs}"
+                         + (f": {text}" if text else ""))
 
-    model.add_callback("on_train_epoch_end", on_epoch_end)
-    if recipe.bn_stats == "frozen":
-        model.add_callback("on_train_batch_start", _freeze_bn_stats)
-    ctx.progress(0, epochs, "training", force=True)
-    try:
-        with warnings.catch_warnings():
-            # Ultralytics' Ray Tune callback (active because ray is installed) asks Ray for a trial id at
-            # every epoch and Ray warns when training is not run by a Tuner; nothing is wrong.
-            warnings.filterwarnings("ignore", message=".*get_trial_id.*")
-            model.train(data=str(data_yaml), **recipe.ultralytics_args(), freeze=freeze_layers(model, recipe.freeze),
-                        deterministic=True, plots=False, project=str(run_dir), name="ultralytics", exist_ok=True,
-                        workers=0, device=device, amp=device.startswith("cuda"), verbose=False)
-    except Exception:
-        with ws.connect() as db:
-            with write_transaction(db):
-                store_training.finish_run(db, run_id, status="failed", weights=None, curves=None, metrics=None)
-        raise
+        model.add_callback("on_train_epoch_end", on_epoch_end)
+        if recipe.bn_stats == "frozen":
+            model.add_callback("on_train_batch_start", _freeze_bn_stats)
+        ctx.progress(offset, epochs, f"training ({st['stage']})" if len(stages) > 1 else "training", force=True)
+        args = stage_recipe.ultralytics_args()
+        if not last_stage:
+            args["val"] = False       # an earlier stage keeps its last weights: nothing to choose on val
+        name = "ultralytics" if last_stage else st["stage"]
+        try:
+            with warnings.catch_warnings():
+                # Ultralytics' Ray Tune callback (active because ray is installed) asks Ray for a trial id at
+                # every epoch and Ray warns when training is not run by a Tuner; nothing is wrong.
+                warnings.filterwarnings("ignore", message=".*get_trial_id.*")
+                model.train(data=str(data_yaml), **args, freeze=freeze_layers(model, recipe.freeze),
+                            deterministic=True, plots=False, project=str(run_dir), name=name, exist_ok=True,
+                            workers=0, device=device, amp=device.startswith("cuda"), verbose=False)
+        except Exception:
+            with ws.connect() as db:
+                with write_transaction(db):
+                    store_training.finish_run(db, run_id, status="failed", weights=None, curves=None, metrics=None)
+            raise
+        stage_out = run_dir / name
+        if (stage_out / "results.csv").exists():
+            with open(stage_out / "results.csv") as fh:
+                stage_rows = [{k.strip(): _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            if len(stages) > 1:
+                stage_rows = [{**r, "stage": st["stage"], "epoch": offset + int(r.get("epoch") or i + 1)}
+                              for i, r in enumerate(stage_rows)]
+            curves.extend(stage_rows)
+        weights = str(stage_out / "weights" / "last.pt")
     out = run_dir / "ultralytics"
     best = out / "weights" / ("last.pt" if recipe.checkpoint == "last" else "best.pt")
     if not best.exists():
         best = out / "weights" / "last.pt"
-    curves = []
-    if (out / "results.csv").exists():
-        with open(out / "results.csv") as fh:
-            curves = [{k.strip(): _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
     with ws.connect() as db:
         m = load_manifest(db, params["manifest_id"])
         splits = {s: split_items(db, m, s) for s in ("val", "test")}
