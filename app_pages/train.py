@@ -32,7 +32,7 @@ with ws.connect() as db:
     experiments = store_training.list_experiments(db)
     exp_runs = {e["id"]: store_training.experiment_runs(db, e["id"]) for e in experiments}
     active = [j for j in store_jobs.list_jobs(db, limit=50)
-              if j["kind"] in ("train", "experiment", "export_model") and j["status"] in ("queued", "running")]
+              if j["kind"] in ("train", "experiment", "export_model", "loop") and j["status"] in ("queued", "running")]
     labelled = store_images.labelled_real_images_by_split(db)
 
 c: Sequence[DeltaGenerator] = st.columns(4)
@@ -56,7 +56,7 @@ def queue(kind: str, params: dict) -> None:
 def live() -> None:
     with ws.connect() as db:
         rows = [j for j in store_jobs.list_jobs(db, limit=50)
-                if j["kind"] in ("train", "experiment", "export_model", "mine_failures")
+                if j["kind"] in ("train", "experiment", "export_model", "mine_failures", "loop")
                 and j["status"] in ("queued", "running")]
     for j in rows:
         st.progress(min(1.0, j["progress"] / j["total"]) if j["total"] else 0.0,
@@ -68,8 +68,8 @@ def live() -> None:
 if active:
     live()
 
-tab_exp, tab_train, tab_manifest, tab_models = st.tabs(["Experiment", "Single training run", "Manifests",
-                                                         "Trained models"])
+tab_exp, tab_loop, tab_train, tab_manifest, tab_models = st.tabs(
+    ["Experiment", "Loop", "Single training run", "Manifests", "Trained models"])
 
 with tab_exp:
     st.markdown("Arms x seeds trained at **matched optimizer steps**, the untouched pretrained model as the "
@@ -103,6 +103,50 @@ with tab_exp:
     st.caption("Or from the command line: `realcal -w WS experiment run exp.yaml`, "
                "then `realcal -w WS report --out DIR`.")
 
+with tab_loop:
+    st.markdown("Rounds of **train the student -> find where it fails (train data only) -> generate around those "
+                "poses -> curate -> score with the student -> select -> train the next student**. Val decides "
+                "when to stop; every round is stored and a stopped loop resumes where it was.")
+    example = Path(__file__).resolve().parents[1] / "experiments" / "example_loop.yaml"
+    loop_text = st.text_area("Loop (YAML)", example.read_text() if example.exists() else "name: my-loop\n",
+                             height=260, help="name, rounds, seed, real, recipe, schedule, add_per_round, mine, "
+                                              "target, generate, curate, select, review, stop (engine/loop.py)")
+    c = st.columns([1, 1, 2])
+    loop_device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="loop_device")
+    if c[1].button("Queue loop", type="primary"):
+        from engine.loop import check as loop_check
+        from engine.loop import resolve as loop_resolve
+
+        try:
+            loop_cfg = loop_resolve(yaml.safe_load(loop_text))
+            facts = loop_check(ws, loop_cfg)
+            queue("loop", {"config": loop_cfg, "device": loop_device})
+            st.caption(f"{facts['anchors']} real anchors; failures mined on {facts['held_out_labelled']} labelled "
+                       f"train images outside them and {facts['unlabelled']} unlabelled ones.")
+        except yaml.YAMLError as exc:
+            st.error(f"That is not valid YAML: {exc}")
+        except RealcalError as exc:
+            st.error(str(exc))
+    from engine.loop import figure as loop_figure
+    from engine.loop import summary as loop_summary
+    from store import loops as store_loops
+
+    with ws.connect() as db:
+        loop_names = [lp["name"] for lp in store_loops.all_loops(db)]
+    if loop_names:
+        chosen = st.selectbox("Loop", loop_names[::-1])
+        ls = loop_summary(ws, chosen)
+        st.markdown(f"**{ls['status']}**" + (f": {ls['stop_reason']}" if ls.get("stop_reason") else "")
+                    + (f" · best on val: round {ls['best_round']} (training run {ls['best_training_run']})"
+                       if ls["best_round"] is not None else ""))
+        if any(r["status"] == "done" for r in ls["rounds"]):
+            st.plotly_chart(loop_figure(ls), width="stretch")
+        st.dataframe(pd.DataFrame(ls["rounds"]), hide_index=True, width="stretch")
+    else:
+        st.info("No loop has run yet.")
+    st.caption("Or from the command line: `realcal -w WS loop run loop.yaml [--max-minutes M]`, "
+               "`realcal -w WS loop status`.")
+
 with tab_manifest:
     st.markdown("A manifest is an immutable, hashed snapshot: the same selection always gives the same "
                 "manifest. The leakage guard refuses synthetic images with a val/test image in their "
@@ -113,7 +157,8 @@ with tab_manifest:
         real_count = c[1].number_input("…or this many", 0, 1_000_000, 100)
         real_seed = c[2].number_input("Real seed", 0, 2**31 - 1, 0)
         c = st.columns(3)
-        pool = c[0].selectbox("Synthetic pool", POOLS, help="accepted = reviewed and accepted; curated = the "
+        pool = c[0].selectbox("Synthetic pool", [p for p in POOLS if p != "ids"],
+                              help="accepted = reviewed and accepted; curated = the "
                               "curation order; random = a seeded sample; unfiltered = the first N generated")
         syn_count = c[1].number_input("Synthetic images (0 = the whole pool)", 0, 1_000_000, 0)
         syn_seed = c[2].number_input("Synthetic seed", 0, 2**31 - 1, 0)
@@ -170,6 +215,14 @@ with tab_train:
                                       help="annotated_person: for data that labels one person per image (LSP/LSPET); "
                                            "detections of unlabelled people neither count nor cost. coco: every "
                                            "detection counts. auto: annotated_person for LSP imports, else coco.")
+            c = st.columns(4)
+            schedule = c[0].selectbox("Schedule", ["union", "weighted", "synthetic_first"],
+                                      help="union: real and synthetic shuffled together; weighted: a set synthetic "
+                                           "share of every epoch; synthetic_first: pre-train on the synthetic "
+                                           "images, then fine-tune on the real ones (Epochs = the real stage)")
+            fraction = c[1].number_input("Synthetic share (weighted)", 0.01, 0.99, 0.3)
+            pre_epochs = c[2].number_input("Pre-training epochs (synthetic_first)", 1, 10_000, 10)
+            pre_lr0 = c[3].number_input("Pre-training lr0 (0 = lr0)", 0.0, 1.0, 0.0, format="%.5f")
             go_train = st.form_submit_button("Queue training", type="primary")
         if go_train:
             from engine.train.train import manifest_step_plan, parse_freeze, resolve_params
@@ -179,7 +232,11 @@ with tab_train:
                     "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
                     "lr0": float(lr0), "nbs": int(nbs), "optimizer": optimizer, "freeze": parse_freeze(freeze),
                     "mosaic": float(mosaic),
-                    "model": model.strip(), "device": device, "protocol": protocol})
+                    "model": model.strip(), "device": device, "protocol": protocol,
+                    "schedule": {"union": None,
+                                 "weighted": {"kind": "weighted", "synthetic_fraction": float(fraction)},
+                                 "synthetic_first": {"kind": "synthetic_first", "pretrain_epochs": int(pre_epochs),
+                                                     "pretrain_lr0": float(pre_lr0)}}[schedule]})
                 queue("train", params)
                 plan = manifest_step_plan(next(m["counts"] for m in manifests if m["id"] == mid), params)
                 st.caption(plan["text"])

@@ -209,7 +209,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine.train.manifest import build_manifest, train_images
     from engine.train.recipe import Recipe
     from engine.train.schedule import Schedule
-    from engine.train.schedule import plan as schedule_plan
+    from engine.train.schedule import fit as schedule_fit
     from engine.train.train import resolve_params as train_params
 
     ws, cfg = ctx.ws, params["config"]
@@ -275,18 +275,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             if seed not in base_steps:
                 base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
                 base_steps[seed] = recipe.plan(train_images(base_m["counts"]))["steps"]
-            sched = Schedule.from_dict(arm.get("schedule") or {})
-            plan = schedule_plan(sched, recipe, int(m["counts"].get("train_real", 0)),
-                                 int(m["counts"].get("train_synthetic", 0)),
-                                 steps=base_steps[seed] if cfg["step_matching"] else None)
-            epochs = plan["stages"][-1]["epochs"]
-            if sched.kind == "synthetic_first":       # the train job gets the stage epochs this plan chose
-                sched = sched.replace(pretrain_epochs=plan["stages"][0]["epochs"])
             train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
-            run_recipe = recipe.replace(epochs=epochs, seed=train_seed)
+            run_recipe, run_schedule, plan = schedule_fit(
+                Schedule.from_dict(arm.get("schedule") or {}), recipe.replace(seed=train_seed),
+                int(m["counts"].get("train_real", 0)), int(m["counts"].get("train_synthetic", 0)),
+                steps=base_steps[seed] if cfg["step_matching"] else None)
             tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": params.get("device"),
-                                            "protocol": protocol,
-                                            "schedule": sched.as_dict() if sched.kind != "union" else None})
+                                            "protocol": protocol, "schedule": run_schedule})
             final = jobs.run_foreground(ws, "train", tp)
             if final["status"] != "done":
                 raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
@@ -302,7 +297,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             result = {"test": test, "val": val, "rows": rows, "epochs": plan["epochs"], "steps": plan["steps"],
                       "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
                       "val_eval": final["result"].get("val_eval")}
-            if sched.kind != "union":
+            if run_schedule:
                 result.update({"schedule": plan["text"], "stages": plan["stages"]})
         result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
                        "manifest_hash": m["hash"], **provenance.record()})

@@ -57,7 +57,7 @@ KINDS: dict[str, Kind] = {
                      "orders curated images for review and selection"),
     "job": Kind(("engine.pseudo_label", "engine.selftest", "engine.generate.job", "engine.curate.run",
                  "engine.curate.student", "engine.curate.failures",
-                 "engine.train.train", "engine.experiment"), "realcal.jobs", False,
+                 "engine.train.train", "engine.experiment", "engine.loop"), "realcal.jobs", False,
                 "a background job kind run by the worker"),
     "import_format": Kind(("engine.io.coco", "engine.io.yolo_pose", "engine.io.lsp", "engine.io.images"),
                           "realcal.import_formats", False, "parses a dataset on disk"),

@@ -3,7 +3,8 @@
 A manifest lists images with their split and the label source used (real: ground truth, or a
 reviewer's correction; synthetic: the correction, else the conditioning pose). Synthetic images
 come from a pool: ``accepted`` (by review), ``curated`` (the curation order), ``random`` (a seeded
-sample of everything generated) or ``unfiltered`` (the first N generated), optionally only from the
+sample of everything generated), ``unfiltered`` (the first N generated) or ``ids`` (exactly the listed
+images, e.g. what a loop selected), optionally only from the
 generation batches with a given ``label``. The leakage guard
 refuses any synthetic image with a val/test (or deleted) image anywhere in its lineage, and
 honeypots never enter. The hash covers every (image content, split, label) entry, so the same
@@ -28,7 +29,7 @@ from store import images as store_images
 from store import training as store_training
 from store.db import write_transaction
 
-POOLS = ("none", "accepted", "curated", "random", "unfiltered")
+POOLS = ("none", "accepted", "curated", "random", "unfiltered", "ids")
 
 
 def train_images(counts: dict) -> int:
@@ -109,6 +110,14 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
             chosen_syn = order if count is None else order[:count]
         elif pool == "random":
             chosen_syn = _pick(syn_ids, count, seed)
+        elif pool == "ids":       # exactly these images (e.g. what a loop's rounds selected), in this order
+            wanted = [int(i) for i in syn_spec.get("ids") or []]
+            eligible = set(syn_ids)
+            missing = [i for i in wanted if i not in eligible]
+            if missing:
+                raise RealcalError(f"{len(missing)} of the {len(wanted)} synthetic images asked for are not eligible "
+                                   f"(deleted, honeypots, or outside the anchor pool/label), e.g. {missing[:5]}")
+            chosen_syn = wanted if count is None else wanted[:count]
         else:
             chosen_syn = syn_ids if count is None else syn_ids[:count]
         if count and len(chosen_syn) < count:

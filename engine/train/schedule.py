@@ -134,3 +134,16 @@ def plan(schedule: Schedule, recipe: Recipe, n_real: int, n_synthetic: int,
                      f"{s['steps']} steps, lr0 {s['lr0']:g}" for s in stages)
     return {"kind": schedule.kind, "stages": stages, "steps": total, "epochs": sum(s["epochs"] for s in stages),
             "text": f"{schedule.describe_short()}: {text}"}
+
+
+def fit(schedule: Schedule, recipe: Recipe, n_real: int, n_synthetic: int,
+        steps: int | None = None) -> tuple[Recipe, dict[str, Any] | None, dict[str, Any]]:
+    """What a train job receives for one run: the recipe with the last stage's epochs, the schedule (None for a
+    flat union) with the first stage's epochs filled in, and the :func:`plan` they follow."""
+    p = plan(schedule, recipe, n_real, n_synthetic, steps)
+    run_recipe = recipe.replace(epochs=p["stages"][-1]["epochs"])
+    if schedule.kind == "union":
+        return run_recipe, None, p
+    if schedule.kind == "synthetic_first":       # the train job re-plans from these epochs and gets the same stages
+        schedule = schedule.replace(pretrain_epochs=p["stages"][0]["epochs"])
+    return run_recipe, schedule.as_dict(), p

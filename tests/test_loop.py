@@ -1,0 +1,140 @@
+"""The model in the loop (engine/loop.py): rounds that mine failures, generate around them, curate and select with
+the student's signals and train the next student; stored round by round, resumable, stopped by val."""
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from engine import jobs
+from engine.cli import main
+from engine.errors import RealcalError
+from engine.io import parse
+from engine.io.common import run_import
+from engine.loop import _should_stop, check, resolve, summary
+from store import batches as store_batches
+from store import loops as store_loops
+from store import training as store_training
+from store.db import write_transaction
+
+LOOP = {"name": "tiny", "rounds": 2, "seed": 0, "real": 8, "add_per_round": 2,
+        "recipe": {"epochs": 1, "imgsz": 96, "batch": 4, "nbs": 4, "checkpoint": "last"},
+        "generate": {"generator": "pose_warp", "count": 4,
+                     "generator_params": {"width": 96, "height": 96, "background": "procedural"}},
+        "curate": {"stages": [{"name": "quality", "params": {"sharpness": 1.0}}]},
+        "mine": {"k": 2}, "stop": {"patience": 5}}
+
+
+def test_loop_files_are_checked_before_anything_runs():
+    cfg = resolve({"name": "a"})
+    assert cfg["rounds"] == 3 and cfg["generate"]["generator"] == "pose_warp" and cfg["stop"]["metric"] == "AP50"
+    for bad, match in [({"name": "a", "round": 3}, "unknown key"),
+                       ({"name": "a", "add_per_round": 500}, "must be at least add_per_round"),
+                       ({"name": "a", "stop": {"metric": "mAP"}}, "stop.metric must be one of"),
+                       ({"name": "a", "generate": {"seed": 3}}, "may not set seed"),
+                       ({"name": "a", "rounds": 0}, "rounds must be within 1..50"),
+                       ({"name": "a", "select": {"studnet": 1}}, "studnet"),
+                       ({"name": "a", "schedule": {"kind": "weighted", "synthetic_fraction": 2}}, "synthetic_fraction"),
+                       ({"rounds": 2}, "name is a short text")]:
+        with pytest.raises(RealcalError, match=match):
+            resolve(bad)
+
+
+def test_the_stop_rule():
+    stop = {"metric": "AP50", "min_delta": 0.01, "patience": 2}
+    assert _should_stop([0.5], stop) is None
+    assert _should_stop([0.5, 0.505], stop) is None                  # one miss: patience 2
+    assert "not beaten 0.500 by more than 0.01 for 2 rounds" in _should_stop([0.5, 0.505, 0.49], stop)
+    assert _should_stop([0.5, 0.52, 0.525], stop) is None             # 0.52 was a gain: the count restarts
+    assert _should_stop([0.5, 0.4], {**stop, "patience": 1})
+
+
+@pytest.fixture
+def lws(ws, lspet):
+    run_import(ws, parse("lsp", lspet), limit=12, split="train")
+    run_import(ws, parse("lsp", lspet), ids=[f"im{i:05d}.jpg" for i in range(100, 104)], split="val")
+    return ws
+
+
+def test_a_loop_runs_its_rounds_stores_them_and_resumes(lws, tmp_path):
+    cfg = resolve(LOOP)
+    assert check(lws, cfg) == {"anchors": 8, "held_out_labelled": 4, "unlabelled": 0}
+    messages = []
+    final = jobs.run_foreground(lws, "loop", {"config": cfg, "device": "cpu"},
+                                lambda d, t, msg: msg and messages.append(msg))
+    assert final["status"] == "done", final["error"]
+    s = final["result"]
+    assert s["status"] == "done" and s["stop_reason"] == "all 2 rounds ran"
+    rows = s["rounds"]
+    assert [r["round"] for r in rows] == [0, 1, 2] and all(r["status"] == "done" for r in rows)
+    assert [r["synthetic"] for r in rows] == [0, 2, 4] and [r["added"] for r in rows] == [0, 2, 2]
+    assert all(r["real"] == 8 and r["val AP50"] is not None for r in rows)
+    assert any(m.startswith("round 1: mining where the last student fails") for m in messages)
+    assert s["best_round"] in (0, 1, 2)
+    with lws.connect() as db:
+        rounds = store_loops.rounds(db, s["loop_id"])
+        st1, st2 = rounds[1]["state"], rounds[2]["state"]
+        # round 2's student trained on round 1's and round 2's selections, at round 0's optimizer steps
+        m2 = store_training.manifest(db, st2["manifest_id"])
+        syn2 = {it["image_id"] for it in m2["items"] if it["split"] == "train"} - set(
+            it["image_id"] for it in store_training.manifest(db, rounds[0]["state"]["manifest_id"])["items"])
+        assert syn2 == set(st1["selected"]) | set(st2["selected"])
+        # matched to round 0's 2 steps by whole epochs: 1 epoch of 12 images at batch 4 is the nearest (3 steps)
+        assert rounds[0]["state"]["steps"] == 2 and st2["steps"] == 3
+        # generation was targeted at the anchors of the worst pose groups, and the lineage says who asked
+        assert st1["mined"]["targets"] and st1["mined"]["against_labels"] == st1["mined"]["people"] > 0
+        batch = store_batches.get(db, st1["batch_id"])
+        assert batch["params"]["label"] == "loop tiny round 1" and batch["params"]["pose_source"]["targets"]
+        assert batch["params"]["pose_source"]["target_label"].startswith("loop tiny round 1: student of round 0")
+        n_train_runs = len(store_training.list_runs(db))
+        # an interrupted round: its training never finished
+        del st2["train_run_id"]
+        with write_transaction(db):
+            store_loops.put_round(db, s["loop_id"], 2, "running", st2)
+            store_loops.set_status(db, s["loop_id"], "running")
+        n_batches = len(store_batches.list_batches(db))
+    again = jobs.run_foreground(lws, "loop", {"config": cfg, "device": "cpu"})
+    assert again["status"] == "done", again["error"]
+    with lws.connect() as db:
+        assert len(store_training.list_runs(db)) == n_train_runs + 1      # only the missing training
+        assert len(store_batches.list_batches(db)) == n_batches            # nothing regenerated
+    # the CLI: status, and a changed file under the same name is refused
+    r = CliRunner().invoke(main, ["-w", str(lws.root), "loop", "status", "--json"])
+    assert r.exit_code == 0, r.output
+    assert [x["round"] for x in json.loads(r.output)["rounds"]] == [0, 1, 2]
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({**LOOP, "add_per_round": 3}))
+    r = CliRunner().invoke(main, ["-w", str(lws.root), "loop", "run", str(path)])
+    assert r.exit_code != 0 and "already ran with another loop file" in r.output
+    assert summary(lws, "tiny")["rounds"][2]["status"] == "done"
+
+
+def test_a_loop_that_could_mine_nothing_is_refused_before_training(lws, tmp_path):
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump({**LOOP, "real": None}))
+    r = CliRunner().invoke(main, ["-w", str(lws.root), "loop", "run", str(path)])
+    assert r.exit_code != 0 and "failure mining would have nothing to read" in r.output
+    with lws.connect() as db:
+        assert not store_training.list_runs(db)
+    r = CliRunner().invoke(main, ["-w", str(lws.root), "loop", "status"])
+    assert r.exit_code != 0 and "no loop has run" in r.output
+
+
+def test_the_example_loop_file_resolves_and_the_train_page_plots_a_loop(lws, monkeypatch):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    root = Path(__file__).resolve().parents[1]
+    example = resolve(yaml.safe_load((root / "experiments" / "example_loop.yaml").read_text()))
+    assert example["name"] == "example-loop" and example["real"] == 16
+    cfg = resolve({**LOOP, "name": "page", "rounds": 1})
+    final = jobs.run_foreground(lws, "loop", {"config": cfg, "device": "cpu"})
+    assert final["status"] == "done", final["error"]
+    monkeypatch.setenv("REALCAL_WORKSPACE", str(lws.root))
+    at = AppTest.from_file(str(root / "app_pages" / "train.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("best on val: round" in m.value for m in at.markdown)
+    frames = [df.value for df in at.dataframe]
+    assert any(list(f.columns[:3]) == ["round", "status", "val AP50"] and len(f) == 2 for f in frames)
