@@ -11,7 +11,8 @@ A loop file (``realcal loop run LOOP.yaml``; every key but ``name`` optional)::
     schedule: union            # how rounds >= 1 use their synthetic images (engine.train.schedule)
     step_matching: true        # every student takes round 0's optimizer steps
     add_per_round: 100         # synthetic images selected and added to the training set each round
-    mine: {k: 6}               # pose groups for failure mining (engine.curate.failures)
+    mine: {k: 6, labels: true} # pose groups for failure mining (engine.curate.failures); labels: false reads
+                               # no label outside the anchors (their images count as unlabelled)
     target: {groups: 2, target_p: 0.7}   # generation re-poses the anchors of the worst groups
     generate: {generator: pose_warp, count: 300, generator_params: {...}, pose_source: {...}}
     curate: {}                 # curation options (engine.curate.run)
@@ -97,9 +98,9 @@ def resolve(config: Any) -> dict[str, Any]:
     review = {"queue": False, **_mapping(config.get("review"), "review")}
     if set(review) - {"queue"} or not isinstance(review["queue"], bool):
         raise RealcalError("loop file: review takes queue: true|false")
-    mine = {"k": 6, **_mapping(config.get("mine"), "mine")}
-    if set(mine) - {"k"}:
-        raise RealcalError("loop file: mine takes k (pose groups)")
+    mine = {"k": 6, "labels": True, **_mapping(config.get("mine"), "mine")}
+    if set(mine) - {"k", "labels"} or not isinstance(mine["labels"], bool):
+        raise RealcalError("loop file: mine takes k (pose groups) and labels (true|false)")
     generate = {**DEFAULT_GENERATE, **_mapping(config.get("generate"), "generate")}
     clash = set(generate) & {"anchor_image_ids", "seed", "label"}
     if clash:
@@ -111,7 +112,7 @@ def resolve(config: Any) -> dict[str, Any]:
         "recipe": Recipe.from_dict(config.get("recipe") or {}).as_dict(),
         "schedule": schedule.as_dict(), "step_matching": bool(config.get("step_matching", True)),
         "add_per_round": _number(config.get("add_per_round", 100), "add_per_round", 1, 1_000_000),
-        "mine": {"k": _number(mine["k"], "mine.k", 1, 50)},
+        "mine": {"k": _number(mine["k"], "mine.k", 1, 50), "labels": mine["labels"]},
         "target": {"groups": _number(target["groups"], "target.groups", 1, 50),
                    "target_p": _number(target["target_p"], "target.target_p", 0.0, 1.0, float)},
         "generate": generate, "curate": _mapping(config.get("curate"), "curate"),
@@ -145,6 +146,8 @@ def check(ws: Workspace, cfg: dict[str, Any]) -> dict[str, Any]:
         real_train = store_images.list_images(db, kinds=["real"], splits=["train"])
     held_out = len(labelled) - len(anchors)
     unlabelled = len(real_train) - len(labelled)
+    if not cfg["mine"]["labels"]:       # their pixels are read, their labels never
+        held_out, unlabelled = 0, unlabelled + held_out
     if held_out <= 0 and unlabelled <= 0:
         raise RealcalError(
             f"failure mining would have nothing to read: all {len(labelled)} labelled real train images are the "
@@ -238,7 +241,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 if "mined" not in state:
                     step("mining where the last student fails")
                     res = _run_job(ws, "mine_failures", failure_params(ws, {
-                        "training_run_id": prev["train_run_id"], "k": cfg["mine"]["k"], "seed": cfg["seed"]}),
+                        "training_run_id": prev["train_run_id"], "k": cfg["mine"]["k"], "seed": cfg["seed"],
+                        "labels": cfg["mine"]["labels"]}),
                         f"round {k}")
                     worst = res["clusters"][:cfg["target"]["groups"]]
                     targets = sorted({pid for c in worst for pid in [*c.get("anchor_person_ids", []),

@@ -120,6 +120,15 @@ def test_mining_scores_held_out_train_people_and_groups_them(fws):
     assert (ws.root / "failures" / f"train{tr:05d}.json").exists()
     r = CliRunner().invoke(main, ["-w", str(ws.root), "mine-failures", "--training-run", str(tr), "--k", "2"])
     assert r.exit_code == 0 and "pose_source: {targets:" in r.output, r.output
+    # --no-labels: the same images, their labels never read (the teacher is the reference)
+    r = CliRunner().invoke(main, ["-w", str(ws.root), "mine-failures", "--training-run", str(tr), "--k", "2",
+                                  "--no-labels", "--json"])
+    assert r.exit_code == 0, r.output
+    blind = json.loads(r.output)
+    assert blind["against_labels"] == 0 and blind["against_teacher"] == blind["people"] > 0
+    assert {w["image_id"] for c in blind["clusters"] for w in c["worst"]} <= {
+        w["image_id"] for c in res["clusters"] for w in c["worst"]} | set(persons)
+    assert all(w["person_id"] is None for c in blind["clusters"] for w in c["worst"])
 
 
 def test_the_train_page_charts_where_a_student_fails(fws, monkeypatch):

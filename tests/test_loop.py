@@ -138,3 +138,10 @@ def test_the_example_loop_file_resolves_and_the_train_page_plots_a_loop(lws, mon
     assert any("best on val: round" in m.value for m in at.markdown)
     frames = [df.value for df in at.dataframe]
     assert any(list(f.columns[:3]) == ["round", "status", "val AP50"] and len(f) == 2 for f in frames)
+
+
+def test_a_loop_can_mine_without_reading_labels_outside_its_anchors(lws):
+    blind = resolve({**LOOP, "mine": {"k": 2, "labels": False}})
+    assert check(lws, blind) == {"anchors": 8, "held_out_labelled": 0, "unlabelled": 4}
+    with pytest.raises(RealcalError, match="mine takes k"):
+        resolve({**LOOP, "mine": {"k": 2, "labels": "no"}})

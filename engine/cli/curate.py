@@ -102,10 +102,13 @@ def student_signals(state: State, training_run_id, run_id, imgsz, background) ->
 @click.option("--training-run", "training_run_id", type=int, required=True,
               help="The student: a finished training run.")
 @click.option("--k", type=click.IntRange(1, 50), default=6, show_default=True, help="Pose groups.")
+@click.option("--labels/--no-labels", default=True, show_default=True,
+              help="--no-labels: treat labelled train images outside the student's training set as unlabelled "
+                   "(their labels are never read; e.g. when they belong to a larger real-only arm).")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole result as JSON.")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
 @pass_state
-def mine_failures(state: State, training_run_id, k, as_json, background) -> None:
+def mine_failures(state: State, training_run_id, k, labels, as_json, background) -> None:
     """Where a trained student fails, on train data only: labelled train people it did not train on (against
     their labels) and unlabelled train images (against the teacher), grouped by pose and ranked by error."""
     import json
@@ -114,7 +117,8 @@ def mine_failures(state: State, training_run_id, k, as_json, background) -> None
     from engine.curate.failures import resolve_params
 
     ws = state.workspace()
-    final = run_or_queue(ws, "mine_failures", resolve_params(ws, {"training_run_id": training_run_id, "k": k}),
+    final = run_or_queue(ws, "mine_failures", resolve_params(ws, {"training_run_id": training_run_id, "k": k,
+                                                                        "labels": labels}),
                          background, "mine failures")
     if not final:
         return

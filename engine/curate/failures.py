@@ -117,17 +117,21 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any]) -> dict[str, Any]:
     from engine.assets import resolve as resolve_asset
     from engine.curate.student import student_weights
 
-    unknown = set(overrides) - {"training_run_id", "k", "seed", "imgsz"}
+    unknown = set(overrides) - {"training_run_id", "k", "seed", "imgsz", "labels"}
     if unknown:
         raise RealcalError(f"unknown failure-mining option(s) {', '.join(sorted(unknown))}; "
-                           f"valid: training_run_id, k, seed, imgsz")
+                           f"valid: training_run_id, k, seed, imgsz, labels")
+    if not isinstance(overrides.get("labels", True), bool):
+        raise RealcalError("labels must be true (score held-out train people against their labels) or false "
+                           "(treat every train image outside the student's training set as unlabelled)")
     if overrides.get("training_run_id") is None:
         raise RealcalError("name the student: a finished training run (--training-run ID)")
     k = int(overrides.get("k") or 6)
     if not 1 <= k <= 50:
         raise RealcalError("k (pose groups) must be within 1..50")
     params: dict[str, Any] = {"training_run_id": int(overrides["training_run_id"]), "k": k,
-                              "seed": int(overrides.get("seed") or 0), "imgsz": int(overrides.get("imgsz") or 320)}
+                              "seed": int(overrides.get("seed") or 0), "imgsz": int(overrides.get("imgsz") or 320),
+                              "labels": bool(overrides.get("labels", True))}
     params["student_weights"] = student_weights(ws, params["training_run_id"])
     with ws.connect() as db:
         cfg = config.resolve(db)
@@ -136,8 +140,11 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _candidates(db, training_run_id: int) -> tuple[list[dict], list[dict], set[int]]:
-    """(labelled train images the student did not train on, unlabelled train images, its training images)."""
+def _candidates(db, training_run_id: int, labels: bool = True) -> tuple[list[dict], list[dict], set[int]]:
+    """(labelled train images the student did not train on, unlabelled train images, its training images).
+
+    ``labels=False``: labelled images outside the student's training set count as unlabelled (their pixels are
+    read, their labels never), for comparisons where those labels belong to another arm (N vs 2N)."""
     tr = store_training.run(db, training_run_id)
     if tr is None:
         raise RealcalError(f"no training run {training_run_id}")
@@ -151,9 +158,9 @@ def _candidates(db, training_run_id: int) -> tuple[list[dict], list[dict], set[i
             continue
         labelled = [p for p in persons[im["id"]] if p["source"] in ("ground_truth", "corrected")
                     and not p["iscrowd"] and p["num_keypoints"] >= 4]
-        if labelled:
+        if labelled and labels:
             held_out.append({**im, "persons": labelled})
-        elif not any(p["source"] in ("ground_truth", "corrected") for p in persons[im["id"]]):
+        elif not labels or not any(p["source"] in ("ground_truth", "corrected") for p in persons[im["id"]]):
             unlabelled.append({**im, "persons": []})
     return held_out, unlabelled, trained
 
@@ -163,7 +170,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     ws = ctx.ws
     t0 = time.perf_counter()
     with ws.connect() as db:
-        held_out, unlabelled, trained = _candidates(db, params["training_run_id"])
+        held_out, unlabelled, trained = _candidates(db, params["training_run_id"], params.get("labels", True))
         anchors = store_images.train_anchor_persons(db)
     if not held_out and not unlabelled:
         raise RealcalError(
