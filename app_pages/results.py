@@ -67,6 +67,11 @@ if summary.get("noise_floor"):
 else:
     st.caption("Not measured: the experiment has no A/A pair (an arm with `replica: 1`, or random and "
                "unfiltered at the same volume).")
+if summary.get("gap_closed"):
+    st.markdown("**Gap closed** (the share of the gap between real-only and the reference arm with more real "
+                "images that each arm closes; 95% interval from the same two-stage resamples)")
+    for c in summary["gap_closed"]:
+        st.markdown(f"- {c['verdict']}")
 if summary.get("per_seed"):
     with st.expander("Per seed"):
         st.dataframe(summary["per_seed"], hide_index=True, width="stretch")

@@ -75,24 +75,42 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(arm, dict) or "name" not in arm:
             raise RealcalError("each arm needs a name")
         kind = arm.get("kind", "train")
-        if kind not in ("train", "zero_shot"):
-            raise RealcalError(f"arm {arm['name']}: kind must be train or zero_shot")
+        if kind not in ("train", "zero_shot", "loop"):
+            raise RealcalError(f"arm {arm['name']}: kind must be train, zero_shot or loop")
         if arm["name"] in names:
             raise RealcalError(f"two arms are named {arm['name']!r}")
         names.add(arm["name"])
-        if pool is not None and kind == "train" and (arm.get("real") is None or arm["real"] > pool):
+        if pool is not None and kind in ("train", "loop") and (arm.get("real") is None or arm["real"] > pool):
             raise RealcalError(f"arm {arm['name']}: with anchor_pool {pool}, real must be a number <= {pool}")
         replica = arm.get("replica", 0)
         if isinstance(replica, bool) or not isinstance(replica, int) or replica < 0:
             raise RealcalError(f"arm {arm['name']}: replica must be a whole number >= 0")
-        unknown = set(arm) - {"name", "kind", "real", "pool", "synthetic", "replica", "synthetic_label", "schedule"}
+        unknown = set(arm) - {"name", "kind", "real", "pool", "synthetic", "replica", "synthetic_label", "schedule",
+                              "reference", "round"}
         if unknown:
             raise RealcalError(f"arm {arm['name']}: unknown key(s) {', '.join(sorted(unknown))}; valid: name, kind, "
-                               f"real, pool, synthetic, synthetic_label, replica, schedule")
+                               f"real, pool, synthetic, synthetic_label, replica, schedule, reference, round")
         entry = {"name": arm["name"], "kind": kind, "real": arm.get("real"),
                  "pool": arm.get("pool", "none"), "synthetic": arm.get("synthetic")}
         if replica:
             entry["replica"] = replica
+        if arm.get("reference"):
+            if arm["reference"] is not True or kind != "train" or arm.get("synthetic"):
+                raise RealcalError(f"arm {arm['name']}: reference: true marks a real-only arm with more real images "
+                                   f"(e.g. 2N): the gap each synthetic arm closes is measured towards it")
+            entry["reference"] = True
+        if kind == "loop":
+            rnd = arm.get("round")
+            if isinstance(rnd, bool) or not isinstance(rnd, int) or rnd < 1:
+                raise RealcalError(f"arm {arm['name']}: a loop arm names its round (round: 1, 2, ...)")
+            if set(arm) & {"pool", "synthetic", "synthetic_label", "schedule", "replica"}:
+                raise RealcalError(f"arm {arm['name']}: a loop arm takes name, kind, real and round (the loop "
+                                   f"section of the experiment file says how rounds generate and train)")
+            if not arm.get("real"):
+                raise RealcalError(f"arm {arm['name']}: a loop arm needs real: N (its anchors)")
+            entry["round"] = rnd
+        elif "round" in arm:
+            raise RealcalError(f"arm {arm['name']}: round is for loop arms (kind: loop)")
         sched = schedule_from_arm(arm.get("schedule"), f"arm {arm['name']}: schedule")
         if sched.kind != "union":        # a flat union is recorded as nothing (older experiments compare equal)
             if kind != "train" or entry["pool"] == "none" or entry["synthetic"] == 0 or not entry["real"]:
@@ -115,6 +133,23 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
                                "synthetic": None})
     if BASELINE not in names:
         raise RealcalError(f"an experiment needs a '{BASELINE}' arm (the baseline every arm is compared with)")
+    loop_arms = [a for a in cfg["arms"] if a["kind"] == "loop"]
+    if sum(1 for a in cfg["arms"] if a.get("reference")) > 1:
+        raise RealcalError("only one arm may be the reference (reference: true)")
+    if loop_arms or config.get("loop") is not None:
+        if not loop_arms:
+            raise RealcalError("the experiment file has a loop section but no loop arm (kind: loop, round: k)")
+        if len({a["real"] for a in loop_arms}) > 1:
+            raise RealcalError("every loop arm must name the same real count (they are rounds of one loop per seed)")
+        given_loop = config.get("loop") or {}
+        if not isinstance(given_loop, dict):
+            raise RealcalError("loop must be a mapping of loop options (see engine/loop.py)")
+        clash = set(given_loop) & {"name", "seed", "real", "recipe", "protocol", "step_matching", "rounds"}
+        if clash:
+            raise RealcalError(f"loop: {', '.join(sorted(clash))} come from the experiment (its seeds, recipe, "
+                               f"protocol and step matching, the loop arms' real and rounds); remove them")
+        cfg["loop"] = dict(given_loop)
+        loop_config(cfg, loop_arms[0], cfg["seeds"][0])      # the loop section checked now, not hours later
     if not cfg["seeds"]:
         raise RealcalError("an experiment needs at least one seed")
     return cfg
@@ -131,7 +166,21 @@ def manifest_spec(arm: dict, seed: int, anchor_pool: int | None = None) -> dict:
     return spec
 
 
-CARRY_KEYS = ("seeds", "recipe", "step_matching", "anchor_pool", "protocol")
+def loop_config(cfg: dict, arm: dict, seed: int) -> dict:
+    """The loop behind an experiment's loop arms for one seed: the experiment's recipe, protocol and step
+    matching, the arm's real anchors (the same draw as the real-only arms'), every round any loop arm names,
+    and no early stop (each round is an arm)."""
+    from engine import loop
+
+    rounds = max(a["round"] for a in cfg["arms"] if a["kind"] == "loop")
+    given = dict(cfg.get("loop") or {})
+    return loop.resolve({**given, "name": f"{cfg['name']} loop seed {seed}", "seed": int(seed),
+                         "real": arm["real"], "recipe": cfg["recipe"], "protocol": cfg.get("protocol", "auto"),
+                         "step_matching": cfg["step_matching"], "rounds": rounds,
+                         "stop": {**(given.get("stop") or {}), "patience": 50}})
+
+
+CARRY_KEYS = ("seeds", "recipe", "step_matching", "anchor_pool", "protocol", "loop")
 
 
 def carried_over(old: dict, new: dict) -> list[str]:
@@ -264,10 +313,16 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                      force=True)
         t0 = time.perf_counter()
         real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
-        m = build_manifest(ws, manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
-                                             cfg.get("anchor_pool")))
+        run_id: int | None
+        if arm["kind"] == "loop":
+            m, run_id, result = _loop_arm(ws, cfg, arm, seed, params.get("device"))
+        else:
+            m = build_manifest(ws, manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
+                                                 cfg.get("anchor_pool")))
         n_train = train_images(m["counts"])
-        if arm["kind"] == "zero_shot":
+        if arm["kind"] == "loop":
+            pass
+        elif arm["kind"] == "zero_shot":
             result = _zero_shot(ws, m["id"], recipe.imgsz, params.get("device", "auto"),
                                 ws.root / "experiments" / f"{exp_id:05d}", seed, protocol)
             run_id = None
@@ -317,6 +372,37 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     summary = summarise(runs, cfg, comparisons)
     missing = len(pairs) - len({(r["arm"], r["seed"]) for r in runs if r["status"] == "done"})
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing}
+
+
+def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None) -> tuple[dict, int, dict]:
+    """Run (or resume) this seed's loop up to the arm's round; the round's student is the arm's run."""
+    from store import loops as store_loops
+
+    lcfg = loop_config(cfg, arm, seed)
+    final = jobs.run_foreground(ws, "loop", {"config": lcfg, "device": device, "until_round": arm["round"]})
+    if final["status"] != "done":
+        raise RealcalError(f"arm {arm['name']} seed {seed}: loop {final['status']}: "
+                           f"{(final.get('error') or '').strip().splitlines()[-1] if final.get('error') else ''}")
+    with ws.connect() as db:
+        lp = store_loops.by_name(db, lcfg["name"])
+        st = next((r["state"] for r in store_loops.rounds(db, lp["id"])
+                   if r["round"] == arm["round"] and r["status"] == "done"), None) if lp else None
+        if st is None:
+            raise RealcalError(f"arm {arm['name']} seed {seed}: loop {lcfg['name']!r} has no finished round "
+                               f"{arm['round']}")
+        run_id = int(st["train_run_id"])
+        tr = store_training.run(db, run_id)
+        rows = store_training.eval_rows(db, run_id)
+        man = store_training.manifest(db, int(st["manifest_id"]))
+    if tr is None or man is None:
+        raise RealcalError(f"arm {arm['name']} seed {seed}: training run {run_id} vanished from the workspace")
+    test = dict(tr["metrics"])
+    val = test.pop("val", {})
+    result = {"test": test, "val": val, "rows": rows, "epochs": st.get("epochs"), "steps": st["steps"],
+              "train_seed": int(seed), "test_eval": st.get("test_eval"), "val_eval": st.get("val_eval"),
+              "loop": {"name": lcfg["name"], "round": arm["round"], "synthetic": st["synthetic"],
+                       "training_run_id": run_id}}
+    return {"id": man["id"], "hash": man["hash"], "counts": man["counts"]}, run_id, result
 
 
 def time_left(arms_left: list[dict], seconds: dict[str, list[float]]) -> str | None:
@@ -389,6 +475,31 @@ def _compare(arrays, arm: str, baseline: str, metric: str, n_boot: int, kind: st
     return {"kind": kind, "arm": arm, "baseline": baseline, "metric": metric, **res}
 
 
+def _gap_closed(arrays, arm: str, reference: str, metric: str, n_boot: int) -> dict | None:
+    """The share of the real-only -> reference (e.g. N -> 2N real images) gap an arm closes, with its interval."""
+    a, r, b = (arrays.get(x, {}).get(metric) for x in (arm, reference, BASELINE))
+    if not a or not r or not b or not set(a) & set(r) & set(b):
+        return None
+    try:
+        res = stats.gap_closed_bootstrap(a, r, b, metric, n_boot=n_boot)
+    except ValueError:
+        return None
+    frac, ci = res["fraction"], res["ci"]
+    if frac is None:
+        text = (f"{reference} is not better than {BASELINE} on {metric} ({res['reference_gain']:+.3f}): there is no "
+                f"gap for {arm} to close")
+    elif ci is None:
+        text = (f"{arm} closes {frac:.0%} of the {BASELINE} -> {reference} gap on {metric}; no interval: the "
+                f"reference gap ({res['reference_gain']:+.3f}) is not positive in {res['undefined_share']:.0%} of "
+                f"the resamples")
+    else:
+        text = (f"{arm} closes {frac:.0%} of the {BASELINE} -> {reference} gap on {metric} "
+                f"(95% CI [{ci[0]:.0%}, {ci[1]:.0%}]; {arm} {res['arm_gain']:+.3f}, {reference} "
+                f"{res['reference_gain']:+.3f})")
+    return {"kind": "gap_closed", "arm": arm, "baseline": BASELINE, "reference": reference, "metric": metric,
+            "mean_diff": res["arm_gain"], **res, "verdict": text}
+
+
 def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
     """Every comparison the report states, each a two-stage bootstrap over seeds and test images:
 
@@ -428,6 +539,14 @@ def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
                 for metric in ("AP50", "PCK@0.2"):
                     if c := _compare(arrays, a["name"], b["name"], metric, n_boot, "noise_floor"):
                         out.append(c)
+    ref = next((a for a in arms if a.get("reference")), None)
+    if ref is not None and BASELINE in arrays:
+        for a in arms:
+            if a is ref or a["name"] == BASELINE or a.get("kind") == "zero_shot" or a.get("replica"):
+                continue
+            for metric in ("AP50", "PCK@0.2"):
+                if c := _gap_closed(arrays, a["name"], ref["name"], metric, n_boot):
+                    out.append(c)
     # the val gate with an interval: real-only minus the untouched model on val (val chose nothing when the
     # recipe keeps the last epoch; with checkpoint: best it chose the epoch, and the gate is optimistic)
     val = _arrays(runs, "val")
@@ -435,7 +554,8 @@ def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
         if c := _compare(val, BASELINE, "zero-shot", metric, n_boot, "val_gate"):
             out.append({**c, "split": "val"})
     for c in out:
-        c.setdefault("verdict", stats.verdict(c["arm"], c["baseline"], c["metric"], c["mean_diff"], c["ci"]))
+        if "verdict" not in c:
+            c["verdict"] = stats.verdict(c["arm"], c["baseline"], c["metric"], c["mean_diff"], c["ci"])
     return out
 
 
@@ -551,6 +671,7 @@ def summarise(runs: list[dict], cfg: dict, comparisons: list[dict] | None = None
             "ap50": [c for c in comparisons if c["kind"] == "vs_baseline" and c["metric"] == "AP50"],
             "ablation": [c for c in comparisons if c["kind"] == "ablation"],
             "noise_floor": [c for c in comparisons if c["kind"] == "noise_floor"],
+            "gap_closed": [c for c in comparisons if c["kind"] == "gap_closed"],
             "val_gate_intervals": [c for c in comparisons if c["kind"] == "val_gate"],
             "flags": flags, "per_joint": per_joint, "per_seed": per_seed, "val_gate": val_gate,
             "protocol": protocols_used[0] if len(protocols_used) == 1 else ", ".join(protocols_used),

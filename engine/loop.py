@@ -216,6 +216,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     for k in range(total):
         if rounds.get(k, {}).get("status") == "done":
             continue
+        if params.get("until_round") is not None and k > int(params["until_round"]):
+            return _finish(ws, loop_id, "running", None)      # asked for the rounds up to this one only
         # a loop that stopped stays stopped when it runs again (the same rule on the same stored rounds)
         stopped = _should_stop([float(rounds[j]["state"]["val"].get(metric) or 0.0) for j in range(k)], cfg["stop"])
         if stopped:
@@ -309,6 +311,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     "schedule": run_schedule}), f"round {k}")
                 val = res["metrics"].get("val") or {}
                 state.update({"train_run_id": res["run_id"], "manifest_id": m["id"], "steps": plan["steps"],
+                              "epochs": plan["epochs"], "test_eval": res.get("test_eval"),
+                              "val_eval": res.get("val_eval"),
                               "schedule": plan["text"], "real": int(m["counts"]["train_real"]),
                               "synthetic": int(m["counts"]["train_synthetic"]),
                               "val": {x: val.get(x) for x in METRICS},

@@ -135,6 +135,11 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         md += ["", "Curation ablation at matched volume (curated minus random / unfiltered, same real and synthetic "
                "counts):", ""]
         md += [_comparison_line(c) for c in summary["ablation"]]
+    if summary.get("gap_closed"):
+        md += ["", "## Gap closed", "", "The share of the gap between real-only and the reference arm (more real "
+               "images) that each arm closes: (arm - real-only) / (reference - real-only), means over seeds, 95% "
+               "interval from the same two-stage resamples:", ""]
+        md += [f"- {c['verdict']}" for c in summary["gap_closed"]]
     md += ["", "## Noise floor", ""]
     if summary.get("noise_floor"):
         md += ["Arms that are equal in expectation (an arm and its replica with other training noise; random and "
@@ -225,6 +230,10 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     page += ["<h2>Verdicts</h2><ul>", *items(summary["comparisons"]), "</ul>"]
     if summary.get("ablation"):
         page += ["<h3>Curation ablation at matched volume</h3><ul>", *items(summary["ablation"]), "</ul>"]
+    if summary.get("gap_closed"):
+        page += ["<h2>Gap closed</h2><p>(arm - real-only) / (reference - real-only), means over seeds, 95% interval "
+                 "from the same two-stage resamples.</p><ul>",
+                 *[f"<li>{html.escape(c['verdict'])}</li>" for c in summary["gap_closed"]], "</ul>"]
     page += ["<h2>Noise floor</h2>", ("<ul>" + "".join(items(summary["noise_floor"])) + "</ul>"
                                        if summary.get("noise_floor") else "<p>Not measured (no A/A pair).</p>")]
     page += [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]

@@ -197,6 +197,46 @@ def two_stage_bootstrap(arm: dict[int, Any], baseline: dict[int, Any], metric: s
                                  float(np.percentile(per_seed_boot[s], 97.5))]} for s in seeds]}
 
 
+def gap_closed_bootstrap(arm: dict[int, Any], reference: dict[int, Any], baseline: dict[int, Any], metric: str,
+                         n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """The fraction of the baseline -> reference gap an arm closes: ``(arm - baseline) / (reference - baseline)``
+    (e.g. real-only N -> real-only 2N), with a 95 % interval from the same two-stage resamples as
+    :func:`two_stage_bootstrap` (seeds, then the same test images for all three arms). A resample whose
+    reference gap is not positive has no fraction; when more than 2.5 % of them do, the interval is unbounded
+    (``ci`` None) and ``undefined_share`` says how often: the reference itself is not clearly better."""
+    fn = _metric_fn(metric)
+    seeds = sorted(set(arm) & set(reference) & set(baseline))
+    empty = {"fraction": None, "ci": None, "seeds": len(seeds), "n_boot": n_boot, "undefined_share": None,
+             "arm_gain": None, "reference_gain": None}
+    if not seeds:
+        return empty
+    ids = {tuple(x.image_ids) for s in seeds for x in (arm[s], reference[s], baseline[s])}
+    if len(ids) > 1:
+        raise ValueError("a paired comparison needs the same test images in every run")
+    n_img = len(next(iter(ids)))
+    ones = np.ones(n_img)
+    gain = float(np.mean([fn(arm[s], ones) - fn(baseline[s], ones) for s in seeds]))
+    ref_gain = float(np.mean([fn(reference[s], ones) - fn(baseline[s], ones) for s in seeds]))
+    rng = np.random.default_rng(seed)
+    p_img = np.full(n_img, 1.0 / n_img)
+    ratios = np.full(n_boot, np.nan)
+    for b in range(n_boot):
+        w = rng.multinomial(n_img, p_img).astype(float)
+        drawn = rng.choice(seeds, size=len(seeds), replace=True) if len(seeds) > 1 else seeds
+        base = {s: fn(baseline[s], w) for s in set(drawn)}
+        num = np.mean([fn(arm[s], w) - base[s] for s in drawn])
+        den = np.mean([fn(reference[s], w) - base[s] for s in drawn])
+        if den > 0:
+            ratios[b] = num / den
+    undefined = float(np.mean(~np.isfinite(ratios)))
+    ci = None
+    if undefined <= 0.025:
+        ok = ratios[np.isfinite(ratios)]
+        ci = [float(np.percentile(ok, 2.5)), float(np.percentile(ok, 97.5))]
+    return {**empty, "fraction": gain / ref_gain if ref_gain > 0 else None, "ci": ci,
+            "undefined_share": round(undefined, 4), "arm_gain": gain, "reference_gain": ref_gain, "n": n_img}
+
+
 def holm(pvalues: Sequence[float]) -> list[float]:
     p = np.asarray(pvalues, dtype=float)
     order = np.argsort(p)

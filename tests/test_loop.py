@@ -145,3 +145,48 @@ def test_a_loop_can_mine_without_reading_labels_outside_its_anchors(lws):
     assert check(lws, blind) == {"anchors": 8, "held_out_labelled": 0, "unlabelled": 4}
     with pytest.raises(RealcalError, match="mine takes k"):
         resolve({**LOOP, "mine": {"k": 2, "labels": "no"}})
+
+
+def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path):
+    """Loop rounds as experiment arms (one loop per seed, each round's student an arm) beside real-only N and
+    the reference 2N; the report states the share of the N -> 2N gap each arm closes."""
+    from engine.experiment import resolve as resolve_experiment
+    from engine.report import write_experiment_report
+
+    run_import(lws, parse("coco", coco_sample), split="test")
+    exp = {"name": "le", "seeds": [0, 1], "recipe": {"epochs": 1, "imgsz": 96, "batch": 4, "nbs": 4,
+                                                    "checkpoint": "last"},
+           "loop": {"add_per_round": 2, "generate": LOOP["generate"], "curate": LOOP["curate"],
+                    "mine": {"k": 2, "labels": False}},
+           "arms": [{"name": "real-only", "real": 4}, {"name": "real-2N", "real": 8, "reference": True},
+                    {"name": "loop-1", "kind": "loop", "real": 4, "round": 1},
+                    {"name": "loop-2", "kind": "loop", "real": 4, "round": 2}]}
+    cfg = resolve_experiment(exp)
+    for bad, match in [({**exp, "arms": [*exp["arms"][:2], {"name": "l", "kind": "loop", "real": 4}]},
+                        "names its round"),
+                       ({**exp, "loop": {"seed": 3}}, "come from the experiment"),
+                       ({**exp, "arms": [*exp["arms"][:3], {"name": "x", "real": 4, "pool": "random",
+                                                            "synthetic": 2, "reference": True}]}, "reference"),
+                       ({**exp, "arms": exp["arms"][:2]}, "loop section but no loop arm")]:
+        with pytest.raises(RealcalError, match=match):
+            resolve_experiment(bad)
+    final = jobs.run_foreground(lws, "experiment", {"config": cfg, "device": "cpu", "n_boot": 200})
+    assert final["status"] == "done", final["error"]
+    with lws.connect() as db:
+        runs = {(r["arm"], r["seed"]): r for r in store_training.experiment_runs(db, final["result"]["experiment_id"])}
+        loops = {lp["name"]: lp for lp in store_loops.all_loops(db)}
+        rounds = store_loops.rounds(db, loops["le loop seed 1"]["id"])
+    assert set(loops) == {"le loop seed 0", "le loop seed 1"} and len(rounds) == 3
+    r2 = runs[("loop-2", 1)]["result"]
+    assert r2["loop"] == {"name": "le loop seed 1", "round": 2, "synthetic": rounds[2]["state"]["synthetic"],
+                          "training_run_id": rounds[2]["state"]["train_run_id"]}
+    assert runs[("loop-2", 1)]["training_run_id"] == rounds[2]["state"]["train_run_id"]
+    # round 0 of the loop is the real-only arm's training set (the same anchors)
+    assert rounds[0]["state"]["manifest_id"] == runs[("real-only", 1)]["manifest_id"]
+    s = final["result"]["summary"]
+    gaps = {(c["arm"], c["metric"]): c for c in s["gap_closed"]}
+    assert set(gaps) == {(a, m) for a in ("loop-1", "loop-2") for m in ("AP50", "PCK@0.2")}
+    assert all(c["reference"] == "real-2N" and "gap" in c["verdict"] for c in gaps.values())
+    write_experiment_report(lws, tmp_path / "rep", "le")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Gap closed" in md and "loop-2" in md

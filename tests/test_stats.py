@@ -177,3 +177,22 @@ def test_comparisons_ablation_and_noise_floor_reach_the_report(tmp_path):
     assert "Curation ablation at matched volume" in md and abl[0]["verdict"] in md and "## Noise floor" in md
     assert "## Per seed" in md and "- Protocol: coco:" in md and "1234, source abc" in md
     assert "Curation ablation at matched volume" in open(out["html"]).read()
+
+
+def test_gap_closed_is_the_share_of_the_reference_gain_with_an_interval():
+    rng = np.random.default_rng(0)
+    ids = list(range(60))
+    noise = {s: rng.normal(0, 0.05, 60) for s in range(3)}
+
+    def arrays(level):
+        return {s: stats.PersonArrays(ids, [{"person_id": i, "image_id": i, "pck": level + noise[s][i]}
+                                            for i in ids], "pck") for s in range(3)}
+
+    base, ref, half = arrays(0.40), arrays(0.60), arrays(0.50)
+    res = stats.gap_closed_bootstrap(half, ref, base, "PCK@0.2", n_boot=300)
+    assert res["fraction"] == pytest.approx(0.5) and res["seeds"] == 3
+    assert res["ci"][0] <= 0.5 <= res["ci"][1] and res["undefined_share"] == 0.0
+    assert res["arm_gain"] == pytest.approx(0.1) and res["reference_gain"] == pytest.approx(0.2)
+    # a reference no better than the baseline leaves no gap to close
+    flat = stats.gap_closed_bootstrap(half, arrays(0.40), base, "PCK@0.2", n_boot=100)
+    assert flat["fraction"] is None and flat["ci"] is None and flat["undefined_share"] > 0.025
