@@ -138,7 +138,9 @@ def main() -> None:
                             db.conn.commit()
                 continue
             t0 = time.perf_counter()
-            pool = anchor_pool(ws, exp_cfg["anchor_pool"], int(seed))
+            # benchmark.anchors: generate from the real-only arm's own draw (the seed's first N labelled train
+            # images) when the experiment has no anchor pool, e.g. beside a 2N reference arm
+            pool = anchor_pool(ws, bench.get("anchors", exp_cfg["anchor_pool"]), int(seed))
             params = gen_params(ws, {**spec, "seed": 1000 + int(seed), "anchor_image_ids": pool, "label": label})
             log(f"generating {params['count']} images ({label}, {params['generator']}) from its {len(pool)} anchors")
             res = run_job(ws, "generate", params, key)

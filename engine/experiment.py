@@ -315,7 +315,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
         run_id: int | None
         if arm["kind"] == "loop":
-            m, run_id, result = _loop_arm(ws, cfg, arm, seed, params.get("device"))
+            twin = next((a["name"] for a in cfg["arms"] if a["kind"] == "train" and a.get("real") == arm["real"]
+                         and not a.get("synthetic") and not a.get("replica")), None)
+            with ws.connect() as db:
+                twin_run = next((r for r in store_training.experiment_runs(db, exp_id)
+                                 if r["arm"] == twin and r["seed"] == seed and r["status"] == "done"), None)
+            m, run_id, result = _loop_arm(ws, cfg, arm, seed, params.get("device"),
+                                          (twin_run or {}).get("training_run_id"))
         else:
             m = build_manifest(ws, manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
                                                  cfg.get("anchor_pool")))
@@ -374,12 +380,16 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing}
 
 
-def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None) -> tuple[dict, int, dict]:
+def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None,
+              round0: int | None = None) -> tuple[dict, int, dict]:
     """Run (or resume) this seed's loop up to the arm's round; the round's student is the arm's run."""
     from store import loops as store_loops
 
     lcfg = loop_config(cfg, arm, seed)
-    final = jobs.run_foreground(ws, "loop", {"config": lcfg, "device": device, "until_round": arm["round"]})
+    # round 0 is a real-only student on the loop's anchors: the experiment's real-only run of this seed when it has
+    # the same images (the loop checks manifest and recipe before it takes it instead of training again)
+    final = jobs.run_foreground(ws, "loop", {"config": lcfg, "device": device, "until_round": arm["round"],
+                                             "round0_training_run_id": round0})
     if final["status"] != "done":
         raise RealcalError(f"arm {arm['name']} seed {seed}: loop {final['status']}: "
                            f"{(final.get('error') or '').strip().splitlines()[-1] if final.get('error') else ''}")

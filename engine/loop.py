@@ -306,9 +306,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 run_recipe, run_schedule, plan = schedule_fit(
                     sched, recipe, int(m["counts"]["train_real"]), int(m["counts"]["train_synthetic"]),
                     steps=base_steps if cfg["step_matching"] else None)
-                res = _run_job(ws, "train", train_params(ws, m["id"], {
-                    **run_recipe.as_dict(), "device": params.get("device"), "protocol": cfg["protocol"],
-                    "schedule": run_schedule}), f"round {k}")
+                tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": params.get("device"),
+                                                 "protocol": cfg["protocol"], "schedule": run_schedule})
+                res = (_reuse(ws, params.get("round0_training_run_id"), tp) if k == 0 else None) \
+                    or _run_job(ws, "train", tp, f"round {k}")
                 val = res["metrics"].get("val") or {}
                 state.update({"train_run_id": res["run_id"], "manifest_id": m["id"], "steps": plan["steps"],
                               "epochs": plan["epochs"], "test_eval": res.get("test_eval"),
@@ -316,7 +317,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                               "schedule": plan["text"], "real": int(m["counts"]["train_real"]),
                               "synthetic": int(m["counts"]["train_synthetic"]),
                               "val": {x: val.get(x) for x in METRICS},
-                              "test": {x: res["metrics"].get(x) for x in METRICS}})
+                              "test": {x: res["metrics"].get(x) for x in METRICS},
+                              "reused_run": bool(res.get("reused"))})
             save("done")
         except _Deadline as stop:
             ctx.progress(k, total, str(stop), force=True)
@@ -338,6 +340,26 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     out = _finish(ws, loop_id, status, stopped or f"all {cfg['rounds']} rounds ran")
     out["seconds_this_invocation"] = seconds
     return out
+
+
+def _reuse(ws: Workspace, run_id: int | None, tp: dict) -> dict | None:
+    """A finished training run that round 0 would repeat (same manifest and recipe: training is deterministic on
+    one machine), as the train job's result; None when there is none or anything differs."""
+    from engine.train.recipe import RECIPE_KEYS
+    from store import training as store_training
+
+    if run_id is None:
+        return None
+    with ws.connect() as db:
+        tr = store_training.run(db, int(run_id))
+    if tr is None or tr["status"] != "done" or tr["manifest_id"] != tp["manifest_id"]:
+        return None
+    if any(tr["config"].get(k) != tp.get(k) for k in (*RECIPE_KEYS, "protocol", "weights", "schedule")):
+        return None
+    run_dir = ws.root / "runs" / f"train{tr['id']:05d}"
+    return {"run_id": tr["id"], "metrics": tr["metrics"], "reused": True,
+            "test_eval": str(run_dir / "test_eval.json.gz") if (run_dir / "test_eval.json.gz").exists() else None,
+            "val_eval": str(run_dir / "val_eval.json.gz") if (run_dir / "val_eval.json.gz").exists() else None}
 
 
 class _Deadline(Exception):

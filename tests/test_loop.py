@@ -181,8 +181,10 @@ def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path)
     assert r2["loop"] == {"name": "le loop seed 1", "round": 2, "synthetic": rounds[2]["state"]["synthetic"],
                           "training_run_id": rounds[2]["state"]["train_run_id"]}
     assert runs[("loop-2", 1)]["training_run_id"] == rounds[2]["state"]["train_run_id"]
-    # round 0 of the loop is the real-only arm's training set (the same anchors)
+    # round 0 of the loop is the real-only arm's run (the same anchors and recipe), reused, not trained again
     assert rounds[0]["state"]["manifest_id"] == runs[("real-only", 1)]["manifest_id"]
+    assert rounds[0]["state"]["train_run_id"] == runs[("real-only", 1)]["training_run_id"]
+    assert rounds[0]["state"]["reused_run"] is True and rounds[1]["state"]["reused_run"] is False
     s = final["result"]["summary"]
     gaps = {(c["arm"], c["metric"]): c for c in s["gap_closed"]}
     assert set(gaps) == {(a, m) for a in ("loop-1", "loop-2") for m in ("AP50", "PCK@0.2")}
