@@ -52,6 +52,33 @@ def queue(kind: str, params: dict) -> None:
     st.success(f"Queued job {job_id} ({kind}). Progress below and on the Jobs page.")
 
 
+def yaml_job_form(kind: str, example_name: str, fallback: str, height: int, help_text: str) -> None:
+    """A YAML editor (an example file to start from), a device and a button that checks the file and queues it."""
+    example = Path(__file__).resolve().parents[1] / "experiments" / example_name
+    text = st.text_area(f"{kind.capitalize()} (YAML)", example.read_text() if example.exists() else fallback,
+                        height=height, help=help_text, key=f"{kind}_yaml")
+    c = st.columns([1, 1, 2])
+    device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key=f"{kind}_device")
+    if c[1].button(f"Queue {kind}", type="primary"):
+        try:
+            if kind == "loop":
+                from engine.loop import check, resolve
+
+                cfg = resolve(yaml.safe_load(text))
+                facts = check(ws, cfg)
+                st.caption(f"{facts['anchors']} real anchors; failures mined on {facts['held_out_labelled']} "
+                           f"labelled train images outside them and {facts['unlabelled']} unlabelled ones.")
+            else:
+                from engine.experiment import resolve as resolve_experiment
+
+                cfg = resolve_experiment(yaml.safe_load(text))
+            queue(kind, {"config": cfg, "device": device})
+        except yaml.YAMLError as exc:
+            st.error(f"That is not valid YAML: {exc}")
+        except RealcalError as exc:
+            st.error(str(exc))
+
+
 @st.fragment(run_every=2)
 def live() -> None:
     with ws.connect() as db:
@@ -74,23 +101,9 @@ tab_exp, tab_loop, tab_train, tab_manifest, tab_models = st.tabs(
 with tab_exp:
     st.markdown("Arms x seeds trained at **matched optimizer steps**, the untouched pretrained model as the "
                 "zero-shot arm, paired statistics against real-only. Results appear on the Results page.")
-    example = Path(__file__).resolve().parents[1] / "experiments" / "example_tiny.yaml"
-    default_text = example.read_text() if example.exists() else ""
-    text = st.text_area("Experiment (YAML)", default_text, height=300,
-                        help="name, seeds, step_matching, anchor_pool, recipe, arms (kind zero_shot or "
-                             "train; real, pool: none/accepted/curated/random/unfiltered, synthetic)")
-    c = st.columns([1, 1, 2])
-    device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="exp_device")
-    if c[1].button("Queue experiment", type="primary"):
-        from engine.experiment import resolve
-
-        try:
-            cfg = resolve(yaml.safe_load(text))
-            queue("experiment", {"config": cfg, "device": device})
-        except yaml.YAMLError as exc:
-            st.error(f"That is not valid YAML: {exc}")
-        except RealcalError as exc:
-            st.error(str(exc))
+    yaml_job_form("experiment", "example_tiny.yaml", "", 300,
+                  "name, seeds, step_matching, anchor_pool, recipe, arms (kind zero_shot, train or loop; real, "
+                  "pool: none/accepted/curated/random/unfiltered, synthetic, schedule, reference, round), loop")
     if experiments:
         st.subheader("Experiments")
         st.dataframe(pd.DataFrame([{
@@ -107,26 +120,9 @@ with tab_loop:
     st.markdown("Rounds of **train the student -> find where it fails (train data only) -> generate around those "
                 "poses -> curate -> score with the student -> select -> train the next student**. Val decides "
                 "when to stop; every round is stored and a stopped loop resumes where it was.")
-    example = Path(__file__).resolve().parents[1] / "experiments" / "example_loop.yaml"
-    loop_text = st.text_area("Loop (YAML)", example.read_text() if example.exists() else "name: my-loop\n",
-                             height=260, help="name, rounds, seed, real, recipe, schedule, add_per_round, mine, "
-                                              "target, generate, curate, select, review, stop (engine/loop.py)")
-    c = st.columns([1, 1, 2])
-    loop_device = c[0].selectbox("Device", ["auto", "cpu", "cuda"], key="loop_device")
-    if c[1].button("Queue loop", type="primary"):
-        from engine.loop import check as loop_check
-        from engine.loop import resolve as loop_resolve
-
-        try:
-            loop_cfg = loop_resolve(yaml.safe_load(loop_text))
-            facts = loop_check(ws, loop_cfg)
-            queue("loop", {"config": loop_cfg, "device": loop_device})
-            st.caption(f"{facts['anchors']} real anchors; failures mined on {facts['held_out_labelled']} labelled "
-                       f"train images outside them and {facts['unlabelled']} unlabelled ones.")
-        except yaml.YAMLError as exc:
-            st.error(f"That is not valid YAML: {exc}")
-        except RealcalError as exc:
-            st.error(str(exc))
+    yaml_job_form("loop", "example_loop.yaml", "name: my-loop\n", 260,
+                  "name, rounds, seed, real, recipe, schedule, add_per_round, mine, target, generate, curate, "
+                  "select, review, stop (engine/loop.py)")
     from engine.loop import figure as loop_figure
     from engine.loop import summary as loop_summary
     from store import loops as store_loops

@@ -106,6 +106,12 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     with app_ws.connect() as db:
         rows = [tuple(r) for r in db.execute("SELECT kind, status FROM jobs ORDER BY id")]
     assert rows == [("train", "queued"), ("experiment", "queued")]
+    # loops: the same editor, checked before anything is queued
+    loop_area = next(t for t in at.text_area if t.label == "Loop (YAML)")
+    assert "name: example-loop" in loop_area.value
+    loop_area.set_value("name: x\nrounds: 0").run()
+    next(b for b in at.button if b.label == "Queue loop").click().run()
+    assert any("rounds must be within 1..50" in e.value for e in at.error) and not at.exception
 
 
 def test_train_page_shows_a_finished_run_with_downloads(app_ws, tmp_path):
