@@ -192,26 +192,27 @@ def login(db, secret: bytes, name: str, password: str, *, address: str | None,
         raise LoginRefused("enter a user name and a password")
     if len(name) > 64 or len(password) > 1024:
         raise LoginRefused("wrong user name or password")
-    refused = _throttled(db, now, username=name, address=address)
-    if refused is not None:
-        raise refused
     if store_review.active_user_count(db) == 0:
         raise LoginRefused("no account is active, so nobody can log in; an admin runs "
                            "`realcal user enable NAME`")
+    with write_transaction(db):
+        # the throttle check and the attempt's record are one transaction, so concurrent guesses
+        # cannot all slip in before any failure is counted; it counts as failed until it succeeds
+        refused = _throttled(db, now, username=name, address=address)
+        if refused is not None:
+            raise refused
+        attempt = store_sessions.record_attempt(db, username=name, address=address, ok=False, now=now)
     u = store_review.user(db, name)
     if u is None:
         _spend_a_check(password)
-    ok = u is not None and not u["disabled"] and review.check_password(password, u["password_hash"])
+    if u is None or u["disabled"] or not review.check_password(password, u["password_hash"]):
+        raise LoginRefused("wrong user name or password")
     token = secrets.token_urlsafe(32)
     with write_transaction(db):
-        store_sessions.record_attempt(db, username=name, address=address, ok=ok, now=now)
-        if ok and u is not None:
-            session_id = store_sessions.create(db, token_hash=_token_hash(token), user_id=u["id"], now=now,
-                                               expires_at=now + SESSION_TTL_S, address=address,
-                                               user_agent=user_agent)
-            store_sessions.prune(db, now - 30 * 86400)
-    if not ok or u is None:
-        raise LoginRefused("wrong user name or password")
+        store_sessions.mark_attempt_ok(db, attempt)
+        session_id = store_sessions.create(db, token_hash=_token_hash(token), user_id=u["id"], now=now,
+                                           expires_at=now + SESSION_TTL_S, address=address, user_agent=user_agent)
+        store_sessions.prune(db, now - 30 * 86400)
     return f"{token}.{_sign(secret, token)}", {"name": u["name"], "role": u["role"], "session_id": session_id}
 
 

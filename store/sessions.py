@@ -56,9 +56,14 @@ def prune(db: sqlite_utils.Database, before: float) -> None:
     db.execute("DELETE FROM auth_attempts WHERE ts < ?", [before])
 
 
-def record_attempt(db: sqlite_utils.Database, *, username: str, address: str, ok: bool, now: float) -> None:
+def record_attempt(db: sqlite_utils.Database, *, username: str, address: str, ok: bool, now: float) -> int:
     db.execute("INSERT INTO auth_attempts (ts, username, address, ok) VALUES (?, ?, ?, ?)",
                [now, username, address, int(ok)])
+    return db.execute("SELECT last_insert_rowid()").fetchone()[0]
+
+
+def mark_attempt_ok(db: sqlite_utils.Database, attempt_id: int) -> None:
+    db.execute("UPDATE auth_attempts SET ok = 1 WHERE id = ?", [attempt_id])
 
 
 def recent_failures(db: sqlite_utils.Database, *, since: float, username: str | None = None,

@@ -277,6 +277,29 @@ def test_logins_are_throttled_per_address(accounts):
     assert _login(ws, "Frank", "frank-password", address="198.51.100.10", now=now + 1)[1]["name"] == "Frank"
 
 
+def test_concurrent_guesses_cannot_slip_past_the_throttle(accounts, monkeypatch):
+    """Guesses sent at once (the password check is slow) still meet the limit: the check and the
+    attempt's record are one transaction."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ws = accounts
+    slow = review.check_password
+    monkeypatch.setattr(review, "check_password", lambda pw, h: (time.sleep(0.3), slow(pw, h))[1])
+    secret = auth.secret_key(ws.root)
+
+    def guess(i):
+        with ws.connect() as db:
+            try:
+                auth.login(db, secret, "boss", f"guess-{i}", address=f"198.51.100.{i}")
+            except auth.LoginRefused as exc:
+                return "throttled" if exc.retry_after else "wrong"
+        return "in"
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(guess, range(12)))
+    assert results.count("wrong") == auth.MAX_USER_FAILURES and results.count("throttled") == 12 - 5
+
+
 # ----------------------------------------------------------------------------- user names
 
 def test_user_names_are_case_insensitive_and_unique(accounts, client):
