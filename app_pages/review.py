@@ -17,11 +17,12 @@ from store import curation as store_curation
 from store import images as store_images
 from store import review as store_review
 from store import synthetic as store_synthetic
+from ui.auth import page_user
 from ui.common import overlay_thumbnail, persons_key, workspace
 from ui.review_view import render_item
 
-ws = workspace(admin_only=False)
-user = st.session_state.get("realcal_user") or {"name": "local", "role": "admin", "single_user": True}
+ws = workspace(admin_only=False, check_user=False)
+user = page_user(ws, admin_only=False)
 ss = st.session_state
 ss.setdefault("shown", {})
 ss.setdefault("review_msg", None)
@@ -100,9 +101,13 @@ if ss.review_msg:
 
 if view == "Stats":
     with ws.connect() as db:
-        stats = review.stats(db)
+        stats = review.stats_for(db, user)     # annotators: their own figures only
     if not stats["decisions"]:
         st.info("No review data yet.")
+        st.stop()
+    if stats["scope"] == "own":
+        st.caption("Your own review figures (reviewer statistics are for admins).")
+        st.dataframe([{"reviewer": k, **v} for k, v in stats["per_reviewer"].items()], hide_index=True)
         st.stop()
     st.metric("Seconds per accepted image", stats["seconds_per_accepted_image"])
     st.markdown(f"**Agreement** on {stats['overlap_pairs']} overlap items: Cohen's kappa = "

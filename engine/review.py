@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -25,6 +26,7 @@ from engine import poses
 from engine.errors import RealcalError
 from store import images as store_images
 from store import review as store_review
+from store import sessions as store_sessions
 from store.db import write_transaction
 
 LEASE_S = 600.0
@@ -37,55 +39,111 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 # ----------------------------------------------------------------------------- accounts
 
+BCRYPT_MAX_BYTES = 72      # bcrypt reads no further; longer passwords are refused, never truncated
+
+
+def _check_password_length(password: str) -> None:
+    n = len(password.encode())
+    if n > BCRYPT_MAX_BYTES:
+        raise RealcalError(f"passwords can be at most {BCRYPT_MAX_BYTES} bytes (bcrypt's limit); this one is "
+                           f"{n} bytes in UTF-8. Choose a shorter one (a passphrase of a few words fits)")
+
+
 def hash_password(password: str) -> str:
     import bcrypt
 
+    _check_password_length(password)
     return bcrypt.hashpw(password.encode(), bcrypt.gensalt()).decode()
 
 
 def check_password(password: str, hashed: str) -> bool:
+    """Whether ``password`` matches the bcrypt hash; False (never an error) for anything that cannot
+    match, a password over bcrypt's 72 bytes included."""
     import bcrypt
 
     try:
         return bcrypt.checkpw(password.encode(), hashed.encode())
-    except ValueError:
+    except (ValueError, TypeError):
         return False
 
 
 def _check_password_rules(password: str) -> None:
     if len(password) < 8:
         raise RealcalError("passwords need at least 8 characters")
+    _check_password_length(password)
+
+
+def _account(db, name: str) -> dict:
+    u = store_review.user(db, name)
+    if u is None:
+        same = store_review.users_named(db, name)
+        if same:
+            raise RealcalError(f"{name!r} matches several accounts differing only in case "
+                               f"({', '.join(r['name'] for r in same)}); give the exact spelling")
+        raise RealcalError(f"no user {name!r}; `realcal user list` shows them")
+    return u
 
 
 def add_user(db, name: str, role: str, password: str) -> None:
+    """Create an account. Names are unique whatever their case (``Frank`` and ``frank`` are one
+    name) and log in in any case; the name is kept as typed."""
     if not NAME_RE.match(name):
         raise RealcalError("user names are 1-32 letters, digits, '.', '_' or '-'")
     if role not in ROLES:
         raise RealcalError(f"role must be one of {', '.join(ROLES)}")
     _check_password_rules(password)
-    if store_review.user(db, name):
-        raise RealcalError(f"user {name!r} already exists")
-    with write_transaction(db):
-        store_review.add_user(db, name, role, hash_password(password))
-        store_review.audit(db, "cli", "user.add", payload={"name": name, "role": role})
+    hashed = hash_password(password)
+
+    def taken(existing: list[dict]) -> RealcalError:
+        spelled = existing[0]["name"] if existing else name
+        return RealcalError(f"user {name!r} already exists" + ("" if spelled == name else f" (as {spelled!r}; "
+                                                                "names are case-insensitive)"))
+    try:
+        with write_transaction(db):
+            existing = store_review.users_named(db, name)
+            if existing:
+                raise taken(existing)
+            store_review.add_user(db, name, role, hashed)
+            store_review.audit(db, "cli", "user.add", payload={"name": name, "role": role})
+    except sqlite3.IntegrityError:      # another process added the name meanwhile
+        raise taken(store_review.users_named(db, name)) from None
 
 
-def change_password(db, name: str, password: str) -> None:
+def change_password(db, name: str, password: str) -> int:
+    """Set a new password and end every session of the account; returns how many were ended."""
     _check_password_rules(password)
+    hashed = hash_password(password)
     with write_transaction(db):
-        if not store_review.set_password(db, name, hash_password(password)):
-            raise RealcalError(f"no user {name!r}")
-        store_review.audit(db, name, "user.password")
+        u = _account(db, name)
+        store_review.set_password(db, u["id"], hashed)
+        ended = store_sessions.revoke_user(db, u["id"], time.time(), "password changed")
+        store_review.audit(db, u["name"], "user.password", payload={"sessions_ended": ended})
+    return ended
 
 
-def set_disabled(db, name: str, disabled: bool = True) -> None:
+def set_disabled(db, name: str, disabled: bool = True) -> int:
+    """Disable (ending every session of the account) or enable an account; returns the number of
+    sessions ended."""
     with write_transaction(db):
-        if not store_review.set_disabled(db, name, disabled):
-            raise RealcalError(f"no user {name!r}")
-        store_review.audit(db, "cli", "user.disable" if disabled else "user.enable", payload={"name": name})
+        u = _account(db, name)
+        store_review.set_disabled(db, u["id"], disabled)
+        ended = store_sessions.revoke_user(db, u["id"], time.time(), "disabled") if disabled else 0
+        store_review.audit(db, "cli", "user.disable" if disabled else "user.enable",
+                           payload={"name": u["name"], "sessions_ended": ended})
+    return ended
+
+
+def end_sessions(db, name: str) -> int:
+    """Log an account out everywhere; returns the number of sessions ended."""
+    with write_transaction(db):
+        u = _account(db, name)
+        ended = store_sessions.revoke_user(db, u["id"], time.time(), "logged out by an admin")
+        store_review.audit(db, "cli", "user.logout", payload={"name": u["name"], "sessions_ended": ended})
+    return ended
 
 
 def authenticate(db, name: str, password: str) -> dict | None:
+    """The account ``name`` (any case) if ``password`` is its password and it is active."""
     u = store_review.user(db, name)
     if u is None or u["disabled"] or not check_password(password, u["password_hash"]):
         return None
@@ -404,3 +462,19 @@ def stats(db) -> dict[str, Any]:
     accepted = sum(1 for r in real if r["decision"] in ("accept", "fix"))
     out["seconds_per_accepted_image"] = round(total_active / accepted, 2) if accepted else None
     return out
+
+
+HONEYPOT_FIELDS = ("honeypots", "honeypots_caught", "honeypot_accuracy")
+
+
+def stats_for(db, viewer: dict) -> dict[str, Any]:
+    """Review statistics as ``viewer`` may see them: everything for an admin; for an annotator only
+    their own figures, without honeypot counts (those would tell which items were honeypots)."""
+    if viewer.get("role") == "admin":
+        return {**stats(db), "scope": "all"}
+    full = stats(db)
+    mine = (full.get("per_reviewer") or {}).get(viewer.get("name"))
+    if not mine:
+        return {"decisions": 0, "scope": "own"}
+    own = {k: v for k, v in mine.items() if k not in HONEYPOT_FIELDS}
+    return {"decisions": own["decisions"], "scope": "own", "per_reviewer": {viewer["name"]: own}}

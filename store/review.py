@@ -9,33 +9,51 @@ from typing import Any
 import sqlite_utils
 
 # ----------------------------------------------------------------------------- users
+# User names are unique whatever their case: lookups ignore case, and a name is stored as typed.
 
-def add_user(db: sqlite_utils.Database, name: str, role: str, password_hash: str) -> None:
+def add_user(db: sqlite_utils.Database, name: str, role: str, password_hash: str) -> int:
     db.execute("INSERT INTO users (name, role, password_hash) VALUES (?, ?, ?)", [name, role, password_hash])
+    return db.execute("SELECT last_insert_rowid()").fetchone()[0]
 
 
-def set_password(db: sqlite_utils.Database, name: str, password_hash: str) -> int:
-    return db.execute("UPDATE users SET password_hash = ? WHERE name = ?", [password_hash, name]).rowcount
+def set_password(db: sqlite_utils.Database, user_id: int, password_hash: str) -> int:
+    return db.execute("UPDATE users SET password_hash = ? WHERE id = ?", [password_hash, user_id]).rowcount
 
 
-def set_disabled(db: sqlite_utils.Database, name: str, disabled: bool) -> int:
-    return db.execute("UPDATE users SET disabled = ? WHERE name = ?", [int(disabled), name]).rowcount
+def set_disabled(db: sqlite_utils.Database, user_id: int, disabled: bool) -> int:
+    return db.execute("UPDATE users SET disabled = ? WHERE id = ?", [int(disabled), user_id]).rowcount
 
 
 def users(db: sqlite_utils.Database, include_disabled: bool = True) -> list[dict[str, Any]]:
     sql = "SELECT id, name, role, password_hash, disabled, created_at FROM users"
     if not include_disabled:
         sql += " WHERE disabled = 0"
-    return [dict(r) for r in db.query(sql + " ORDER BY name")]
+    return [dict(r) for r in db.query(sql + " ORDER BY name COLLATE NOCASE, id")]
+
+
+def users_named(db: sqlite_utils.Database, name: str) -> list[dict[str, Any]]:
+    """Every account whose name equals ``name`` ignoring case (more than one only in a workspace
+    made before names became case-insensitive); the exact spelling first."""
+    return [dict(r) for r in db.query("SELECT * FROM users WHERE name = ? COLLATE NOCASE "
+                                      "ORDER BY name = ? DESC, id", [name, name])]
 
 
 def user(db: sqlite_utils.Database, name: str) -> dict[str, Any] | None:
-    rows = list(db.query("SELECT * FROM users WHERE name = ?", [name]))
-    return dict(rows[0]) if rows else None
+    """The account called ``name`` (any case): the exact spelling when several differ only in case,
+    else the single match; None when there is none or the name is ambiguous."""
+    rows = users_named(db, name)
+    if len(rows) == 1 or (rows and rows[0]["name"] == name):
+        return rows[0]
+    return None
 
 
 def active_user_count(db: sqlite_utils.Database) -> int:
     return db.execute("SELECT COUNT(*) FROM users WHERE disabled = 0").fetchone()[0]
+
+
+def user_count(db: sqlite_utils.Database) -> int:
+    """Accounts, disabled ones included."""
+    return db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
 
 
 # ----------------------------------------------------------------------------- queue

@@ -127,7 +127,7 @@ def served_review(ws, tmp_path):
     with serve(ws) as url:
         yield url, ws
 
-def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, tmp_path):
+def test_annotator_logs_in_reviews_with_the_keyboard_and_logs_out(served_review, tmp_path):
     require_browser()
     from playwright.sync_api import sync_playwright
 
@@ -151,12 +151,17 @@ def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            context = browser.new_context(viewport={"width": 1400, "height": 1300})
+            page = context.new_page()
             page.goto(url)
-            page.get_by_label("Username").fill("ann")
+            page.get_by_role("link", name="Log in").click()            # the login page (an HTTP route)
+            page.get_by_label("Username").fill("ANN")                   # names are case-insensitive
             page.get_by_label("Password", exact=True).fill("annotator-pass")
-            page.get_by_role("button", name="Login").click()
+            page.get_by_role("button", name="Log in").click()
             page.get_by_role("heading", name="Review").wait_for(timeout=60_000)
+            session = [c for c in context.cookies() if c["name"].startswith("realcal_session_")]
+            assert len(session) == 1 and session[0]["httpOnly"] and session[0]["sameSite"] == "Lax"
+            assert session[0]["name"] not in page.evaluate("document.cookie")   # out of reach of scripts
 
             def settled(done: int) -> None:
                 """The page shows ``done`` decisions by me and its Accept button is back."""
@@ -179,6 +184,14 @@ def test_annotator_reviews_with_the_keyboard_and_stays_logged_in(served_review, 
             assert page.get_by_label("Username").count() == 0
             page.wait_for_timeout(800)
             page.screenshot(path=str(shot))
+            page.get_by_role("button", name="Log out").click()
+            page.get_by_text("Please log in").wait_for(timeout=30_000)
+            copied = browser.new_context()                              # a copy of the cookie, made before
+            copied.add_cookies(session)
+            other = copied.new_page()
+            other.goto(url)
+            other.get_by_text("Please log in").wait_for(timeout=60_000)   # the logout revoked it
+            assert other.get_by_text("Signed in as").count() == 0
         finally:
             browser.close()
     assert decisions() == [("ann", "accept"), ("ann", "reject")]

@@ -336,7 +336,8 @@ def test_every_export_format_writes_a_tiny_workspace(tmp_path, ws):
     run_import(ws, parse("coco", make_coco(tmp_path / "coco", n=2)), split="train")
     for fmt in registry.names("export_format"):
         out = tmp_path / f"out-{fmt}"
-        summary = exporter(fmt)(ws, out, splits=["train"], sources=["ground_truth"], kinds=None, progress=None)
+        summary = exporter(fmt)(ws, out, splits=["train"], sources=["ground_truth"], kinds=None, progress=None,
+                                synthetic="accepted")
         assert out.exists() and any(out.rglob("*")), fmt
         assert summary, fmt
 

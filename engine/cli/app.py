@@ -12,6 +12,7 @@ from engine.cli.base import State, main, pass_state
 from engine.errors import RealcalError
 
 APP_PY = Path(__file__).resolve().parents[2] / "app.py"
+APP_SERVER_PY = APP_PY.with_name("app_server.py")   # app.py plus the login page
 DEFAULT_DEMO = "demo-workspace"
 
 
@@ -25,10 +26,19 @@ def is_loopback(host: str) -> bool:
 
 
 def user_count(ws) -> int:
+    """Active accounts."""
     from store import review as store_review
 
     with ws.connect() as db:
         return store_review.active_user_count(db)
+
+
+def start_mode(ws) -> str:
+    """The access mode the app is started in and keeps: accounts as soon as any account exists."""
+    from engine import auth
+
+    with ws.connect() as db:
+        return auth.start_mode(db)
 
 
 @main.command()
@@ -52,11 +62,24 @@ def demo(state: State, folder: str | None) -> None:
 @click.option("--demo", "with_demo", is_flag=True,
               help=f"Build the demo workspace first (in -w DIR, default ./{DEFAULT_DEMO}).")
 @click.option("--no-worker", is_flag=True, help="Do not start the background worker.")
+@click.option("--ssl-certfile", type=click.Path(exists=True, dir_okay=False),
+              help="Serve over TLS with this certificate (PEM); login cookies are then marked Secure.")
+@click.option("--ssl-keyfile", type=click.Path(exists=True, dir_okay=False),
+              help="The certificate's private key (PEM), with --ssl-certfile.")
 @pass_state
-def app(state: State, host: str, port: int, with_demo: bool, no_worker: bool) -> None:
-    """Start the realcal app (Streamlit) on a workspace."""
+def app(state: State, host: str, port: int, with_demo: bool, no_worker: bool, ssl_certfile: str | None,
+        ssl_keyfile: str | None) -> None:
+    """Start the realcal app (Streamlit) on a workspace.
+
+    The access mode is fixed now: single-user (no accounts; loopback only) or accounts (any
+    account exists, even disabled). It does not change while the app runs; with accounts and none
+    active, nobody gets in.
+    """
+    from engine import auth
     from engine.workspace import Workspace
 
+    if bool(ssl_certfile) != bool(ssl_keyfile):
+        raise RealcalError("TLS needs both --ssl-certfile and --ssl-keyfile")
     if with_demo:
         from engine.cli.jobs import job_progress_bar
         from engine.demo import build_demo
@@ -65,25 +88,35 @@ def app(state: State, host: str, port: int, with_demo: bool, no_worker: bool) ->
                         on_progress=job_progress_bar("pseudo-label"))
     else:
         ws = Workspace.open(state.workspace_arg)
-    if not is_loopback(host) and user_count(ws) == 0:
+    mode = start_mode(ws)
+    if not is_loopback(host) and mode == "single":
         raise RealcalError(
             f"refusing to serve on {host}: this workspace has no user accounts, so anyone who can "
             f"reach the address could use it. Serve on 127.0.0.1 (single-user mode) or add users "
             f"first")
-    if not APP_PY.is_file():
-        raise RealcalError(f"{APP_PY} not found: run the app from a source checkout (pip install -e .)")
+    if not APP_PY.is_file() or not APP_SERVER_PY.is_file():
+        raise RealcalError(f"{APP_SERVER_PY} not found: run the app from a source checkout (pip install -e .)")
+    if mode == "accounts":
+        auth.secret_key(ws.root)          # made now (0600) or checked: a problem shows here, not at login
+        if user_count(ws) == 0:
+            click.echo("warning: every account is disabled, so nobody can log in until an admin runs "
+                       "`realcal user enable NAME`", err=True)
     if not no_worker:
         from engine.worker import ensure_worker
 
         pid = ensure_worker(ws)
         click.echo(f"worker {f'started (pid {pid})' if pid else 'already running'}", err=True)
-    mode = "single-user mode (loopback only)" if user_count(ws) == 0 else "team mode"
-    click.echo(f"realcal app on http://{host}:{port}  workspace {ws.root}  [{mode}]", err=True)
-    env = {**os.environ, "REALCAL_WORKSPACE": str(ws.root)}
-    args = [sys.executable, "-m", "streamlit", "run", str(APP_PY),
+    scheme = "https" if ssl_certfile else "http"
+    label = "single-user mode (loopback only)" if mode == "single" else "accounts mode"
+    click.echo(f"realcal app on {scheme}://{host}:{port}  workspace {ws.root}  [{label}]", err=True)
+    env = {**os.environ, "REALCAL_WORKSPACE": str(ws.root), auth.MODE_ENV: mode}
+    args = [sys.executable, "-m", "streamlit", "run", str(APP_SERVER_PY),
             f"--server.address={host}", f"--server.port={port}", "--server.headless=true",
             "--browser.gatherUsageStats=false", "--server.fileWatcherType=none",
             "--client.toolbarMode=minimal"]
+    if ssl_certfile and ssl_keyfile:
+        args += [f"--server.sslCertFile={Path(ssl_certfile).resolve()}",
+                 f"--server.sslKeyFile={Path(ssl_keyfile).resolve()}"]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execvpe(sys.executable, args, env)

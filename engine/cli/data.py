@@ -100,18 +100,34 @@ def _splits(values: tuple[str, ...]) -> list[str]:
                    "conditioning. Machine labels (predicted) only when named.")
 @click.option("--kind", type=click.Choice(["real", "synthetic", "all"]), default="all",
               show_default=True)
+@click.option("--synthetic", "synthetic", type=click.Choice(["accepted", "curated", "all"]),
+              default="accepted", show_default=True,
+              help="Which synthetic images leave: accepted in review, the latest curation selection, "
+                   "or all. Honeypots and rejected images never leave.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_state
-def export(state: State, fmt, out, split_values, sources, kind, as_json) -> None:
-    """Export images and labels as COCO keypoints JSON or an Ultralytics YOLO-pose folder."""
+def export(state: State, fmt, out, split_values, sources, kind, synthetic, as_json) -> None:
+    """Export images and labels as COCO keypoints JSON or an Ultralytics YOLO-pose folder.
+
+    Review state is respected: honeypots and rejected images are never exported, synthetic images
+    only from the --synthetic pool, and a reviewer's correction replaces the label it corrects.
+    The export records the pool (COCO: info.realcal; YOLO-pose: realcal_export.json).
+    """
+    import inspect
+
+    from engine.errors import RealcalError
     from engine.io import exporter
 
     export_fn = exporter(fmt)   # a typo fails here, naming the valid formats
+    if "synthetic" not in inspect.signature(export_fn).parameters:
+        raise RealcalError(f"export format {fmt!r} does not take a synthetic pool (no 'synthetic' "
+                           f"parameter), so it cannot promise to leave out rejected and unreviewed "
+                           f"images; update the plugin")
     ws = state.workspace()
     summary = export_fn(
         ws, out, splits=_splits(split_values),
         sources=list(sources) or ["ground_truth", "corrected", "conditioning"],
-        kinds=None if kind == "all" else [kind], progress=progress_bar("export"))
+        kinds=None if kind == "all" else [kind], progress=progress_bar("export"), synthetic=synthetic)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
@@ -121,6 +137,10 @@ def export(state: State, fmt, out, split_values, sources, kind, as_json) -> None
         click.echo(f"  {summary['crowd_regions_dropped']} crowd regions left out (YOLO has no ignore regions)")
     if summary.get("keypoints_outside_image"):
         click.echo(f"  {summary['keypoints_outside_image']} keypoints outside their image written as unlabelled")
+    left = (summary.get("selection") or {}).get("left_out") or {}
+    if any(left.values()):
+        click.echo(f"  left out: {left.get('honeypot', 0)} honeypots, {left.get('rejected', 0)} rejected, "
+                   f"{left.get('synthetic_not_in_pool', 0)} synthetic not in the {synthetic} pool")
     click.echo(f"written to {summary['out']}")
 
 

@@ -1,4 +1,4 @@
-"""``user add|list|disable|enable|passwd`` and ``review build|stats|conflicts|resolve``."""
+"""``user add|list|disable|enable|passwd|logout`` and ``review build|stats|conflicts|resolve``."""
 from __future__ import annotations
 
 import json
@@ -15,9 +15,18 @@ def _read_password(password_stdin: bool) -> str:
     return click.prompt("Password", hide_input=True, confirmation_prompt=True)
 
 
+def _ended(n: int) -> str:
+    return f"; {n} session{'s' if n != 1 else ''} ended" if n else ""
+
+
 @main.group()
 def user() -> None:
-    """Manage accounts (admins see everything; annotators only Review)."""
+    """Manage accounts (admins see everything; annotators only Review).
+
+    Names are case-insensitive (Frank and frank are one account). Passwords are 8 characters to
+    72 bytes (bcrypt's limit). Changing a password, disabling an account or `user logout` ends
+    the account's sessions at once.
+    """
 
 
 @user.command("add")
@@ -42,6 +51,8 @@ def user_list(state: State) -> None:
         rows = store_review.users(db)
     if not rows:
         click.echo("no users: the app runs in single-user mode on loopback")
+    elif not any(not u["disabled"] for u in rows):
+        click.echo("no active user: nobody can log in to the app (`realcal user enable NAME`)")
     for u in rows:
         click.echo(f"{u['name']:<24} {u['role']:<10} {'disabled' if u['disabled'] else 'active'}")
 
@@ -50,11 +61,12 @@ def user_list(state: State) -> None:
 @click.argument("name")
 @pass_state
 def user_disable(state: State, name) -> None:
+    """Disable an account and end its sessions."""
     from engine import review
 
     with state.workspace().connect() as db:
-        review.set_disabled(db, name, True)
-    click.echo(f"user {name} disabled")
+        ended = review.set_disabled(db, name, True)
+    click.echo(f"user {name} disabled{_ended(ended)}")
 
 
 @user.command("enable")
@@ -73,11 +85,24 @@ def user_enable(state: State, name) -> None:
 @click.option("--password-stdin", is_flag=True)
 @pass_state
 def user_passwd(state: State, name, password_stdin) -> None:
+    """Set a new password and end the account's sessions."""
     from engine import review
 
     with state.workspace().connect() as db:
-        review.change_password(db, name, _read_password(password_stdin))
-    click.echo(f"password of {name} changed")
+        ended = review.change_password(db, name, _read_password(password_stdin))
+    click.echo(f"password of {name} changed{_ended(ended)}")
+
+
+@user.command("logout")
+@click.argument("name")
+@pass_state
+def user_logout(state: State, name) -> None:
+    """End every session of an account (a copied cookie stops working)."""
+    from engine import review
+
+    with state.workspace().connect() as db:
+        ended = review.end_sessions(db, name)
+    click.echo(f"user {name}: {ended} session{'s' if ended != 1 else ''} ended")
 
 
 @main.group("review")

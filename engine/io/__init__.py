@@ -2,8 +2,11 @@
 
 An import format is ``parse(path, **options) -> ParsedDataset`` registered as
 ``@register("import_format", NAME)``; an export format is ``export(ws, out, *, splits, sources, kinds,
-progress) -> summary`` registered as ``@register("export_format", NAME)``. Third-party formats arrive
-through the ``realcal.import_formats`` / ``realcal.export_formats`` entry-point groups.
+progress, synthetic) -> summary`` registered as ``@register("export_format", NAME)``; it writes the
+selection of :mod:`engine.io.exportable` (no honeypot or rejected image, synthetic images only from
+the ``synthetic`` pool), and ``realcal export`` refuses a format without the ``synthetic`` parameter.
+Third-party formats arrive through the ``realcal.import_formats`` / ``realcal.export_formats``
+entry-point groups.
 """
 from __future__ import annotations
 

@@ -20,12 +20,11 @@ import numpy as np
 
 from engine import media, poses
 from engine.errors import DatasetError
-from engine.io import schemas
+from engine.io import exportable, schemas
 from engine.io.common import LABEL_SOURCES, SPLITS, ImageRecord, ParsedDataset, PersonRecord, safe_join
 from engine.registry import register
 from engine.workspace import Workspace
 from store import events as store_events
-from store import images as store_images
 
 SPLIT_IN_NAME = re.compile(r"person_keypoints_(train|val|test)\w*\.json$")
 
@@ -201,27 +200,34 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
 def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
            sources: Sequence[str] = ("ground_truth", "corrected", "conditioning"),
            kinds: Sequence[str] | None = None,
-           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+           progress: Callable[[int, int], None] | None = None,
+           synthetic: str = exportable.DEFAULT_POOL) -> dict[str, Any]:
     """Write ``annotations/person_keypoints_<split>.json`` and ``images/<split>/`` under ``out``.
 
     Persons are exported from the given label ``sources`` (machine ``predicted`` labels only when
     asked for). Each image entry carries its realcal ``split`` (an extra field COCO tools ignore).
+    Honeypots and rejected images are never written; synthetic images only from the ``synthetic``
+    pool (``accepted`` by review, ``curated`` or ``all``). Each file's ``info.realcal`` block
+    records the pool and what was left out.
     """
     unknown = set(sources) - set(LABEL_SOURCES)
     if unknown:
         raise DatasetError(f"unknown label source(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(LABEL_SOURCES)}")
+    exportable.check_pool(synthetic)
     out = Path(out)
     summary: dict[str, Any] = {"format": "coco", "out": str(out.resolve()), "splits": {}}
     with ws.connect() as db:
-        total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
+        summary["selection"] = exportable.record(db, kinds=kinds, splits=splits, sources=sources,
+                                                 synthetic=synthetic)
+        total = exportable.count(db, kinds=kinds, splits=splits, synthetic=synthetic)
         done = 0
         for split in splits:
             images_out, anns_out = [], []
             names: set[str] = set()
             ann_id = 0
-            for im, persons in store_images.iter_images_with_persons(
-                    db, kinds=kinds, splits=[split], sources=sources):
+            for im, persons in exportable.iter_images(db, kinds=kinds, splits=[split], sources=sources,
+                                                      synthetic=synthetic):
                 name = _unique_name(im, names)
                 target = out / "images" / split / name
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -229,7 +235,7 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
                                 target)
                 images_out.append({"id": im["id"], "file_name": name, "width": im["width"],
                                    "height": im["height"], "split": split,
-                                   "realcal_sha256": im["sha256"]})
+                                   "realcal_sha256": im["sha256"], "realcal_kind": im["kind"]})
                 for p in persons:
                     ann_id += 1
                     anns_out.append(_annotation(p, im["id"], ann_id))
@@ -241,7 +247,8 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
             ann_path = out / "annotations" / f"person_keypoints_{split}.json"
             ann_path.parent.mkdir(parents=True, exist_ok=True)
             payload = {
-                "info": {"description": f"realcal export of {ws.root.name} ({split})"},
+                "info": {"description": f"realcal export of {ws.root.name} ({split})",
+                         "realcal": summary["selection"]},
                 "licenses": [], "categories": [poses.coco_category()],
                 "images": images_out, "annotations": anns_out,
             }

@@ -19,6 +19,7 @@ This module is the one YOLO-pose writer: :func:`label_line`, :func:`write_labels
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -31,7 +32,7 @@ import yaml
 
 from engine import media, poses
 from engine.errors import DatasetError
-from engine.io import schemas
+from engine.io import exportable, schemas
 from engine.io.common import (
     IMAGE_EXTENSIONS,
     LABEL_SOURCES,
@@ -45,7 +46,6 @@ from engine.io.common import (
 from engine.registry import register
 from engine.workspace import Workspace
 from store import events as store_events
-from store import images as store_images
 
 
 def _find_yaml(path: Path) -> Path:
@@ -210,26 +210,38 @@ def _read_labels(label: Path, dims: int, root: Path,
 
 # ----------------------------------------------------------------------------- export
 
+MANIFEST_NAME = "realcal_export.json"
+
+
 @register("export_format", "yolo-pose")
 def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
            sources: Sequence[str] = ("ground_truth", "corrected", "conditioning"),
            kinds: Sequence[str] | None = None,
-           progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+           progress: Callable[[int, int], None] | None = None,
+           synthetic: str = exportable.DEFAULT_POOL) -> dict[str, Any]:
+    """Write an Ultralytics YOLO-pose folder under ``out`` and, beside its ``data.yaml``, a small
+    manifest (``realcal_export.json``) recording the synthetic pool and what was left out.
+
+    Honeypots and rejected images are never written; synthetic images only from the ``synthetic``
+    pool (``accepted`` by review, ``curated`` or ``all``)."""
     unknown = set(sources) - set(LABEL_SOURCES)
     if unknown:
         raise DatasetError(f"unknown label source(s) {', '.join(sorted(unknown))}; "
                            f"choose from {', '.join(LABEL_SOURCES)}")
+    exportable.check_pool(synthetic)
     out = Path(out).resolve()
     summary: dict[str, Any] = {"format": "yolo-pose", "out": str(out), "splits": {},
                                "crowd_regions_dropped": 0, "keypoints_outside_image": 0}
     with ws.connect() as db:
-        total = sum(store_images.counts(db)["images"]["by_split"].get(s, 0) for s in splits)
+        summary["selection"] = exportable.record(db, kinds=kinds, splits=splits, sources=sources,
+                                                 synthetic=synthetic)
+        total = exportable.count(db, kinds=kinds, splits=splits, synthetic=synthetic)
         done = 0
         for split in splits:
             n_images = n_persons = 0
             names: set[str] = set()
-            for im, persons in store_images.iter_images_with_persons(
-                    db, kinds=kinds, splits=[split], sources=sources):
+            for im, persons in exportable.iter_images(db, kinds=kinds, splits=[split], sources=sources,
+                                                      synthetic=synthetic):
                 stem = Path(im["file_name"]).stem
                 if stem in names:
                     stem = f"{stem}_{im['sha256'][:8]}"
@@ -256,6 +268,10 @@ def export(ws: Workspace, out: str | Path, *, splits: Sequence[str] = SPLITS,
             if n_images:
                 summary["splits"][split] = {"images": n_images, "persons": n_persons}
         summary["data_yaml"] = str(write_data_yaml(out, summary["splits"]))
+        manifest = out / MANIFEST_NAME
+        manifest.write_text(json.dumps({"format": "yolo-pose", "workspace": str(ws.root),
+                                        "splits": summary["splits"], **summary["selection"]}, indent=2))
+        summary["manifest"] = str(manifest)
         store_events.log(db, "export", {**summary, "sources": list(sources)})
     return summary
 
