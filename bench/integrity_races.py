@@ -74,7 +74,8 @@ class CaseResult:
 class Runner:
     def __init__(self, repo: Path):
         self.repo = repo
-        self.env = {**os.environ, "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}
+        path = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)
+        self.env = {**os.environ, "PYTHONPATH": path, "PYTHONUNBUFFERED": "1"}
 
     def start(self, ws: Path, *args: str) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws), *args], cwd=self.repo,

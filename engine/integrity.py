@@ -81,17 +81,22 @@ def _hold_lock(path: Path) -> int:
     """Create ``path`` and hold an exclusive flock on it; returns the descriptor."""
     path.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = None
         try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(fd, fcntl.LOCK_EX)
             if os.fstat(fd).st_ino == os.stat(path).st_ino:   # not unlinked by gc before we locked it
                 return fd
         except FileNotFoundError:
             pass
         except BaseException:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
             raise
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def _lock_is_held(path: Path) -> bool:

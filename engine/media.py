@@ -7,10 +7,11 @@ not applied, as in COCO and Ultralytics labels.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
-import tempfile
+import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,14 +101,18 @@ def thumb_path(root: str | os.PathLike, sha256: str) -> Path:
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
+    """Write ``target`` whole or not at all. The temporary file is named before it exists, so an
+    interruption at any point (Ctrl-C included) removes it; its name carries the target's, so
+    ``realcal gc`` can tell whose it is after a process was killed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".tmp-{target.name}-")   # gc tells whose it is
+    tmp = target.parent / f".tmp-{target.name}-{secrets.token_hex(6)}"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 

@@ -206,6 +206,35 @@ def test_ctrl_c_between_an_image_and_its_thumbnail_leaves_no_file(ws, tmp_path, 
     assert not list((ws.root / "locks").glob("*"))
 
 
+def test_ctrl_c_just_as_a_temporary_file_is_created_leaves_none(ws, tmp_path, monkeypatch):
+    """Python raises KeyboardInterrupt at the next call after the signal: here, the first call after
+    the temporary file exists (where ``tempfile.mkstemp`` left one behind)."""
+    real = os.path.abspath
+    fired = []
+
+    def interrupted(path):
+        if "/.tmp-" in str(path) and not fired:
+            fired.append(path)
+            raise KeyboardInterrupt
+        return real(path)
+
+    monkeypatch.setattr(os.path, "abspath", interrupted)
+    real_open = os.open
+
+    def opened(path, *a, **k):
+        fd = real_open(path, *a, **k)
+        if "/.tmp-" in str(path) and not fired:
+            fired.append(path)
+            raise KeyboardInterrupt
+        return fd
+
+    monkeypatch.setattr(os, "open", opened)
+    with pytest.raises(KeyboardInterrupt):
+        run_import(ws, parse("coco", make_coco(tmp_path / "a", n=3)), split="train")
+    monkeypatch.undo()
+    assert fired and files_and_rows(ws) == (0, 0, [])
+
+
 @pytest.mark.parametrize("err", [errno.ENOSPC, errno.EROFS])
 def test_a_full_disk_or_read_only_thumbs_folder_fails_in_one_line_and_leaves_no_file(ws, tmp_path, monkeypatch, err):
     real = media._atomic_write
