@@ -56,6 +56,7 @@ class Outcome:
     strays: int = 0               # files no row accounts for
     strays_after_gc: int | None = None
     errors: int = 0
+    overlapped: bool | None = None    # delete-reimport: the deletion landed while the re-import staged
     notes: list[str] = field(default_factory=list)
 
 
@@ -68,6 +69,7 @@ class CaseResult:
     strays: int = 0
     strays_after_gc: int | None = None
     errors: int = 0
+    overlapped: int | None = None
     notes: list[str] = field(default_factory=list)
 
 
@@ -196,6 +198,9 @@ def trial(runner: Runner, case: str, tmp: Path, ids: list[str], spare: list[str]
         d = runner.start(ws, "batch", "delete", "1", "--yes")
         (rc_b, err_b), (rc_d, err_d) = finish(b), finish(d)
         out.errors += bad(rc_b, err_b, {0}) + bad(rc_d, err_d, {0})
+        reimported = count_rows(ws)     # batch 1 is gone: these rows are the re-import's
+        out.overlapped = 0 < reimported < len(ids)
+        out.notes.append(f"the re-import kept {reimported} of {len(ids)} images")
     else:
         ids_file = write_ids(tmp / "a.txt", ids)
         p = runner.start(ws, "import", "--format", "lsp", lsp, "--ids", str(ids_file), "--split", "train")
@@ -238,6 +243,8 @@ def run_case(runner: Runner, case: str, trials: int, n_images: int, seed: int) -
         if o.strays_after_gc is not None:
             res.strays_after_gc = (res.strays_after_gc or 0) + o.strays_after_gc
         res.errors += o.errors
+        if o.overlapped is not None:
+            res.overlapped = (res.overlapped or 0) + int(o.overlapped)
         res.notes += [f"trial {t}: {n}" for n in o.notes]
         print(f"  {case} trial {t}: missing {o.missing}, strays {o.strays}"
               + (f" (after gc {o.strays_after_gc})" if o.strays_after_gc is not None else "")
@@ -252,6 +259,8 @@ def table(results: list[CaseResult]) -> str:
         gc = "n/a" if r.strays_after_gc is None else str(r.strays_after_gc)
         lines.append(f"{r.case:<16} {r.trials:>6} {r.missing:>14} {r.trials_with_loss:>15} {r.strays:>12} "
                      f"{gc:>16} {r.errors:>7}")
+    lines += [f"{r.case}: in {r.overlapped} of {r.trials} trials the deletion landed while the re-import staged "
+              f"(it kept some of the images, not all)" for r in results if r.overlapped is not None]
     return "\n".join(lines)
 
 
