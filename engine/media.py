@@ -7,10 +7,11 @@ not applied, as in COCO and Ultralytics labels.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
-import tempfile
+import secrets
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,14 +101,18 @@ def thumb_path(root: str | os.PathLike, sha256: str) -> Path:
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
+    """Write ``target`` whole or not at all. The temporary file is named before it exists, so an
+    interruption at any point (Ctrl-C included) removes it; its name carries the target's, so
+    ``realcal gc`` can tell whose it is after a process was killed."""
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+    tmp = target.parent / f".tmp-{target.name}-{secrets.token_hex(6)}"
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, target)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
@@ -137,14 +142,28 @@ def store_image(root: Path, info: ImageInfo, data: bytes) -> tuple[list[Path], b
         _atomic_write(image_file, data)
         written.append(image_file)
     if not thumb_file.exists():
-        _atomic_write(thumb_file, make_thumbnail(data))
+        write_thumbnail(root, info.sha256, data)
         written.append(thumb_file)
     return written, existed
 
 
-def remove_files(root: Path, sha256: str, ext: str) -> None:
+def write_thumbnail(root: Path, sha256: str, data: bytes) -> Path:
+    """(Re)write the thumbnail of the image whose encoded bytes are ``data``."""
+    thumb_file = thumb_path(root, sha256)
+    _atomic_write(thumb_file, make_thumbnail(data))
+    return thumb_file
+
+
+def remove_files(root: Path, sha256: str, ext: str) -> list[Path]:
+    """Remove a stored image and its thumbnail; returns the files that were there.
+
+    Only the workspace's file rule may call this (see ``engine.integrity``): inside a write
+    transaction that found no row and no claim for ``sha256``."""
+    removed = []
     for path in (image_path(root, sha256, ext), thumb_path(root, sha256)):
         try:
             path.unlink()
+            removed.append(path)
         except FileNotFoundError:
             pass
+    return removed

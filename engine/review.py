@@ -190,14 +190,14 @@ def _make_honeypots(ws, db, candidates: list[int], n: int, base: int, span: int,
     import cv2
     from PIL import Image
 
-    from engine import media
+    from engine import integrity, media
     from store import batches as store_batches
 
     rng = np.random.default_rng(seed)
     images = {im["id"]: im for im in store_images.list_images(db, kinds=["synthetic"])}
     persons = store_images.persons_for_images(db, candidates, ["conditioning"])
     rows: list[dict] = []
-    with write_transaction(db):
+    with write_transaction(db), integrity.new_files(ws, db) as files:
         batch_id = store_batches.create(db, kind="honeypot", format="mirrored-unflipped-label",
                                         dataset="honeypots", source="review queue", params={"n": n})
         for image_id in candidates:
@@ -214,7 +214,7 @@ def _make_honeypots(ws, db, candidates: list[int], n: int, base: int, span: int,
             info, data = media.inspect_bytes(buf.getvalue())
             if store_images.by_sha256(db, [info.sha256]):
                 continue
-            media.store_image(ws.root, info, data)
+            files.store(info, data)
             new_id = store_images.insert_image(db, {
                 "batch_id": batch_id, "kind": "synthetic", "split": "train", "dataset": "honeypots",
                 "file_name": f"honeypot_{image_id}.png", "source_id": str(image_id), "sha256": info.sha256,

@@ -13,6 +13,7 @@ from engine.cli import experiment as _experiment  # noqa: E402,F401  (registers 
 from engine.cli import generate as _generate  # noqa: E402,F401  (registers generate/lineage)
 from engine.cli import jobs as _jobs  # noqa: E402,F401  (registers worker/jobs/pseudo-label)
 from engine.cli import loop as _loop  # noqa: E402,F401  (registers loop run/status)
+from engine.cli import maintenance as _maintenance  # noqa: E402,F401  (registers fsck/gc)
 from engine.cli import pipeline as _pipeline  # noqa: E402,F401  (registers run)
 from engine.cli import review as _review  # noqa: E402,F401  (registers user/review)
 from engine.cli import train as _train  # noqa: E402,F401  (registers manifest/train)

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from engine import media, poses, registry
+from engine import integrity, media, poses, registry
 from engine.component import Resources
 from engine.errors import RealcalError
 from engine.generate import GenerationRequest
@@ -223,9 +223,9 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         background_kinds: dict[str, int] = {}
         t_start = time.perf_counter()
         for stop, results in chunks():
-            with write_transaction(db):
+            with write_transaction(db), integrity.new_files(ws, db) as files:
                 for res in results:
-                    stored_now = _store(ws, db, batch_id, params, res)
+                    stored_now = _store(db, files, batch_id, params, res)
                     stored += stored_now
                     skipped += 1 - stored_now
                     kind = (res.lineage.get("background") or {}).get("kind")
@@ -250,7 +250,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         return {"batch_id": batch_id, **report}
 
 
-def _store(ws: Workspace, db, batch_id: int, params: dict[str, Any], res) -> int:
+def _store(db, files: integrity.NewFiles, batch_id: int, params: dict[str, Any], res) -> int:
     """Store one result; returns 1, or 0 when the identical image is already in the workspace."""
     sources: dict[str, Sequence[int]] = {role: [int(i) for i in ids] for role, ids in res.source_image_ids.items()}
     all_ids = sorted({i for ids in sources.values() for i in ids})
@@ -263,7 +263,7 @@ def _store(ws: Workspace, db, batch_id: int, params: dict[str, Any], res) -> int
     info, data = media.inspect_bytes(data)
     if store_images.by_sha256(db, [info.sha256]):
         return 0
-    media.store_image(ws.root, info, data)
+    files.store(info, data)
     image_id = store_images.insert_image(db, {
         "batch_id": batch_id, "kind": "synthetic", "split": "train",
         "dataset": f"synthetic:{params['generator']}", "file_name": f"gen{batch_id:04d}_{res.index:06d}.{info.ext}",

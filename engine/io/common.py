@@ -4,9 +4,11 @@ A format module parses its source into a :class:`ParsedDataset` without touching
 problems with the whole file raise :class:`~engine.errors.DatasetError` there. :func:`run_import`
 then checks each record (image present, decodable, not too large, finite coordinates), writes
 the image files, and inserts every row in one transaction. Skipped records are counted and
-named in the report; ``strict`` turns any skip into an abort. Whatever goes wrong, the
-workspace is left exactly as it was: the transaction rolls back and files written by this
-import are removed.
+named in the report; ``strict`` turns any skip into an abort. Whatever goes wrong (a bad record
+under ``strict``, an exception, Ctrl-C, a full disk), the workspace is left exactly as it was: the
+transaction rolls back and the files this import staged are removed unless another writer
+references them. Files are claimed before they are written (``engine.integrity``), so concurrent
+imports, and a batch deletion racing an import, never delete a file a committed row needs.
 """
 from __future__ import annotations
 
@@ -22,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from engine import media, poses
-from engine.errors import DatasetError, ImportAborted
+from engine import integrity, media, poses
+from engine.errors import DatasetError, ImportAborted, WorkspaceError
 from engine.workspace import Workspace
 from store import batches as store_batches
 from store import events as store_events
@@ -278,59 +280,87 @@ def run_import(ws: Workspace, parsed: ParsedDataset, *, split: str = "source",
         raise ImportAborted(f"--strict: {len(report.ids_not_found)} requested ids are not in the "
                             f"dataset (e.g. {', '.join(report.ids_not_found[:5])}); nothing imported")
 
-    written: list[Path] = []
-    with ws.connect() as db:
-        try:
-            existing_cache: dict[str, dict[str, Any]] = {}
-            seen_here: dict[str, str] = {}
-            staged: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
-            for n, rec in enumerate(records, 1):
-                problem = _stage_record(ws, db, rec, split, split_seed, max_pixels, kind, parsed,
-                                        existing_cache, seen_here, staged, written)
-                if problem:
-                    report.skipped.append((rec.file_name, problem))
-                    if strict:
-                        raise ImportAborted(f"--strict: {rec.file_name}: {problem}; nothing imported")
-                if progress:
-                    progress(n, len(records))
+    with ws.connect() as db, integrity.Claims(ws, db) as claims:
+        existing_cache: dict[str, dict[str, Any]] = {}
+        seen_here: dict[str, str] = {}
+        staged: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        for n, rec in enumerate(records, 1):
+            problem = _stage_record(ws, db, claims, rec, split, split_seed, max_pixels, kind, parsed,
+                                    existing_cache, seen_here, staged)
+            if problem:
+                report.skipped.append((rec.file_name, problem))
+                if strict:
+                    raise ImportAborted(f"--strict: {rec.file_name}: {problem}; nothing imported")
+            if progress:
+                progress(n, len(records))
+        if strict and report.skipped:
+            name, reason = report.skipped[0]
+            raise ImportAborted(f"--strict: {len(report.skipped)} records would be skipped "
+                                f"(first: {name}: {reason}); nothing imported")
+        if not staged:
+            report.seconds = time.perf_counter() - started
+            return report  # nothing to import: no empty batch
+        with write_transaction(db):
+            # another writer may have committed some of these images since they were staged: they
+            # are duplicates now, exactly as if this import had started after it
+            staged = _drop_imported_meanwhile(db, staged, report)
             if strict and report.skipped:
                 name, reason = report.skipped[0]
                 raise ImportAborted(f"--strict: {len(report.skipped)} records would be skipped "
                                     f"(first: {name}: {reason}); nothing imported")
-
             for image_row, person_rows in staged:
                 report.by_split[image_row["split"]] = report.by_split.get(image_row["split"], 0) + 1
                 report.persons += len(person_rows)
                 report.persons_without_keypoints += sum(1 for p in person_rows if p["num_keypoints"] == 0)
             report.images = len(staged)
             report.seconds = time.perf_counter() - started
-            if not staged:
-                return report  # nothing to import: no empty batch
-            with write_transaction(db):
-                batch_id = store_batches.create(
-                    db, kind="import" if kind == "real" else "generation", format=parsed.format,
-                    dataset=parsed.dataset, source=parsed.source,
-                    params={"split": split, "split_seed": split_seed, "limit": limit,
-                            "ids": len(ids) if ids else None, "strict": strict,
-                            "max_pixels": max_pixels})
-                for image_row, person_rows in staged:
-                    image_id = store_images.insert_image(db, {**image_row, "batch_id": batch_id})
-                    store_images.insert_persons(
-                        db, ({**p, "image_id": image_id, "batch_id": batch_id} for p in person_rows))
-                report.batch_id = batch_id
-                store_batches.set_report(db, batch_id, report.to_dict())
-                store_events.log(db, "batch.import", {
-                    "format": parsed.format, "dataset": parsed.dataset, "source": parsed.source,
-                    "images": report.images, "persons": report.persons,
-                    "skipped": len(report.skipped)}, batch_id=batch_id)
-            return report
-        except BaseException:
-            _remove_unreferenced(db, written)
-            raise
+            if staged:
+                _insert_batch(db, parsed, staged, report, split=split, split_seed=split_seed, limit=limit,
+                              ids=ids, strict=strict, max_pixels=max_pixels, kind=kind)
+            claims.settle()
+        claims.done()
+        return report
 
 
-def _stage_record(ws, db, rec: ImageRecord, split, split_seed, max_pixels, kind, parsed,
-                  existing_cache, seen_here, staged, written) -> str | None:
+def _drop_imported_meanwhile(db, staged, report: ImportReport) -> list:
+    """The staged images not committed by another writer since; the others become skipped duplicates."""
+    meanwhile = store_images.by_sha256(db, [image_row["sha256"] for image_row, _ in staged])
+    if not meanwhile:
+        return staged
+    kept = []
+    for image_row, person_rows in staged:
+        prev = meanwhile.get(image_row["sha256"])
+        if prev is None:
+            kept.append((image_row, person_rows))
+        else:
+            report.skipped.append((image_row["file_name"], (
+                f"duplicate: already in the workspace as image {prev['id']} ({prev['file_name']}, "
+                f"batch {prev['batch_id']}), imported while this import ran")))
+    return kept
+
+
+def _insert_batch(db, parsed: ParsedDataset, staged, report: ImportReport, *, split, split_seed, limit, ids,
+                  strict, max_pixels, kind) -> None:
+    batch_id = store_batches.create(
+        db, kind="import" if kind == "real" else "generation", format=parsed.format,
+        dataset=parsed.dataset, source=parsed.source,
+        params={"split": split, "split_seed": split_seed, "limit": limit,
+                "ids": len(ids) if ids else None, "strict": strict,
+                "max_pixels": max_pixels})
+    for image_row, person_rows in staged:
+        image_id = store_images.insert_image(db, {**image_row, "batch_id": batch_id})
+        store_images.insert_persons(
+            db, ({**p, "image_id": image_id, "batch_id": batch_id} for p in person_rows))
+    report.batch_id = batch_id
+    store_batches.set_report(db, batch_id, report.to_dict())
+    store_events.log(db, "batch.import", {
+        "format": parsed.format, "dataset": parsed.dataset, "source": parsed.source,
+        "images": report.images, "persons": report.persons,
+        "skipped": len(report.skipped)}, batch_id=batch_id)
+
+
+def _stage_record(ws, db, claims: integrity.Claims, rec: ImageRecord, split, split_seed, max_pixels, kind,
+                  parsed, existing_cache, seen_here, staged) -> str | None:
     if rec.problem:
         return rec.problem
     if rec.path is None or not rec.path.is_file():
@@ -361,8 +391,12 @@ def _stage_record(ws, db, rec: ImageRecord, split, split_seed, max_pixels, kind,
         image_split = auto_split(info.sha256, split_seed)
     else:
         image_split = split
-    files, _ = media.store_image(ws.root, info, data)
-    written.extend(files)
+    claims.claim(info.sha256, info.ext)      # before looking for the files: nothing deletes them now
+    try:
+        media.store_image(ws.root, info, data)
+    except OSError as exc:
+        raise WorkspaceError(f"cannot write {exc.filename or 'an image file'} into the workspace: "
+                             f"{exc.strerror or exc}; nothing imported") from None
     seen_here[info.sha256] = rec.file_name
     staged.append(({
         "kind": kind, "split": image_split, "dataset": parsed.dataset,
@@ -370,20 +404,3 @@ def _stage_record(ws, db, rec: ImageRecord, split, split_seed, max_pixels, kind,
         "ext": info.ext, "width": info.width, "height": info.height, "bytes": info.bytes,
     }, person_rows))
     return None
-
-
-def _remove_unreferenced(db, files: list[Path]) -> None:
-    """Undo this import's file writes, keeping any file a committed row references."""
-    for f in files:
-        sha = f.stem
-        try:
-            if db.conn.in_transaction:
-                db.rollback()
-            if store_images.referenced(db, sha):
-                continue
-        except Exception:  # the database is unusable: removing our own fresh files is still right
-            pass
-        try:
-            f.unlink()
-        except FileNotFoundError:
-            pass
