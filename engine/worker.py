@@ -72,7 +72,8 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0, log=None)
         raise SystemExit(128 + signum)
 
     # SIGTERM and SIGHUP stop the worker as Ctrl-C does: the running job is requeued (resumable) or failed
-    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(sig) is not signal.SIG_IGN}             # a worker under nohup stays immune
     for sig in previous:
         signal.signal(sig, on_term)
     done = 0

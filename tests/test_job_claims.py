@@ -261,7 +261,8 @@ def test_ctrl_c_cancels_a_foreground_job_unless_asked_to_keep_it(gws):
 
 def _cli(ws, *args, **popen):
     return subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws.root), *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))  # as in a terminal
 
 
 def _wait_for_progress(ws, proc, at_least=4, timeout=120):

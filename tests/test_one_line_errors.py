@@ -234,22 +234,30 @@ def test_other_errors_still_show_their_traceback(ws, monkeypatch):
 
 # ----------------------------------------------------------------------------- SIGTERM and SIGHUP
 
+def _import_many(ws, tmp_path, sighup):
+    """``realcal import`` of 600 images in a child whose SIGHUP is ``sighup`` (as a terminal gives it, or
+    ignored as under nohup), once its first files are written."""
+    folder = tmp_path / "many"
+    for i in range(600):
+        write_image(folder / f"im{i:04d}.png", size=(96, 96), seed=i, fmt="PNG")
+    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws.root), "import", "--format", "images",
+                             folder], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, sighup))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((ws.root / "images").rglob("*.png"))) < 20:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    return proc
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_clean_up_like_ctrl_c(ws, tmp_path, sig):
     """The issue's case: SIGTERM or SIGHUP in the middle of an import left hundreds of image files no row
     references. Now they unwind like Ctrl-C: nothing imported, the files this import wrote removed (one
     being written at that instant may be left; removing such strays is the garbage collector's work), one
     line, exit 128 + signal."""
-    folder = tmp_path / "many"
-    for i in range(600):
-        write_image(folder / f"im{i:04d}.png", size=(96, 96), seed=i, fmt="PNG")
     before = snapshot(ws)
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "-w", str(ws.root), "import", "--format", "images",
-                             folder], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list((ws.root / "images").rglob("*.png"))) < 20:
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.02)
+    proc = _import_many(ws, tmp_path, signal.SIG_DFL)
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err
@@ -259,3 +267,11 @@ def test_sigterm_and_sighup_clean_up_like_ctrl_c(ws, tmp_path, sig):
     assert rows == before[1]                                         # nothing imported
     strays = set(files) - set(before[0])
     assert len([f for f in strays if f.startswith("images/")]) <= 1, strays
+
+
+def test_under_nohup_sighup_is_still_ignored(ws, tmp_path):
+    proc = _import_many(ws, tmp_path, signal.SIG_IGN)
+    proc.send_signal(signal.SIGHUP)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "imported 600 images" in out

@@ -69,8 +69,9 @@ class RealcalGroup(click.Group):
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGHUP):
-                previous[sig] = signal.getsignal(sig)
-                signal.signal(sig, _raise_terminated)
+                if signal.getsignal(sig) is not signal.SIG_IGN:      # `nohup realcal ...` stays immune
+                    previous[sig] = signal.getsignal(sig)
+                    signal.signal(sig, _raise_terminated)
         try:
             return super().invoke(ctx)
         except RealcalError as exc:
