@@ -305,3 +305,32 @@ def test_signals_on_a_foreground_generate(gws, tmp_path, sig, extra, status):
     from engine import media
 
     assert all(media.image_path(gws.root, sha, ext).is_file() for sha, ext in ids)
+
+
+@pytest.mark.slow          # loads the teacher twice
+def test_a_resumed_pseudo_label_counts_every_person(ws, coco_sample):
+    """Pseudo-labelling resumes after the last committed image, and its result counts the persons of every
+    attempt (it counted only the last one's); images where the teacher found nobody are not labelled twice."""
+    from engine.pseudo_label import resolve_params as pl_params
+    from store import images as store_images
+
+    run_import(ws, parse("images", coco_sample.parent), limit=4)
+    job_id = jobs.submit(ws, "pseudo_label", pl_params(ws, {"pseudo_label.imgsz": 320,
+                                                            "pseudo_label.batch_size": 1}))
+    with ws.connect() as db:
+        job = store_jobs.claim(db, jobs.worker_id(), os.getpid())
+
+    def interrupt(done, total, message):
+        if message and message.startswith("labelled") and done >= 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        jobs.run_job(ws, job, interrupt)
+    assert _row(ws, job_id)["status"] == "queued" and _row(ws, job_id)["state"]["done"] == 2
+    assert run_worker(ws, once=True, log=lambda m: None) == 1
+    r = _row(ws, job_id)["result"]
+    with ws.connect() as db:
+        ims = store_images.list_images(db)
+        persons = [p for ps in store_images.persons_for_images(db, [i["id"] for i in ims]).values() for p in ps]
+    assert r["images"] == 4 and r["persons"] == len(persons) >= 2
+    assert {p["batch_id"] for p in persons} == {r["batch_id"]}
