@@ -28,6 +28,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def shown_path(path: Path, root: Path) -> str:
+    """``path`` as a report shows it: relative to ``root`` when it lies inside, else absolute (a split folder
+    or a workspace may live anywhere)."""
+    p, r = Path(path).resolve(), Path(root).resolve()
+    return p.relative_to(r).as_posix() if p.is_relative_to(r) else str(p)
+
+
 def bench_dir() -> Path:
     return Path(os.environ.get("REALCAL_BENCH_DIR") or Path.home() / ".cache" / "realcal" / "benchmark")
 

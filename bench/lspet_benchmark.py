@@ -22,7 +22,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _paths import bench_dir, cpu_name, offline  # noqa: E402
+from _paths import bench_dir, cpu_name, offline, shown_path  # noqa: E402
 
 offline()
 
@@ -46,6 +46,11 @@ def progress(label: str):
             last[0], last[1] = now, message
             log(f"  {label}: {message or ''} ({done:.0f}/{total or '?'})")
     return cb
+
+
+def split_files(split_dir: Path) -> dict[str, str]:
+    """The split's id files as the report names them: relative to the checkout, or absolute outside it."""
+    return {s: shown_path(split_dir / f"{s}.txt", ROOT) for s in ("train", "val", "test")}
 
 
 def run_job(ws: Workspace, kind: str, params: dict, label: str) -> dict:
@@ -200,7 +205,7 @@ def main() -> None:
     machine = {"cpu": cpu_name(), "cores": __import__("os").cpu_count(), "python": platform.python_version(),
                "platform": platform.platform(), "device": args.device or "auto", "peak_rss_mb": round(rss)}
     extra = {"wall times (s)": state["timings"], "machine": machine, "funnel": state.get("funnel"),
-             "split": {s: str((split_dir / f"{s}.txt").relative_to(ROOT)) for s in ("train", "val", "test")}}
+             "split": split_files(split_dir)}
     paths = write_experiment_report(ws, out, exp_cfg["name"], extra_fn=lambda exp: extra)
     summary = paths["summary"]
     (Path(out) / "benchmark.json").write_text(json.dumps({"summary": summary, **extra}, indent=2, default=str))

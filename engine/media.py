@@ -138,11 +138,14 @@ def store_image(root: Path, info: ImageInfo, data: bytes) -> tuple[list[Path], b
     thumb_file = thumb_path(root, info.sha256)
     written: list[Path] = []
     existed = image_file.exists()
+    # the thumbnail is made before anything is written: an interrupt (Ctrl-C, SIGTERM) while it is made
+    # leaves no file behind that the caller has not been told about
+    thumb = None if thumb_file.exists() else make_thumbnail(data)
     if not existed:
         _atomic_write(image_file, data)
         written.append(image_file)
-    if not thumb_file.exists():
-        write_thumbnail(root, info.sha256, data)
+    if thumb is not None:
+        _atomic_write(thumb_file, thumb)
         written.append(thumb_file)
     return written, existed
 

@@ -64,25 +64,30 @@ def predict_persons(model, paths: list[str], *, imgsz: int, conf: float, device:
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     ws = ctx.ws
     with ws.connect() as db:
+        # images are labelled in id order; each chunk's persons commit with the checkpoint that counts
+        # them, so a resumed job continues after the last committed image with exact totals
+        tally: dict[str, Any] = {"done": 0, "persons": 0, "last_id": 0}
         batch_id = ctx.state.get("batch_id")
         if batch_id is None or store_batches.get(db, batch_id) is None:
             with write_transaction(db):
+                ctx.hold(db)
                 batch_id = store_batches.create(
                     db, kind="pseudo_label", format="predicted", dataset=None,
                     source=params["weights"], params={**params, "job_id": ctx.job_id})
-            ctx.progress(0, None, "loading the teacher", state={"batch_id": batch_id})
-        images = store_images.unlabelled_real_images(db)
+                ctx.checkpoint(db, 0, None, "loading the teacher", {"batch_id": batch_id, **tally})
+        else:
+            tally.update({k: ctx.state[k] for k in tally if k in ctx.state})
+        images = [im for im in store_images.unlabelled_real_images(db) if im["id"] > int(tally["last_id"])]
         if params.get("image_ids"):
             wanted = set(params["image_ids"])
             images = [im for im in images if im["id"] in wanted]
-        done_before = int(ctx.state.get("done", 0))
+        done_before, n_persons = int(tally["done"]), int(tally["persons"])
         total = done_before + len(images)
         ctx.progress(done_before, total, f"{len(images)} images to label; loading the teacher",
                      force=True)
         model = load_teacher(params["weights"])
         device = config.resolve_device(params["device"])
         step = max(1, int(params["pseudo_label.batch_size"]))
-        n_persons = 0
         for start in range(0, len(images), step):
             chunk = images[start:start + step]
             paths = [str(media.image_path(ws.root, im["sha256"], im["ext"])) for im in chunk]
@@ -90,17 +95,21 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 model, paths, imgsz=int(params["pseudo_label.imgsz"]),
                 conf=float(params["pseudo_label.conf"]), device=device,
                 keypoint_conf=float(params["pseudo_label.keypoint_conf"]))
+            done = done_before + start + len(chunk)
             with write_transaction(db):
+                ctx.hold(db)        # from here to the commit no other process can take the job
                 for im, rows in zip(chunk, per_image):
                     store_images.insert_persons(
                         db, ({**r, "image_id": im["id"], "batch_id": batch_id} for r in rows))
                     n_persons += len(rows)
-            done = done_before + start + len(chunk)
-            ctx.progress(done, total, f"labelled {done}/{total} images, {n_persons} persons found",
-                         state={"batch_id": batch_id, "done": done})
+                ctx.checkpoint(db, done, total, f"labelled {done}/{total} images, {n_persons} persons found",
+                               {"batch_id": batch_id, "done": done, "persons": n_persons,
+                                "last_id": chunk[-1]["id"]})
+            ctx.progress(done, total, f"labelled {done}/{total} images, {n_persons} persons found")
         report = {"images": total, "persons": n_persons, "weights": params["weights"],
                   "device": device}
         with write_transaction(db):
+            ctx.hold(db)
             store_batches.set_report(db, batch_id, report)
             store_events.log(db, "batch.pseudo_label", report, batch_id=batch_id)
         return {"batch_id": batch_id, **report}

@@ -66,9 +66,16 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0, log=None)
     lock = acquire_lock(ws)
 
     def on_term(signum, frame):
+        # once: a second signal must not interrupt the requeue the first one started (SIGKILL still ends it)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
         raise SystemExit(128 + signum)
 
-    signal.signal(signal.SIGTERM, on_term)
+    # SIGTERM and SIGHUP stop the worker as Ctrl-C does: the running job is requeued (resumable) or failed
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)
+                if signal.getsignal(sig) is not signal.SIG_IGN}             # a worker under nohup stays immune
+    for sig in previous:
+        signal.signal(sig, on_term)
     done = 0
     try:
         for job_id, action in jobs.recover(ws):
@@ -86,10 +93,16 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0, log=None)
                         last_recover = time.monotonic()
                     continue
                 log(f"worker: job {job['id']} ({job['kind']}) started")
-                final = jobs.run_job(ws, job)
+                try:
+                    final = jobs.run_job(ws, job, on_interrupt="requeue")
+                except jobs.ClaimLost as exc:
+                    log(f"worker: {exc}")
+                    continue
                 log(f"worker: job {job['id']} {final['status']}")
                 done += 1
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
         lock.close()
     return done
 

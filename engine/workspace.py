@@ -31,7 +31,10 @@ class Workspace:
         for sub in ("", "images", "thumbs", "exports"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         ws = cls(root)
-        applied = store_db.migrate(ws.db_path)
+        try:
+            applied = store_db.migrate(ws.db_path)
+        except store_db.DatabaseUnavailable as exc:
+            raise WorkspaceError(str(exc)) from None
         with ws.connect() as db:
             if fresh:
                 events.log(db, "workspace.init", {"root": str(root)})
@@ -53,8 +56,12 @@ class Workspace:
     def connect(self) -> sqlite_utils.Database:
         """A new connection (one per thread/process), migrated to the current schema.
 
-        Use it as a context manager, which closes it: ``with ws.connect() as db: ...``."""
-        return store_db.open_db(self.db_path)
+        Use it as a context manager, which closes it: ``with ws.connect() as db: ...``. WorkspaceError
+        when the database cannot be used (not a database, damaged, a folder, not writable)."""
+        try:
+            return store_db.open_db(self.db_path)
+        except store_db.DatabaseUnavailable as exc:
+            raise WorkspaceError(str(exc)) from None
 
     def path(self, relpath: str) -> Path:
         return self.root / relpath

@@ -20,6 +20,64 @@ from store import migrations as migrations_pkg
 BUSY_TIMEOUT_S = 60.0
 
 
+class DatabaseUnavailable(Exception):
+    """The workspace database cannot be opened or used (not a database, damaged, a folder, not writable, disk
+    full). The message is one line that says which and what to do."""
+
+
+# SQLite's primary result codes (``sqlite3.Error.sqlite_errorname``, extended codes start with them) and the
+# messages Python gives them, with what they mean for a workspace.
+_SQLITE_ERRORS = (
+    ("SQLITE_NOTADB", "file is not a database",
+     "is not a SQLite database (damaged, or not a realcal database)"),
+    ("SQLITE_CORRUPT", "malformed",
+     "is damaged (database disk image is malformed); restore it from a backup"),
+    ("SQLITE_FULL", "database or disk is full",
+     "cannot be written: the disk is full; free some space and run the command again"),
+    ("SQLITE_READONLY", "readonly database",
+     "is read-only; realcal needs to write to it and to its folder (check permissions and the file system)"),
+    ("SQLITE_CANTOPEN", "unable to open database file",
+     "cannot be opened; realcal needs to read and write it and its folder (it keeps -wal and -shm files "
+     "beside it): check permissions and that the file system is not read-only"),
+    ("SQLITE_PERM", "access permission denied",
+     "cannot be used: permission denied; check the permissions of the workspace folder"),
+    ("SQLITE_IOERR", "disk I/O error",
+     "cannot be used: a disk I/O error (a full, failing or read-only disk)"),
+    ("SQLITE_BUSY", "database is locked",
+     f"is locked: another process held it for over {BUSY_TIMEOUT_S:.0f} s; try again"),
+    ("", "Could not decode to UTF-8",
+     "is damaged (text in it is not UTF-8); restore it from a backup"),
+    ("", "malformed database schema",
+     "is damaged (its schema cannot be read); restore it from a backup"),
+    ("", "no such table", None),
+    ("", "no such column", None),
+)
+_SCHEMA_MISMATCH = ("does not have the tables this realcal expects ({}): it is damaged, or was changed by "
+                    "something else; restore it from a backup")
+
+
+def describe_error(exc: BaseException) -> str | None:
+    """What a SQLite error means for the workspace database, as the end of a sentence ("... is damaged");
+    None for errors that are not about the database file (a bug, a constraint)."""
+    if not isinstance(exc, sqlite3.Error):
+        return None
+    name = getattr(exc, "sqlite_errorname", None) or ""
+    text = str(exc)
+    for code, message, meaning in _SQLITE_ERRORS:
+        if (code and name.startswith(code)) or message in text:
+            return meaning or _SCHEMA_MISMATCH.format(" ".join(text.split())[:120])
+    return None
+
+
+def _unavailable(path: Path, exc: BaseException) -> DatabaseUnavailable:
+    meaning = describe_error(exc) if isinstance(exc, sqlite3.Error) else None
+    if isinstance(exc, UnicodeDecodeError):
+        meaning = "is damaged (text in it is not UTF-8); restore it from a backup"
+    if meaning is None and isinstance(exc, OSError):
+        meaning = f"cannot be used: {exc.strerror or exc} ({exc.filename or path.parent})"
+    return DatabaseUnavailable(f"the workspace database {path} {meaning or f'cannot be used: {exc}'}")
+
+
 def _connect(path: Path) -> sqlite_utils.Database:
     conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S)
     db = sqlite_utils.Database(conn)
@@ -40,8 +98,26 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def migrate(path: Path) -> list[str]:
-    """Apply every pending migration; returns the names applied (empty when up to date)."""
+    """Apply every pending migration; returns the names applied (empty when up to date).
+
+    DatabaseUnavailable when the file cannot be used as a database (see :func:`open_db`)."""
     path = Path(path)
+    _refuse_folder(path)
+    try:
+        return _migrate(path)
+    except (sqlite3.Error, OSError, UnicodeDecodeError) as exc:
+        if isinstance(exc, sqlite3.Error) and describe_error(exc) is None:
+            raise
+        raise _unavailable(path, exc) from exc
+
+
+def _refuse_folder(path: Path) -> None:
+    if path.is_dir():
+        raise DatabaseUnavailable(f"the workspace database {path} is a folder, not a database file; "
+                                  f"move it away to create a fresh workspace there")
+
+
+def _migrate(path: Path) -> list[str]:
     with _file_lock(path.with_name(path.name + ".migrate.lock")):
         with _connect(path) as db:
             if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
@@ -64,16 +140,31 @@ def pending_migrations(db: sqlite_utils.Database) -> list[str]:
 
 
 def open_db(path: Path, *, create: bool = False) -> sqlite_utils.Database:
-    """Open (and, with ``create``, make) the workspace database, migrated to the latest schema."""
+    """Open (and, with ``create``, make) the workspace database, migrated to the latest schema.
+
+    Raises DatabaseUnavailable, with one line saying why, when the file is a folder, is not a SQLite
+    database, is damaged where opening reads it, or cannot be opened or migrated (permissions, a read-only
+    or full disk). Damage elsewhere in the file surfaces as a ``sqlite3.DatabaseError`` when a query reaches
+    it; :func:`describe_error` explains those."""
     path = Path(path)
+    _refuse_folder(path)
     if not path.exists() and not create:
         raise FileNotFoundError(path)
-    db = _connect(path)
-    if create or pending_migrations(db):
-        db.close()
-        migrate(path)
+    db = None
+    try:
         db = _connect(path)
-    return db
+        if create or pending_migrations(db):
+            db.close()
+            db = None
+            migrate(path)
+            db = _connect(path)
+        return db
+    except (sqlite3.Error, UnicodeDecodeError) as exc:    # text that is not UTF-8: a damaged file
+        if db is not None:
+            db.close()
+        if isinstance(exc, sqlite3.Error) and describe_error(exc) is None:
+            raise
+        raise _unavailable(path, exc) from exc
 
 
 @contextlib.contextmanager

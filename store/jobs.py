@@ -1,7 +1,14 @@
-"""The job queue: enqueue, atomic claim, heartbeat, progress, cancel, finish, recovery."""
+"""The job queue: enqueue, atomic claim, heartbeat, progress, cancel, finish, recovery.
+
+A running job holds a claim token (``jobs.claim``), written when a process claims it and cleared when it
+is requeued. Every write on behalf of a running job (heartbeat, progress, checkpoint, finish) names the
+token and changes nothing when it is no longer the job's: a process that lost its claim (paused past the
+stale limit, then requeued and claimed by another) cannot write over the new owner.
+"""
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 import sqlite_utils
@@ -10,6 +17,11 @@ from store.db import write_transaction
 
 NOW = "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')"
 ACTIVE = ("queued", "running")
+HELD = "status = 'running' AND claim IS ?"     # the job runs and this token still holds it
+
+
+def new_claim() -> str:
+    return secrets.token_hex(16)
 
 
 def _decode(row) -> dict[str, Any]:
@@ -31,9 +43,9 @@ def start(db: sqlite_utils.Database, kind: str, params: dict[str, Any], worker: 
     """Insert a job already running in this process (one statement: a worker polling the queue can
     never take it, and a crash cannot leave it queued for someone else to run)."""
     with write_transaction(db):
-        db.execute(f"INSERT INTO jobs (kind, params, status, worker, worker_pid, attempts, started_at, heartbeat_at) "
-                   f"VALUES (?, ?, 'running', ?, ?, 1, {NOW}, {NOW})",
-                   [kind, json.dumps(params, sort_keys=True, default=str), worker, pid])
+        db.execute(f"INSERT INTO jobs (kind, params, status, worker, worker_pid, attempts, claim, started_at, "
+                   f"heartbeat_at) VALUES (?, ?, 'running', ?, ?, 1, ?, {NOW}, {NOW})",
+                   [kind, json.dumps(params, sort_keys=True, default=str), worker, pid, new_claim()])
         job_id = db.execute("SELECT last_insert_rowid()").fetchone()[0]
     job = get(db, job_id)
     if job is None:  # jobs are never deleted
@@ -51,8 +63,8 @@ def claim(db: sqlite_utils.Database, worker: str, pid: int, job_id: int | None =
             job_id = row[0]
         cur = db.execute(
             f"UPDATE jobs SET status = 'running', worker = ?, worker_pid = ?, attempts = attempts + 1, "
-            f"started_at = COALESCE(started_at, {NOW}), heartbeat_at = {NOW} "
-            f"WHERE id = ? AND status = 'queued'", [worker, pid, job_id])
+            f"claim = ?, started_at = COALESCE(started_at, {NOW}), heartbeat_at = {NOW} "
+            f"WHERE id = ? AND status = 'queued'", [worker, pid, new_claim(), job_id])
         if cur.rowcount != 1:
             return None
     return get(db, job_id)
@@ -63,33 +75,61 @@ def get(db: sqlite_utils.Database, job_id: int) -> dict | None:
     return _decode(rows[0]) if rows else None
 
 
-def heartbeat(db: sqlite_utils.Database, job_id: int) -> None:
-    db.execute(f"UPDATE jobs SET heartbeat_at = {NOW} WHERE id = ? AND status = 'running'", [job_id])
+def heartbeat(db: sqlite_utils.Database, job_id: int, claim: str | None = None) -> bool:
+    """Mark the job alive; False (and nothing written) when ``claim`` no longer holds it."""
+    cur = db.execute(f"UPDATE jobs SET heartbeat_at = {NOW} WHERE id = ? AND {HELD}", [job_id, claim])
     db.conn.commit()
+    return cur.rowcount == 1
 
 
-def update_progress(db: sqlite_utils.Database, job_id: int, progress: float,
-                    total: float | None, message: str | None, state: dict | None = None) -> bool:
-    """Record progress; returns True when a cancel has been requested."""
+def _held_update(db: sqlite_utils.Database, job_id: int, claim: str | None, progress: float,
+                 total: float | None, message: str | None, state: dict | None) -> str:
     sets = f"progress = ?, total = ?, message = COALESCE(?, message), heartbeat_at = {NOW}"
     params: list[Any] = [progress, total, message]
     if state is not None:
         sets += ", state = ?"
         params.append(json.dumps(state, sort_keys=True, default=str))
-    db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", params + [job_id])
-    db.conn.commit()
+    cur = db.execute(f"UPDATE jobs SET {sets} WHERE id = ? AND {HELD}", params + [job_id, claim])
+    if cur.rowcount != 1:
+        return "lost"
     row = db.execute("SELECT cancel_requested FROM jobs WHERE id = ?", [job_id]).fetchone()
-    return bool(row and row[0])
+    return "cancel" if row and row[0] else "ok"
+
+
+def update_progress(db: sqlite_utils.Database, job_id: int, progress: float,
+                    total: float | None, message: str | None, state: dict | None = None,
+                    claim: str | None = None) -> str:
+    """Record progress (and the resumable ``state``). Returns "ok", "cancel" (a cancel was requested)
+    or "lost" (``claim`` no longer holds the job; nothing written)."""
+    outcome = _held_update(db, job_id, claim, progress, total, message, state)
+    db.conn.commit()
+    return outcome
+
+
+def checkpoint(db: sqlite_utils.Database, job_id: int, claim: str | None, progress: float,
+               total: float | None, message: str | None, state: dict | None) -> str:
+    """:func:`update_progress` inside the caller's open write transaction (no commit), so that a job's
+    results and the state that says they are done commit together or not at all."""
+    if not db.conn.in_transaction:
+        raise RuntimeError("checkpoint() belongs inside write_transaction()")
+    return _held_update(db, job_id, claim, progress, total, message, state)
+
+
+def holds(db: sqlite_utils.Database, job_id: int, claim: str | None) -> bool:
+    """Whether ``claim`` still holds the running job (inside a write transaction: until it commits)."""
+    return db.execute(f"SELECT 1 FROM jobs WHERE id = ? AND {HELD}", [job_id, claim]).fetchone() is not None
 
 
 def finish(db: sqlite_utils.Database, job_id: int, status: str, *, result: dict | None = None,
-           error: str | None = None, message: str | None = None) -> None:
-    db.execute(
+           error: str | None = None, message: str | None = None, claim: str | None = None) -> bool:
+    """End a running job held by ``claim``; False (nothing written) when the claim was lost."""
+    cur = db.execute(
         f"UPDATE jobs SET status = ?, result = ?, error = ?, message = COALESCE(?, message), "
-        f"finished_at = {NOW}, heartbeat_at = {NOW} WHERE id = ?",
+        f"finished_at = {NOW}, heartbeat_at = {NOW} WHERE id = ? AND {HELD}",
         [status, json.dumps(result, default=str) if result is not None else None, error, message,
-         job_id])
+         job_id, claim])
     db.conn.commit()
+    return cur.rowcount == 1
 
 
 def request_cancel(db: sqlite_utils.Database, job_id: int) -> str | None:
@@ -103,10 +143,12 @@ def request_cancel(db: sqlite_utils.Database, job_id: int) -> str | None:
     return row[0] if row else None
 
 
-def requeue(db: sqlite_utils.Database, job_id: int, message: str) -> None:
-    db.execute("UPDATE jobs SET status = 'queued', worker = NULL, worker_pid = NULL, message = ? "
-               "WHERE id = ? AND status = 'running'", [message, job_id])
+def requeue(db: sqlite_utils.Database, job_id: int, message: str, claim: str | None = None) -> bool:
+    """Put a running job held by ``claim`` back in the queue, revoking the claim; False if it was not held."""
+    cur = db.execute(f"UPDATE jobs SET status = 'queued', worker = NULL, worker_pid = NULL, claim = NULL, "
+                     f"message = ? WHERE id = ? AND {HELD}", [message, job_id, claim])
     db.conn.commit()
+    return cur.rowcount == 1
 
 
 def running(db: sqlite_utils.Database) -> list[dict]:

@@ -3,8 +3,11 @@ files. Subcommand modules import this module; ``engine/cli/__init__.py`` imports
 other way round)."""
 from __future__ import annotations
 
+import errno
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,18 +22,77 @@ from engine.errors import RealcalError  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the program is, so that it cleans up exactly as for Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+# What the file system said, as the user can act on it: a full disk, a read-only one, missing permissions.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device; free some space and run the command again",
+    errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+
+
+def environment_error(exc: BaseException) -> str | None:
+    """One line for an error of the machine rather than of realcal (disk full, read-only, permissions, a
+    database that cannot be used); None for anything else, which stays a traceback (a bug)."""
+    from store.db import describe_error
+
+    meaning = describe_error(exc)
+    if meaning is not None:
+        return f"the workspace database {meaning}"
+    if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{ENVIRONMENT_ERRNOS[exc.errno]}{where}"
+    return None
+
+
+def _raise_terminated(signum, frame) -> None:
+    # Once: a second SIGTERM/SIGHUP must not interrupt the clean-up the first one started (SIGKILL still ends it).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
 class RealcalGroup(click.Group):
-    """Prints user-facing errors as one line (no traceback) and exits 1."""
+    """Prints user-facing errors as one line (no traceback) and exits 1; SIGTERM and SIGHUP clean up like
+    Ctrl-C (the step in progress is rolled back, a foreground job is cancelled) and exit 128 + the signal."""
 
     def invoke(self, ctx: click.Context):
+        previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGHUP):
+                if signal.getsignal(sig) is not signal.SIG_IGN:      # `nohup realcal ...` stays immune
+                    previous[sig] = signal.getsignal(sig)
+                    signal.signal(sig, _raise_terminated)
         try:
             return super().invoke(ctx)
         except RealcalError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
+        except Terminated as exc:
+            click.echo(f"terminated ({signal.Signals(exc.signum).name}): the current step was rolled back",
+                       err=True)
+            sys.exit(128 + exc.signum)
         except KeyboardInterrupt:
             click.echo("interrupted: the current step was rolled back", err=True)
             sys.exit(130)
+        except Exception as exc:
+            message = environment_error(exc)
+            if message is None:
+                raise
+            click.echo(f"error: {message}", err=True)
+            sys.exit(1)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
 
 
 @dataclass

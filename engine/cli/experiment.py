@@ -6,6 +6,7 @@ from pathlib import Path
 import click
 
 from engine.cli.base import State, main, pass_state
+from engine.cli.jobs import requeue_option
 
 
 @main.group()
@@ -22,8 +23,10 @@ def experiment() -> None:
 @click.option("--rerun-other-code", is_flag=True, help="Redo finished runs made by other code.")
 @click.option("--n-boot", type=click.IntRange(100, 100_000), default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
+@requeue_option
 @pass_state
-def experiment_run(state: State, config_path, device, background, allow_mixed_code, rerun_other_code, n_boot) -> None:
+def experiment_run(state: State, config_path, device, background, allow_mixed_code, rerun_other_code, n_boot,
+                   requeue_on_interrupt) -> None:
     """Run (or resume) the experiment described in a YAML file.
 
     Finished runs are kept only when the same code made them; runs made by other code stop the
@@ -38,7 +41,7 @@ def experiment_run(state: State, config_path, device, background, allow_mixed_co
     cfg = resolve(load_config(config_path, "experiment file"))
     final = run_or_queue(ws, "experiment", {"config": cfg, "device": device, "allow_mixed_code": allow_mixed_code,
                                             "rerun_other_code": rerun_other_code, "n_boot": n_boot},
-                         background, "experiment")
+                         background, "experiment", requeue_on_interrupt)
     if final:
         s = final["result"]["summary"]
         for row in s["table"]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from engine.cli.base import State, main, pass_state
+from engine.cli.jobs import requeue_option
 from engine.errors import RealcalError
 
 
@@ -17,10 +18,12 @@ from engine.errors import RealcalError
 @click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="YAML with generator_params, pose_source, prompt, anchor_sources, image_format.")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@requeue_option
 @click.option("--executor", type=click.Choice(["local", "ray"]), help="Where batches run (default local).")
 @click.option("--ray-address", help="An existing Ray cluster (ray://host:10001 or auto); default: start one here.")
 @pass_state
-def generate(state: State, generator, count, seed, config_path, background, executor, ray_address) -> None:
+def generate(state: State, generator, count, seed, config_path, background, requeue_on_interrupt, executor,
+             ray_address) -> None:
     """Generate labelled synthetic people from the real train anchors (the pose is the label)."""
     from engine.cli.base import executor_override, load_config
     from engine.cli.jobs import run_or_queue
@@ -34,7 +37,7 @@ def generate(state: State, generator, count, seed, config_path, background, exec
     if exe:
         overrides["executor"] = exe
     params = resolve_params(ws, overrides)
-    final = run_or_queue(ws, "generate", params, background, "generate")
+    final = run_or_queue(ws, "generate", params, background, "generate", requeue_on_interrupt)
     if final:
         r = final["result"]
         click.echo(f"batch {r['batch_id']}: {r['images']} synthetic images from {r['generator']} in "

@@ -29,21 +29,45 @@ def job_progress_bar(desc: str):
     return update
 
 
-def run_or_queue(ws, kind: str, params: dict, background: bool, desc: str) -> dict | None:
-    """The CLI convention: run in the foreground with a progress bar, or only queue it."""
+def run_or_queue(ws, kind: str, params: dict, background: bool, desc: str,
+                 requeue_on_interrupt: bool = False) -> dict | None:
+    """The CLI convention: run in the foreground with a progress bar, or only queue it.
+
+    Interrupted (Ctrl-C, SIGTERM, SIGHUP), a foreground job is cancelled, unless ``requeue_on_interrupt``
+    leaves a resumable one queued for the worker to finish."""
     from engine import jobs
+    from store import jobs as store_jobs
 
     if background:
         job_id = jobs.submit(ws, kind, params)
         click.echo(f"queued job {job_id} ({kind}); a running worker picks it up "
                    f"(`realcal -w {ws.root} worker`, or the app starts one)")
         return None
-    final = jobs.run_foreground(ws, kind, params, job_progress_bar(desc))
+    job = jobs.start_foreground(ws, kind, params)
+    try:
+        final = jobs.run_job(ws, job, job_progress_bar(desc),
+                             on_interrupt="requeue" if requeue_on_interrupt else "cancel")
+    except KeyboardInterrupt:
+        with ws.connect() as db:
+            row = store_jobs.get(db, job["id"]) or {}
+        status = row.get("status")
+        click.echo(f"job {job['id']} ({kind}): " + (
+            "queued again; a worker resumes it where it stopped" if status == "queued" else
+            "cancelled (--requeue-on-interrupt leaves it for a worker to resume)" if status == "cancelled" else
+            str(status)), err=True)
+        raise
     if final["status"] == "failed":
         raise RealcalError(f"job {final['id']} failed: {final['error'].splitlines()[0]}")
     if final["status"] == "cancelled":
         raise RealcalError(f"job {final['id']} was cancelled")
     return final
+
+
+def requeue_option(fn):
+    """``--requeue-on-interrupt`` for commands that run a resumable job in the foreground."""
+    return click.option("--requeue-on-interrupt", is_flag=True,
+                        help="If interrupted (Ctrl-C, SIGTERM, SIGHUP), leave the job queued for a worker to "
+                             "resume instead of cancelling it.")(fn)
 
 
 @main.command()
@@ -110,9 +134,10 @@ def job_cancel(state: State, job_id: int) -> None:
 @click.option("--device", help="auto, cpu, cuda or cuda:N.")
 @click.option("--weights", help="Teacher weights (.pt); default: the packaged yolo11n-pose.")
 @click.option("--background", is_flag=True, help="Only queue the job for the worker.")
+@requeue_option
 @pass_state
 def pseudo_label(state: State, conf, keypoint_conf, imgsz, batch_size, device, weights,
-                 background) -> None:
+                 background, requeue_on_interrupt) -> None:
     """Label unlabelled real images with the teacher; stored as machine (predicted) persons."""
     from engine import pseudo_label as pl
 
@@ -121,7 +146,7 @@ def pseudo_label(state: State, conf, keypoint_conf, imgsz, batch_size, device, w
         "pseudo_label.conf": conf, "pseudo_label.keypoint_conf": keypoint_conf,
         "pseudo_label.imgsz": imgsz, "pseudo_label.batch_size": batch_size, "device": device,
         "teacher.path": weights})
-    final = run_or_queue(ws, "pseudo_label", params, background, "pseudo-label")
+    final = run_or_queue(ws, "pseudo_label", params, background, "pseudo-label", requeue_on_interrupt)
     if final:
         r = final["result"]
         click.echo(f"batch {r['batch_id']}: {r['persons']} predicted persons on {r['images']} images "

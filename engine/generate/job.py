@@ -178,16 +178,21 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             for b in backgrounds:
                 b["path"] = media.image_path(ws.root, b["sha256"], b["ext"])
         count = int(params["count"])
-        done = int(ctx.state.get("done", 0))
+        # what earlier attempts of this job committed (each chunk commits with its checkpoint)
+        tally: dict[str, Any] = {"done": 0, "stored": 0, "skipped": 0, "seconds": 0.0, "wall": 0.0, "backgrounds": {}}
         batch_id = ctx.state.get("batch_id")
         if batch_id is None or store_batches.get(db, batch_id) is None:
             with write_transaction(db):
+                ctx.hold(db)
                 batch_id = store_batches.create(
                     db, kind="generation", format=params["generator"], dataset=f"synthetic:{params['generator']}",
                     source=f"job {ctx.job_id}", params=params)
-            done = 0
-        ctx.progress(done, count, f"loading the {params['generator']} generator",
-                     state={"batch_id": batch_id, "done": done})
+                ctx.checkpoint(db, 0, count, f"loading the {params['generator']} generator",
+                               {"batch_id": batch_id, **tally})
+        else:
+            tally.update({k: ctx.state[k] for k in tally if k in ctx.state})
+        done = int(tally["done"])
+        ctx.progress(done, count, f"loading the {params['generator']} generator", force=True)
         chunk = max(1, int(params.get("chunk", 8)), gen.requests_per_call)
 
         def on_step(step: float, steps: float | None, message: str | None = None) -> None:
@@ -218,26 +223,34 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     stop = min(count, start + chunk)
                     yield stop, gen.generate(build_requests(params, gen, anchors, backgrounds, start, stop))
                     start = stop
-        stored = skipped = 0
-        seconds = 0.0
-        background_kinds: dict[str, int] = {}
+        # Local: each chunk's images commit with the checkpoint that counts them, so a resumed job adds to
+        # exact totals. Ray: results arrive in any order, so the checkpoint keeps the start of the range and
+        # a restart regenerates it all; a result this batch already stored for the same sample (same seed,
+        # same pixels) counts as stored again, never as a duplicate.
+        base = {**tally, "batch_id": batch_id, "backgrounds": dict(tally["backgrounds"])}
+        stored, skipped = int(base["stored"]), int(base["skipped"])
+        seconds = float(base["seconds"])
+        background_kinds: dict[str, int] = dict(base["backgrounds"])
         t_start = time.perf_counter()
         for stop, results in chunks():
             with write_transaction(db), integrity.new_files(ws, db) as files:
+                ctx.hold(db)        # from here to the commit no other process can take the job
                 for res in results:
-                    stored_now = _store(db, files, batch_id, params, res)
-                    stored += stored_now
-                    skipped += 1 - stored_now
+                    outcome = _store(db, files, batch_id, params, res)
+                    stored += outcome != "duplicate"
+                    skipped += outcome == "duplicate"
                     kind = (res.lineage.get("background") or {}).get("kind")
-                    if kind and stored_now:
+                    if kind and outcome != "duplicate":
                         background_kinds[kind] = background_kinds.get(kind, 0) + 1
                     seconds += res.seconds
-            done = stop
-            # with the ray executor a restart regenerates the remaining range; identical images
-            # (same per-sample seeds) are recognised by content hash and not stored twice
-            ctx.progress(done, count, f"generated {done}/{count} images",
-                         state={"batch_id": batch_id, "done": done if not mapped else ctx.state.get("done", 0)})
-        wall = time.perf_counter() - t_start
+                done = stop
+                wall = float(base["wall"]) + time.perf_counter() - t_start
+                ctx.checkpoint(db, done, count, f"generated {done}/{count} images",
+                               base if mapped else {"batch_id": batch_id, "done": done, "stored": stored,
+                                                    "skipped": skipped, "seconds": seconds, "wall": wall,
+                                                    "backgrounds": background_kinds})
+            ctx.progress(done, count, f"generated {done}/{count} images")   # a cancel stops here
+        wall = float(base["wall"]) + time.perf_counter() - t_start
         leaks = {s: n for s, n in store_synthetic.source_splits(db, batch_id).items() if s != "train"}
         report = {"generator": params["generator"], "images": stored, "duplicates_not_stored": skipped,
                   "seconds": round(wall, 2), "images_per_s": round(stored / wall, 3) if wall else None,
@@ -245,13 +258,19 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         if background_kinds:
             report["backgrounds"] = background_kinds
         with write_transaction(db):
+            ctx.hold(db)
             store_batches.set_report(db, batch_id, report)
             store_events.log(db, "batch.generate", report, batch_id=batch_id)
         return {"batch_id": batch_id, **report}
 
 
-def _store(db, files: integrity.NewFiles, batch_id: int, params: dict[str, Any], res) -> int:
-    """Store one result; returns 1, or 0 when the identical image is already in the workspace."""
+def _file_name(batch_id: int, index: int, ext: str) -> str:
+    return f"gen{batch_id:04d}_{index:06d}.{ext}"
+
+
+def _store(db, files: integrity.NewFiles, batch_id: int, params: dict[str, Any], res) -> str:
+    """Store one result: "stored"; "again" when this batch already holds this very sample (a resumed job
+    regenerated it); "duplicate" when the identical image is already in the workspace otherwise."""
     sources: dict[str, Sequence[int]] = {role: [int(i) for i in ids] for role, ids in res.source_image_ids.items()}
     all_ids = sorted({i for ids in sources.values() for i in ids})
     splits = store_images.splits_of(db, all_ids)
@@ -261,12 +280,14 @@ def _store(db, files: integrity.NewFiles, batch_id: int, params: dict[str, Any],
                            f"real train images ({bad}); nothing from val/test may be used")
     data = _encode(res.image, params["image_format"], int(params.get("jpeg_quality", 95)))
     info, data = media.inspect_bytes(data)
-    if store_images.by_sha256(db, [info.sha256]):
-        return 0
+    same = store_images.by_sha256(db, [info.sha256]).get(info.sha256)
+    if same is not None:
+        own = same["batch_id"] == batch_id and same["file_name"] == _file_name(batch_id, res.index, info.ext)
+        return "again" if own else "duplicate"
     files.store(info, data)
     image_id = store_images.insert_image(db, {
         "batch_id": batch_id, "kind": "synthetic", "split": "train",
-        "dataset": f"synthetic:{params['generator']}", "file_name": f"gen{batch_id:04d}_{res.index:06d}.{info.ext}",
+        "dataset": f"synthetic:{params['generator']}", "file_name": _file_name(batch_id, res.index, info.ext),
         "source_id": str(res.index), "sha256": info.sha256, "ext": info.ext, "width": info.width,
         "height": info.height, "bytes": info.bytes})
     rows = []
@@ -290,4 +311,4 @@ def _store(db, files: integrity.NewFiles, batch_id: int, params: dict[str, Any],
         seed=res.lineage.get("seed"), prompt=res.lineage.get("prompt"),
         details={**res.lineage, "job_seed": params["seed"], "index": res.index},
         seconds=round(res.seconds, 4), sources=sources)
-    return 1
+    return "stored"

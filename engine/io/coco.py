@@ -10,6 +10,7 @@ the OKS object scale is the segmentation area where a mask exists, else 0.53 x b
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 from collections.abc import Callable, Sequence
@@ -44,6 +45,34 @@ def _load_json(path: Path) -> Any:
         raise DatasetError(f"{path} is not UTF-8 JSON: {exc}") from None
     except (OSError, RecursionError, ValueError) as exc:
         raise DatasetError(f"{path} cannot be read as JSON: {exc}") from None
+
+
+def _is_id(value: Any) -> bool:
+    """COCO ids are numbers (or, in some exports, text); anything else cannot key a record."""
+    return isinstance(value, (int, float, str)) and not isinstance(value, bool)
+
+
+def _is_file(path: Path) -> bool:
+    """``path.is_file()``, False where the name cannot exist (too long, a null byte, ...)."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _float(value: Any, *, null: float | None = None) -> float:
+    """A JSON number (or numeric text) as a float; ``null`` stands for None where given. ValueError for
+    anything else: lists, objects, booleans, non-numeric text, integers too large for a float."""
+    if value is None and null is not None:
+        return null
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{value!r:.40} is not a number")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{str(value)[:20]}... is too large for a number") from None
+    except ValueError:
+        raise ValueError(f"{value!r:.40} is not a number") from None
 
 
 def _image_roots(path: Path, image_root: Path | None) -> list[Path]:
@@ -93,6 +122,9 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
     kp_cats = {}
     for cat in categories:
         if isinstance(cat, dict) and cat.get("keypoints"):
+            if not _is_id(cat.get("id")):
+                raise DatasetError(f"{where}: category {cat.get('name')!r:.60} has an id that is not a number: "
+                                   f"{cat.get('id')!r:.60}")
             if not isinstance(cat["keypoints"], list):
                 raise DatasetError(f"{where}: category {cat.get('name')!r} has a 'keypoints' entry "
                                    f"that is not a list of names")
@@ -108,6 +140,8 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
     for i, im in enumerate(data["images"]):
         if not isinstance(im, dict) or "id" not in im or not isinstance(im.get("file_name"), str):
             raise DatasetError(f"{where}: images[{i}] needs an 'id' and a 'file_name'")
+        if not _is_id(im["id"]):
+            raise DatasetError(f"{where}: images[{i}] has an id that is not a number: {im['id']!r:.60}")
         if im["id"] in images:
             raise DatasetError(f"{where}: image id {im['id']!r} appears twice")
         safe_join(path.parent, im["file_name"], "image file_name")  # refuse path tricks early
@@ -116,7 +150,7 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
     roots = _image_roots(path, Path(image_root) if image_root else None)
     root = roots[0]
     for candidate in roots:
-        if any((candidate / im["file_name"]).is_file() for im in list(images.values())[:20]):
+        if any(_is_file(candidate / im["file_name"]) for im in list(images.values())[:20]):
             root = candidate
             break
 
@@ -127,12 +161,12 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
     for j, ann in enumerate(annotations):
         if not isinstance(ann, dict):
             raise DatasetError(f"{where}: annotations[{j}] is not an object")
-        if ann.get("category_id") not in kp_cats:
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in kp_cats:
             other_categories += 1
             continue
         cat, mapping = kp_cats[ann["category_id"]]
-        ann_id = str(ann.get("id", j))
-        if ann.get("image_id") not in images:
+        ann_id = str(ann["id"] if _is_id(ann.get("id")) else j)[:100]
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in images:
             skipped.append((f"annotation {ann_id}", "annotation for an image id not in 'images'"))
             continue
         kps = ann.get("keypoints", [])
@@ -143,9 +177,9 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
                 f"keypoint values, but its category {cat.get('name')!r} declares {n_src} keypoints "
                 f"({3 * n_src} values: x, y, v each)")
         try:
-            src = np.asarray(kps, dtype=float).reshape(n_src, 3)
-        except (TypeError, ValueError):
-            problems.setdefault(ann["image_id"], f"bad annotation {ann_id}: non-numeric keypoints")
+            src = np.asarray([_float(v, null=math.nan) for v in kps], dtype=float).reshape(n_src, 3)
+        except ValueError as exc:
+            problems.setdefault(ann["image_id"], f"bad annotation {ann_id}: non-numeric keypoints ({exc})")
             continue
         k = np.zeros((poses.NUM_KEYPOINTS, 3))
         for ci, si in enumerate(mapping.to_coco):
@@ -155,18 +189,22 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
         bbox = ann.get("bbox")
         if bbox is not None:
             try:
-                bbox = tuple(float(v) for v in bbox)
-                if len(bbox) != 4:
+                if not isinstance(bbox, list) or len(bbox) != 4:
                     raise ValueError
-            except (TypeError, ValueError):
+                bbox = tuple(_float(v) for v in bbox)
+            except ValueError:
                 problems.setdefault(ann["image_id"], f"bad annotation {ann_id}: bbox is not 4 numbers")
                 continue
         seg = ann.get("segmentation") or None
         seg_area = None
         if seg is not None:
             area = ann.get("area")
-            if isinstance(area, (int, float)) and area > 0:
-                seg_area = float(area)
+            try:
+                area = float(area) if isinstance(area, (int, float)) else 0.0
+            except OverflowError:      # a 400-digit integer: no usable area, the mask's own is used
+                area = 0.0
+            if area > 0:
+                seg_area = area
             else:
                 im = images[ann["image_id"]]
                 seg_area = _segmentation_area(seg, im.get("height"), im.get("width"))
@@ -178,7 +216,7 @@ def parse(path: str | Path, image_root: str | Path | None = None) -> ParsedDatas
     for image_id, im in images.items():
         target = safe_join(root, im["file_name"], "image file_name")
         records.append(ImageRecord(
-            file_name=im["file_name"], path=target if target.is_file() else None,
+            file_name=im["file_name"], path=target if _is_file(target) else None,
             persons=persons[image_id], source_id=str(image_id),
             split=im.get("split") if im.get("split") in SPLITS else None,
             problem=problems.get(image_id)))

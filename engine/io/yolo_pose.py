@@ -72,8 +72,10 @@ def parse(path: str | Path) -> ParsedDataset:
     yaml_path = _find_yaml(Path(path))
     try:
         cfg = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise DatasetError(f"{yaml_path} is not valid YAML: {exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError, RecursionError) as exc:
+        raise DatasetError(f"{yaml_path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    except OSError as exc:
+        raise DatasetError(f"cannot read {yaml_path}: {exc.strerror or exc}") from None
     if not isinstance(cfg, dict):
         raise DatasetError(f"{yaml_path}: expected a mapping with kpt_shape and train/val paths")
     kpt_shape = cfg.get("kpt_shape")
@@ -96,6 +98,9 @@ def parse(path: str | Path) -> ParsedDataset:
             f"add kpt_names to the yaml so the joints can be mapped by name")
     else:
         flip = cfg.get("flip_idx")
+        if flip is not None and not (isinstance(flip, list) and all(isinstance(i, int) for i in flip)):
+            raise DatasetError(f"{yaml_path}: flip_idx must be a list of keypoint indices "
+                               f"(COCO-17: {list(poses.FLIP_IDX)}), got {flip!r:.80}")
         if flip is not None and list(flip) != list(poses.FLIP_IDX):
             raise DatasetError(
                 f"{yaml_path}: flip_idx {list(flip)} is not COCO-17's {list(poses.FLIP_IDX)}, so "
@@ -103,11 +108,19 @@ def parse(path: str | Path) -> ParsedDataset:
         mapping = schemas.resolve(poses.KEYPOINT_NAMES)
 
     base = yaml_path.parent
-    root = Path(cfg["path"]) if cfg.get("path") else base
+    declared = cfg.get("path")
+    if declared and not isinstance(declared, str):
+        raise DatasetError(f"{yaml_path}: path must name the dataset folder (text), got {declared!r:.80}")
+    root = Path(declared) if declared else base
     if not root.is_absolute():
         root = (base / root)
-    root = root.resolve()
-    if not root.is_dir():
+    try:
+        root = root.resolve()
+        is_dir = root.is_dir()
+    except (OSError, ValueError) as exc:  # a name too long for the file system, a null byte
+        raise DatasetError(f"{yaml_path}: dataset path {declared!r:.80} cannot be used: "
+                           f"{getattr(exc, 'strerror', None) or exc}") from None
+    if not is_dir:
         raise DatasetError(f"{yaml_path}: dataset path {root} is not a folder")
 
     records: list[ImageRecord] = []
@@ -136,11 +149,19 @@ def parse(path: str | Path) -> ParsedDataset:
 def _split_images(root: Path, entry: str, yaml_path: Path) -> list[Path]:
     target = safe_join(root, entry, f"{yaml_path.name} split path") if not Path(entry).is_absolute() \
         else _inside(root, Path(entry), yaml_path)
-    if target.is_dir():
+    try:
+        is_dir, is_list = target.is_dir(), target.is_file() and target.suffix == ".txt"
+    except (OSError, ValueError):  # a name too long for the file system
+        is_dir = is_list = False
+    if is_dir:
         return list_image_files(target)
-    if target.is_file() and target.suffix == ".txt":
+    if is_list:
+        try:
+            text = target.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise DatasetError(f"{yaml_path}: cannot read the image list {target}: {exc}") from None
         images = []
-        for line in target.read_text(encoding="utf-8").splitlines():
+        for line in text.splitlines():
             line = line.strip()
             if not line:
                 continue
@@ -155,7 +176,10 @@ def _split_images(root: Path, entry: str, yaml_path: Path) -> list[Path]:
 
 
 def _inside(root: Path, p: Path, yaml_path: Path) -> Path:
-    resolved = p.resolve()
+    try:
+        resolved = p.resolve()
+    except (OSError, ValueError) as exc:  # a null byte, a link loop
+        raise DatasetError(f"{yaml_path}: {str(p)!r:.80} is not a usable path: {exc}") from None
     if resolved != root and root not in resolved.parents:
         raise DatasetError(f"{yaml_path}: {p} escapes the dataset folder {root}")
     return resolved

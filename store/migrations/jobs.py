@@ -36,3 +36,10 @@ def m001_jobs(db):
         CREATE INDEX jobs_status ON jobs(status, id);
         """,
     )
+
+
+@migrations()
+def m002_claim(db):
+    # the token of the process that holds a running job: set when it is claimed, cleared when it is requeued,
+    # and checked by every write the job makes, so that a job is run by exactly one process
+    run_script(db, "ALTER TABLE jobs ADD COLUMN claim TEXT;")
