@@ -105,6 +105,15 @@ def migrate(path: Path) -> list[str]:
     _refuse_folder(path)
     try:
         return _migrate(path)
+    except sqlite3.OperationalError as exc:
+        if describe_error(exc) is None and any(m in str(exc) for m in ("already exists", "duplicate column")):
+            # a migration recorded as not applied whose tables are there: the record was damaged
+            raise DatabaseUnavailable(
+                f"the workspace database {path} is damaged: its record of applied schema changes does not match "
+                f"its tables ({exc}); restore it from a backup") from exc
+        if describe_error(exc) is None:
+            raise
+        raise _unavailable(path, exc) from exc
     except (sqlite3.Error, OSError, UnicodeDecodeError) as exc:
         if isinstance(exc, sqlite3.Error) and describe_error(exc) is None:
             raise

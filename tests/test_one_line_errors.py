@@ -275,3 +275,15 @@ def test_under_nohup_sighup_is_still_ignored(ws, tmp_path):
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
     assert "imported 600 images" in out
+
+
+def test_a_damaged_record_of_migrations_is_one_line(ws):
+    """Found by the fuzz test: zeros over the migrations' record made realcal re-run its first migration on
+    existing tables ("table batches already exists")."""
+    with ws.connect() as db:
+        db.execute("DELETE FROM _sqlite_migrations")
+        db.conn.commit()
+    result = cli(ws.root, "status")
+    assert result.exit_code == 1 and "record of applied schema changes does not match its tables" in result.output
+    with pytest.raises(WorkspaceError, match="is damaged"):
+        ws.connect()
