@@ -1,4 +1,5 @@
 """Errors a user can act on. The CLI prints their message, never a traceback."""
+import errno
 
 
 class RealcalError(Exception):
@@ -19,3 +20,14 @@ class ImportAborted(RealcalError):
 
 class AssetNotFound(RealcalError):
     """A model weight file could not be resolved."""
+
+
+# What the file system said, as the user can act on it: a full disk, a read-only one, missing permissions.
+ENVIRONMENT_ERRNOS = {
+    errno.ENOSPC: "no space left on the device; free some space and run the command again",
+    errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+

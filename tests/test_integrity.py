@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from engine import media
 from engine.cli import main
+from engine.errors import ENVIRONMENT_ERRNOS
 from engine.io import parse
 from engine.io.common import run_import
 from engine.workspace import Workspace
@@ -248,7 +249,8 @@ def test_a_full_disk_or_read_only_thumbs_folder_fails_in_one_line_and_leaves_no_
     result = CliRunner().invoke(main, ["-w", str(ws.root), "import", "--format", "coco",
                                        str(make_coco(tmp_path / "a", n=3)), "--split", "train"])
     assert result.exit_code == 1, result.output
-    assert result.output.startswith("error: cannot write") and os.strerror(err) in result.output
+    assert result.output.startswith("error: cannot write") and ENVIRONMENT_ERRNOS[err] in result.output
+    assert "thumbs" in result.output and "nothing imported" in result.output
     assert files_and_rows(ws) == (0, 0, [])
 
 

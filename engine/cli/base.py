@@ -3,7 +3,6 @@ files. Subcommand modules import this module; ``engine/cli/__init__.py`` imports
 other way round)."""
 from __future__ import annotations
 
-import errno
 import os
 import signal
 import sys
@@ -18,7 +17,7 @@ from engine import env
 env.configure()  # before anything imports torch, ultralytics or the hub clients
 
 from engine import __version__  # noqa: E402
-from engine.errors import RealcalError  # noqa: E402
+from engine.errors import ENVIRONMENT_ERRNOS, RealcalError  # noqa: E402
 from engine.workspace import Workspace  # noqa: E402
 
 
@@ -28,16 +27,6 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
-
-
-# What the file system said, as the user can act on it: a full disk, a read-only one, missing permissions.
-ENVIRONMENT_ERRNOS = {
-    errno.ENOSPC: "no space left on the device; free some space and run the command again",
-    errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
-    errno.EROFS: "the file system is read-only",
-    errno.EACCES: "permission denied",
-    errno.EPERM: "operation not permitted",
-}
 
 
 def environment_error(exc: BaseException) -> str | None:

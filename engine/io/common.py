@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from engine import integrity, media, poses
-from engine.errors import DatasetError, ImportAborted, WorkspaceError
+from engine.errors import ENVIRONMENT_ERRNOS, DatasetError, ImportAborted, WorkspaceError
 from engine.workspace import Workspace
 from store import batches as store_batches
 from store import events as store_events
@@ -395,8 +395,9 @@ def _stage_record(ws, db, claims: integrity.Claims, rec: ImageRecord, split, spl
     try:
         media.store_image(ws.root, info, data)
     except OSError as exc:
+        meaning = ENVIRONMENT_ERRNOS.get(exc.errno or 0, exc.strerror or str(exc))
         raise WorkspaceError(f"cannot write {exc.filename or 'an image file'} into the workspace: "
-                             f"{exc.strerror or exc}; nothing imported") from None
+                             f"{meaning}; nothing imported") from None
     seen_here[info.sha256] = rec.file_name
     staged.append(({
         "kind": kind, "split": image_split, "dataset": parsed.dataset,
