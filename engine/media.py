@@ -72,6 +72,8 @@ def inspect_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[Im
         raise BadImage("not a readable image") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise BadImage(f"image cannot be decoded: {exc}") from None
+    except ImportError as exc:      # Pillow reached for an optional decoder plugin that is not installed
+        raise BadImage(f"image cannot be decoded here (it needs a decoder that is not installed: {exc})") from None
     if fmt not in FORMAT_EXT:
         raise BadImage(f"unsupported image format {fmt}")
     if width < 1 or height < 1:
