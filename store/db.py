@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +25,8 @@ class DatabaseUnavailable(Exception):
     """The workspace database cannot be opened or used (not a database, damaged, a folder, not writable, disk
     full). The message is one line that says which and what to do."""
 
+
+_NOT_UTF8 = "is damaged (text in it is not UTF-8); restore it from a backup"
 
 # SQLite's primary result codes (``sqlite3.Error.sqlite_errorname``, extended codes start with them) and the
 # messages Python gives them, with what they mean for a workspace.
@@ -45,8 +48,7 @@ _SQLITE_ERRORS = (
      "cannot be used: a disk I/O error (a full, failing or read-only disk)"),
     ("SQLITE_BUSY", "database is locked",
      f"is locked: another process held it for over {BUSY_TIMEOUT_S:.0f} s; try again"),
-    ("", "Could not decode to UTF-8",
-     "is damaged (text in it is not UTF-8); restore it from a backup"),
+    ("", "Could not decode to UTF-8", _NOT_UTF8),
     ("", "malformed database schema",
      "is damaged (its schema cannot be read); restore it from a backup"),
     ("", "no such table", None),
@@ -56,9 +58,23 @@ _SCHEMA_MISMATCH = ("does not have the tables this realcal expects ({}): it is d
                     "something else; restore it from a backup")
 
 
+_READERS = tuple(str(Path(p).resolve().parent) + os.sep for p in (__file__, sqlite_utils.__file__))
+
+
+def _raised_reading_rows(exc: BaseException) -> bool:
+    """Whether ``exc`` was raised where rows are read (store/, sqlite-utils): a decoding error there is the
+    database's text, not a file's."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb, tb.tb_next
+    return last is not None and str(Path(last.tb_frame.f_code.co_filename).resolve()).startswith(_READERS)
+
+
 def describe_error(exc: BaseException) -> str | None:
     """What a SQLite error means for the workspace database, as the end of a sentence ("... is damaged");
     None for errors that are not about the database file (a bug, a constraint)."""
+    if isinstance(exc, UnicodeDecodeError) and _raised_reading_rows(exc):
+        return _NOT_UTF8
     if not isinstance(exc, sqlite3.Error):
         return None
     name = getattr(exc, "sqlite_errorname", None) or ""
@@ -72,7 +88,7 @@ def describe_error(exc: BaseException) -> str | None:
 def _unavailable(path: Path, exc: BaseException) -> DatabaseUnavailable:
     meaning = describe_error(exc) if isinstance(exc, sqlite3.Error) else None
     if isinstance(exc, UnicodeDecodeError):
-        meaning = "is damaged (text in it is not UTF-8); restore it from a backup"
+        meaning = _NOT_UTF8
     if meaning is None and isinstance(exc, OSError):
         meaning = f"cannot be used: {exc.strerror or exc} ({exc.filename or path.parent})"
     return DatabaseUnavailable(f"the workspace database {path} {meaning or f'cannot be used: {exc}'}")

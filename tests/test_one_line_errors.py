@@ -287,3 +287,29 @@ def test_a_damaged_record_of_migrations_is_one_line(ws):
     assert result.exit_code == 1 and "record of applied schema changes does not match its tables" in result.output
     with pytest.raises(WorkspaceError, match="is damaged"):
         ws.connect()
+
+
+def test_text_that_is_not_utf8_in_the_database_is_one_line(ws):
+    """Found by the fuzz test: a flipped byte in a text value (here a curation run's funnel) ended in a
+    traceback wherever a query read it."""
+    with ws.connect() as db:
+        db.execute("INSERT INTO curation_runs (config, funnel) VALUES ('{}', CAST(X'5b41ff5d' AS TEXT))")
+        db.conn.commit()
+    result = cli(ws.root, "status")
+    assert result.exit_code == 1
+    assert result.output == ("error: the workspace database is damaged (text in it is not UTF-8); "
+                             "restore it from a backup\n")
+
+
+def test_a_decoding_error_is_the_database_s_only_where_rows_are_read():
+    import store.db as store_db
+
+    def raised_in(filename: str) -> UnicodeDecodeError:
+        try:
+            exec(compile("b'\\xff'.decode()", filename, "exec"))
+        except UnicodeDecodeError as exc:
+            return exc
+        raise AssertionError("no error")
+
+    assert store_db.describe_error(raised_in(store_db.__file__)) is not None      # reading rows: damaged text
+    assert store_db.describe_error(raised_in(__file__)) is None                   # anywhere else: not about it
