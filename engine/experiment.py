@@ -348,13 +348,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
                                    f"{(final.get('error') or '').splitlines()[0] if final.get('error') else ''}")
             run_id = final["result"]["run_id"]
-            with ws.connect() as db:
-                tr = store_training.run(db, run_id)
-                rows = store_training.eval_rows(db, run_id)
-            if tr is None:
-                raise RealcalError(f"arm {arm['name']} seed {seed}: training run {run_id} vanished from the workspace")
-            test = dict(tr["metrics"])
-            val = test.pop("val", {})
+            test, val, rows = _scores(ws, run_id, f"arm {arm['name']} seed {seed}")
             result = {"test": test, "val": val, "rows": rows, "epochs": plan["epochs"], "steps": plan["steps"],
                       "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
                       "val_eval": final["result"].get("val_eval")}
@@ -380,6 +374,18 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing}
 
 
+def _scores(ws: Workspace, run_id: int, what: str) -> tuple[dict, dict, list[dict]]:
+    """A finished training run's test metrics, val metrics and per-person test rows."""
+    with ws.connect() as db:
+        tr = store_training.run(db, run_id)
+        rows = store_training.eval_rows(db, run_id)
+    if tr is None:
+        raise RealcalError(f"{what}: training run {run_id} vanished from the workspace")
+    test = dict(tr["metrics"])
+    val = test.pop("val", {})
+    return test, val, rows
+
+
 def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None,
               round0: int | None = None) -> tuple[dict, int, dict]:
     """Run (or resume) this seed's loop up to the arm's round; the round's student is the arm's run."""
@@ -401,13 +407,10 @@ def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None
             raise RealcalError(f"arm {arm['name']} seed {seed}: loop {lcfg['name']!r} has no finished round "
                                f"{arm['round']}")
         run_id = int(st["train_run_id"])
-        tr = store_training.run(db, run_id)
-        rows = store_training.eval_rows(db, run_id)
         man = store_training.manifest(db, int(st["manifest_id"]))
-    if tr is None or man is None:
-        raise RealcalError(f"arm {arm['name']} seed {seed}: training run {run_id} vanished from the workspace")
-    test = dict(tr["metrics"])
-    val = test.pop("val", {})
+    if man is None:
+        raise RealcalError(f"arm {arm['name']} seed {seed}: manifest {st['manifest_id']} vanished from the workspace")
+    test, val, rows = _scores(ws, run_id, f"arm {arm['name']} seed {seed}")
     result = {"test": test, "val": val, "rows": rows, "epochs": st.get("epochs"), "steps": st["steps"],
               "train_seed": int(seed), "test_eval": st.get("test_eval"), "val_eval": st.get("val_eval"),
               "loop": {"name": lcfg["name"], "round": arm["round"], "synthetic": st["synthetic"],

@@ -14,6 +14,8 @@ from typing import Any
 
 import sqlite_utils
 
+from store.images import image_conditions
+
 SYNTHETIC_POOLS = ("accepted", "curated", "all")
 
 _BASE = ("FROM images i LEFT JOIN review_items r ON r.image_id = i.id "
@@ -35,15 +37,7 @@ def _pool_condition(pool: str) -> str:
 
 
 def _scope(kinds: Sequence[str] | None, splits: Sequence[str] | None) -> tuple[list[str], list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if kinds:
-        where.append(f"i.kind IN ({', '.join('?' for _ in kinds)})")
-        params += list(kinds)
-    if splits:
-        where.append(f"i.split IN ({', '.join('?' for _ in splits)})")
-        params += list(splits)
-    return where, params
+    return image_conditions(kinds, splits, alias="i.")
 
 
 def _exportable(kinds, splits, pool: str) -> tuple[str, list[Any]]:

@@ -71,17 +71,24 @@ def _decode_person(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _image_filters(kinds, splits, batch_id) -> tuple[str, list[Any]]:
-    where, params = [], []
+def image_conditions(kinds, splits, batch_id=None, alias: str = "") -> tuple[list[str], list[Any]]:
+    """SQL conditions (and their parameters) on images' kind, split and batch; ``alias``: e.g. ``"i."``."""
+    where: list[str] = []
+    params: list[Any] = []
     if kinds:
-        where.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+        where.append(f"{alias}kind IN ({', '.join('?' for _ in kinds)})")
         params += list(kinds)
     if splits:
-        where.append(f"split IN ({', '.join('?' for _ in splits)})")
+        where.append(f"{alias}split IN ({', '.join('?' for _ in splits)})")
         params += list(splits)
     if batch_id is not None:
-        where.append("batch_id = ?")
+        where.append(f"{alias}batch_id = ?")
         params.append(batch_id)
+    return where, params
+
+
+def _image_filters(kinds, splits, batch_id) -> tuple[str, list[Any]]:
+    where, params = image_conditions(kinds, splits, batch_id)
     return (" WHERE " + " AND ".join(where)) if where else "", params
 
 
