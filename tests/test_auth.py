@@ -242,6 +242,21 @@ def test_a_login_posted_from_another_site_is_refused(client):
     assert r.status_code == 403 and "set-cookie" not in r.headers
 
 
+def test_a_login_returns_to_the_page_asked_for_and_never_elsewhere(client):
+    from ui.auth_routes import login_link, safe_next
+
+    page = client.get("/auth/login?next=/results")
+    assert page.status_code == 200 and 'name="next" value="/results"' in page.text
+    r = client.post("/auth/login", data={"username": "boss", "password": "admin-password", "next": "/results"})
+    assert r.status_code == 303 and r.headers["location"] == "/results"
+    for bad in ("//evil.example", "https://evil.example/x", "/auth/login", "/a/../b", "/x?y=1", "\\evil", "", None,
+                "/" + "a" * 300):
+        assert safe_next(bad) == "/", bad
+    wrong = client.post("/auth/login", data={"username": "boss", "password": "nope", "next": "//evil.example"})
+    assert wrong.status_code == 401 and 'name="next" value="/"' in wrong.text
+    assert login_link("/jobs") == "/auth/login?next=/jobs" and login_link(None) == "/auth/login"
+
+
 def test_the_cookie_name_is_stable_across_restarts_and_distinct_per_workspace(accounts, tmp_path):
     code = "import sys; from engine.auth import cookie_name; print(cookie_name(sys.argv[1]))"
     names = {subprocess.run([sys.executable, "-c", code, str(accounts.root)], capture_output=True, text=True,

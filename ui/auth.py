@@ -16,7 +16,7 @@ import streamlit as st
 
 from engine import auth
 from engine.errors import RealcalError
-from ui.auth_routes import LOGIN_PATH
+from ui.auth_routes import login_link
 
 USER_KEY = "realcal_user"
 _ACCOUNTS_SEEN: set[str] = set()       # workspaces this process has seen in accounts mode
@@ -48,6 +48,17 @@ def mode(ws) -> str:
     if m == "accounts":
         _ACCOUNTS_SEEN.add(root)
     return m
+
+
+def _page_path() -> str | None:
+    """The path of the page the browser asked for (``/results``), to come back to after logging in."""
+    from urllib.parse import urlparse
+
+    try:
+        url = st.context.url
+    except Exception:  # noqa: BLE001 - no browser context (tests, bare mode): the start page
+        return None
+    return urlparse(url).path if isinstance(url, str) else None
 
 
 def _local_admin() -> dict | None:
@@ -101,7 +112,7 @@ def current_user(ws) -> dict | None:
                      "`realcal user enable NAME`.")
         elif secret is not None:
             st.info("Please log in.")
-            st.markdown(f'<a href="{LOGIN_PATH}" target="_self">Log in</a>', unsafe_allow_html=True)
+            st.markdown(f'<a href="{login_link(_page_path())}" target="_self">Log in</a>', unsafe_allow_html=True)
         return None
     user = {**found, "single_user": False}
     st.session_state[USER_KEY] = user

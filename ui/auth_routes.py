@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import html
 import os
+import re
+from urllib.parse import quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -42,6 +44,7 @@ button {{ margin-top: 1.5em; padding: 0.6em 1.2em; font-size: 1em; }}
 </style></head>
 <body><form method="post" action="{action}">
 <h2>realcal: log in</h2>
+<input type="hidden" name="next" value="{next}">
 <label for="username">Username</label><input id="username" name="username" autocomplete="username"
  value="{name}" required autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password"
@@ -52,9 +55,29 @@ button {{ margin-top: 1.5em; padding: 0.6em 1.2em; font-size: 1em; }}
 """
 
 
-def _page(message: str = "", name: str = "", status: int = 200, headers: dict | None = None) -> HTMLResponse:
+_NEXT = re.compile(r"/(?:[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*)?")
+
+
+def safe_next(value: object) -> str:
+    """Where to go after logging in: an app page path (``/results``), never another site, a
+    scheme-relative URL (``//evil``), a query or this login route; anything else is ``/``."""
+    text = value if isinstance(value, str) else ""
+    if not _NEXT.fullmatch(text) or text.startswith(LOGIN_PATH) or len(text) > 200:
+        return "/"
+    return text
+
+
+def login_link(path: str | None) -> str:
+    """The login URL that comes back to ``path`` (the page the visitor asked for)."""
+    nxt = safe_next(path or "/")
+    return LOGIN_PATH if nxt == "/" else f"{LOGIN_PATH}?next={quote(nxt)}"
+
+
+def _page(message: str = "", name: str = "", status: int = 200, headers: dict | None = None,
+          next_path: str = "/") -> HTMLResponse:
     msg = f'<p class="msg" role="alert">{html.escape(message)}</p>' if message else ""
-    return HTMLResponse(PAGE.format(action=LOGIN_PATH, name=html.escape(name), message=msg),
+    return HTMLResponse(PAGE.format(action=LOGIN_PATH, name=html.escape(name), message=msg,
+                                    next=html.escape(safe_next(next_path))),
                         status_code=status, headers={**HEADERS, **(headers or {})})
 
 
@@ -84,11 +107,12 @@ async def login(request: Request) -> Response:
     except RealcalError as exc:
         return _page(str(exc), status=500)
     if request.method == "GET":
-        return _page()
+        return _page(next_path=safe_next(request.query_params.get("next")))
     if not _same_origin(request):
         return _page("This form can only be sent from this app's own page.", status=403)
     form = await request.form()
     name, password = str(form.get("username") or ""), str(form.get("password") or "")
+    nxt = safe_next(form.get("next"))
     address = request.client.host if request.client else None
 
     def check() -> tuple[str, dict]:
@@ -99,11 +123,12 @@ async def login(request: Request) -> Response:
         cookie, _user = await run_in_threadpool(check)
     except auth.LoginRefused as exc:
         if exc.retry_after is not None:
-            return _page(str(exc), name, status=429, headers={"Retry-After": str(int(exc.retry_after))})
-        return _page(str(exc), name, status=401)
+            return _page(str(exc), name, status=429, headers={"Retry-After": str(int(exc.retry_after))},
+                         next_path=nxt)
+        return _page(str(exc), name, status=401, next_path=nxt)
     except RealcalError as exc:
-        return _page(str(exc), name, status=500)
-    response = RedirectResponse("/", status_code=303, headers=HEADERS)
+        return _page(str(exc), name, status=500, next_path=nxt)
+    response = RedirectResponse(nxt, status_code=303, headers=HEADERS)
     response.set_cookie(auth.cookie_name(ws.root), cookie, max_age=auth.SESSION_TTL_S, path="/",
                         httponly=True, secure=request.url.scheme == "https", samesite="lax")
     return response

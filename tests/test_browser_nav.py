@@ -1,0 +1,59 @@
+"""Keeping one's place in the browser: deep links, reloads and new tabs land on the page asked for,
+at the two laptop sizes annotators and researchers use."""
+import pytest
+
+from engine.io import parse
+from engine.io.common import run_import
+from tests.helpers import make_coco
+from tests.test_browser import CHROMIUM, FLAGS, require_browser, serve
+
+SIZES = [{"width": 1280, "height": 800}, {"width": 1440, "height": 900}]
+
+
+@pytest.fixture
+def served_accounts(ws, tmp_path):
+    """A workspace with an admin account (accounts mode), served on a free port."""
+    from engine import review
+
+    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=2)), split="train")
+    with ws.connect() as db:
+        review.add_user(db, "boss", "admin", "admin-pass-1")
+    with serve(ws) as url:
+        yield url
+
+
+def _log_in(page, url: str, path: str = "") -> None:
+    page.goto(f"{url}{path}")
+    page.get_by_role("link", name="Log in").click()
+    page.get_by_label("Username").fill("boss")
+    page.get_by_label("Password", exact=True).fill("admin-pass-1")
+    page.get_by_role("button", name="Log in").click()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s['width']}x{s['height']}")
+def test_a_signed_in_admin_keeps_the_page_on_reload_and_in_new_tabs(served_accounts, size):
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    url = served_accounts
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            context = browser.new_context(viewport=size)
+            page = context.new_page()
+            _log_in(page, url, "/results")            # a deep link before logging in comes back after it
+            page.get_by_role("heading", name="Results").wait_for(timeout=60_000)
+            assert page.url.rstrip("/").endswith("/results")
+            for path, heading in (("/review", "Review"), ("/jobs", "Jobs"), ("/results", "Results")):
+                page.goto(f"{url}{path}")
+                page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
+                page.reload()
+                page.get_by_role("heading", name=heading).wait_for(timeout=60_000)
+                assert page.get_by_role("heading", name="Data").count() == 0
+                tab = context.new_page()                # a new tab with the same cookie
+                tab.goto(f"{url}{path}")
+                tab.get_by_role("heading", name=heading).wait_for(timeout=60_000)
+                assert tab.get_by_role("heading", name="Data").count() == 0
+                tab.close()
+        finally:
+            browser.close()
