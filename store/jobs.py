@@ -125,8 +125,10 @@ def finish(db: sqlite_utils.Database, job_id: int, status: str, *, result: dict 
     """End a running job held by ``claim``; False (nothing written) when the claim was lost."""
     cur = db.execute(
         f"UPDATE jobs SET status = ?, result = ?, error = ?, message = COALESCE(?, message), "
+        # a finished job reads 100% whatever its last progress step was (a stage may end early)
+        f"progress = CASE WHEN ? = 'done' AND total IS NOT NULL THEN total ELSE progress END, "
         f"finished_at = {NOW}, heartbeat_at = {NOW} WHERE id = ? AND {HELD}",
-        [status, json.dumps(result, default=str) if result is not None else None, error, message,
+        [status, json.dumps(result, default=str) if result is not None else None, error, message, status,
          job_id, claim])
     db.conn.commit()
     return cur.rowcount == 1

@@ -31,6 +31,20 @@ def test_lifecycle_queue_claim_progress_done(ws):
     assert final["progress"] == 3 and final["total"] == 3 and seen[-1] == (3, 3)
 
 
+def test_a_finished_job_reads_complete_even_when_its_last_step_was_not(ws):
+    """A job whose last progress step was 5 of 7 (a stage that ended early) is 7 of 7 once done; a failed
+    or cancelled one keeps where it stopped."""
+    ids = [jobs.submit(ws, "selftest", {"steps": 1, "step_s": 0}) for _ in range(2)]
+    with ws.connect() as db:
+        for job_id, status in zip(ids, ("done", "failed")):
+            job = store_jobs.claim(db, "test:1", os.getpid())
+            assert job["id"] == job_id
+            assert store_jobs.update_progress(db, job_id, 5, 7, "stage 5 of 7", claim=job["claim"]) == "ok"
+            assert store_jobs.finish(db, job_id, status, claim=job["claim"])
+    assert (_job(ws, ids[0])["progress"], _job(ws, ids[0])["total"]) == (7, 7)
+    assert (_job(ws, ids[1])["progress"], _job(ws, ids[1])["total"]) == (5, 7)
+
+
 def test_failure_is_recorded_with_its_message(ws):
     final = jobs.run_foreground(ws, "selftest", {"steps": 1, "step_s": 0, "fail": "boom"})
     assert final["status"] == "failed" and final["error"] == "boom"
