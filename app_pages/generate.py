@@ -8,6 +8,7 @@ from streamlit.delta_generator import DeltaGenerator
 from engine import jobs, registry
 from engine.errors import RealcalError
 from engine.generate.controlnet import DEFAULT_BASE, DEFAULT_CONTROLNET, SCHEDULERS, cuda_visible, model_available
+from engine.generate.job import earlier_batch, next_free_seed
 from engine.worker import ensure_worker
 from store import batches as store_batches
 from store import images as store_images
@@ -27,6 +28,8 @@ st.markdown(f"**Real anchors:** {n_anchors} labelled people on train images"
             + (f" (+{n_machine_anchors} machine-labelled, usable only if you allow them)"
                if n_machine_anchors else ""))
 
+with ws.connect() as db:
+    free_seed = next_free_seed(db)
 generator = st.radio("Generator", registry.names("generator"), horizontal=True,
                      index=registry.names("generator").index("copy_paste"),
                      format_func=lambda n: {"copy_paste": "copy_paste (offline: the anchors' own poses)",
@@ -37,7 +40,10 @@ pose_source: dict = {}
 with st.form("generate"):
     c: Sequence[DeltaGenerator] = st.columns(3)
     count = c[0].number_input("Images", 1, 100_000, 16)
-    seed = c[1].number_input("Seed", 0, 2**31 - 1, 0)
+    seed = c[1].number_input("Seed", 0, 2**31 - 1, free_seed,
+                             help="Each image's seed derives from this one. The default is the first seed no "
+                                  "generation batch has used: the same settings with a used seed make the "
+                                  "same images again, which are not stored twice.")
     size = c[2].selectbox("Size", [256, 384, 512, 640, 768], index=2)
     allow_machine = st.checkbox("Also use machine-labelled (predicted) people as anchors",
                                 help="Their pose labels are teacher predictions, recorded as such in lineage.")
@@ -106,9 +112,20 @@ if submitted:
             "generator": generator, "count": int(count), "seed": int(seed), "generator_params": gp,
             "pose_source": pose_source,
             "anchor_sources": ["ground_truth", "corrected"] + (["predicted"] if allow_machine else [])})
-        job_id = jobs.submit(ws, "generate", params)
-        ensure_worker(ws)
-        st.success(f"Queued job {job_id}. Progress below and on the Jobs page.")
+        with ws.connect() as db:
+            same = earlier_batch(db, params)
+        if same is not None and int(count) <= int(same["params"].get("count", 0)):
+            st.error(f"Batch {same['id']} was made with these settings and seed {int(seed)}: the job would make "
+                     f"the same {int(count)} images again, and identical images are stored only once, so it "
+                     f"would add nothing. Choose another seed (seed {free_seed} has not been used).")
+        else:
+            if same is not None:
+                st.warning(f"Batch {same['id']} used these settings and seed {int(seed)}: its first "
+                           f"{same['params'].get('count')} images come out again and are not stored twice; "
+                           f"only the rest are new.")
+            job_id = jobs.submit(ws, "generate", params)
+            ensure_worker(ws)
+            st.success(f"Queued job {job_id}. Progress below and on the Jobs page.")
     except RealcalError as exc:
         st.error(str(exc))
 
@@ -144,6 +161,9 @@ def live() -> None:
             return
         latest = batches[-1]
         st.subheader(f"Latest batch {latest['id']}: {latest['images']} images ({latest['format']})")
+        note = (latest.get("report") or {}).get("note")
+        if note:
+            (st.warning if not latest["images"] else st.caption)(note[0].upper() + note[1:] + ".")
         recent = store_synthetic.recent_images(db, latest["id"], limit=12)
         persons = store_images.persons_for_images(db, [r["id"] for r in recent])
         # recent_images() joins the lineage table: every image has one

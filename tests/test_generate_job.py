@@ -8,7 +8,7 @@ from click.testing import CliRunner
 from engine import jobs, poses
 from engine.cli import main
 from engine.errors import RealcalError
-from engine.generate.job import resolve_params
+from engine.generate.job import earlier_batch, next_free_seed, resolve_params
 from engine.generate.pose_sources import PoseSourceConfig, bone_lengths, interpolate, perturb_joint_angles, sample_pose
 from engine.io import parse
 from engine.io.common import run_import
@@ -96,8 +96,17 @@ def test_generation_job_end_to_end(gen_ws):
             for s in store_synthetic.lineage_for(db, im["id"])["sources"]:
                 assert real[s["source_image_id"]] == "train"   # nothing from val/test, ever
     # the same seed reproduces the same samples: nothing new is stored
+    with gen_ws.connect() as db:
+        first = earlier_batch(db, params)
+        assert first is not None and first["id"] == r["batch_id"]
+        assert earlier_batch(db, {**params, "count": 50, "label": "x"})["id"] == r["batch_id"]  # count: same images
+        assert earlier_batch(db, {**params, "seed": 4}) is None
+        assert next_free_seed(db) == 4 and next_free_seed(db, "pose_warp") == 0
     again = jobs.run_foreground(gen_ws, "generate", params)
     assert again["result"]["images"] == 0 and again["result"]["duplicates_not_stored"] == 5
+    assert "nothing new" in again["result"]["note"] and "another seed" in again["result"]["note"]
+    more = jobs.run_foreground(gen_ws, "generate", {**params, "count": 7})
+    assert more["result"]["images"] == 2 and "5 of 7 images are identical" in more["result"]["note"]
 
 
 def test_leakage_guard_refuses_val_sources(gen_ws, monkeypatch):

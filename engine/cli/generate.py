@@ -27,7 +27,7 @@ def generate(state: State, generator, count, seed, config_path, background, requ
     """Generate labelled synthetic people from the real train anchors (the pose is the label)."""
     from engine.cli.base import executor_override, load_config
     from engine.cli.jobs import run_or_queue
-    from engine.generate.job import resolve_params
+    from engine.generate.job import earlier_batch, next_free_seed, resolve_params
 
     ws = state.workspace()
     overrides = load_config(config_path, "generation config")
@@ -37,6 +37,12 @@ def generate(state: State, generator, count, seed, config_path, background, requ
     if exe:
         overrides["executor"] = exe
     params = resolve_params(ws, overrides)
+    with ws.connect() as db:
+        same, free = earlier_batch(db, params), next_free_seed(db)
+    if same is not None:
+        click.echo(f"warning: batch {same['id']} was made with the same settings and seed {params['seed']}, so "
+                   f"its {same['images']} images would come out again and are not stored twice"
+                   f"; --seed {free} makes new ones", err=True)
     final = run_or_queue(ws, "generate", params, background, "generate", requeue_on_interrupt)
     if final:
         r = final["result"]
@@ -44,6 +50,8 @@ def generate(state: State, generator, count, seed, config_path, background, requ
                    f"{r['seconds']} s ({r['images_per_s']} images/s)"
                    + (f"; {r['duplicates_not_stored']} identical to stored images, not stored again"
                       if r["duplicates_not_stored"] else ""))
+        if r.get("note") and not r["images"]:
+            click.echo(f"warning: {r['note']}", err=True)
 
 
 @main.command()

@@ -9,6 +9,7 @@ restarted job continues after the last stored chunk.
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -97,6 +98,31 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
                                                       explicit=cfg["teacher.path"] or None))
         params["device"] = cfg["device"]
     return params
+
+
+# Settings that do not change which images a generation job makes (only how many, or where it runs).
+_NOT_OUTPUT = ("count", "chunk", "executor", "label")
+
+
+def _output_settings(params: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in params.items() if k not in _NOT_OUTPUT}, sort_keys=True, default=str)
+
+
+def earlier_batch(db, params: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest generation batch made with these very settings and seed (resolved params; the count
+    may differ): a new job would make the same images again, and identical images are stored once, so
+    it would add only what exceeds that batch's count. None when there is none."""
+    want = _output_settings(params)
+    same = [b for b in store_batches.list_batches(db)
+            if b["kind"] == "generation" and _output_settings(b["params"] or {}) == want]
+    return same[-1] if same else None
+
+
+def next_free_seed(db, generator: str | None = None) -> int:
+    """One more than the largest seed any generation batch (of ``generator``, if given) used; 0 if none."""
+    seeds = [int(b["params"].get("seed", 0)) for b in store_batches.list_batches(db)
+             if b["kind"] == "generation" and (generator is None or b["params"].get("generator") == generator)]
+    return max(seeds) + 1 if seeds else 0
 
 
 def _seed(job_seed: int, index: int, stream: int) -> int:
@@ -257,6 +283,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                   "source_splits_other_than_train": leaks}
         if background_kinds:
             report["backgrounds"] = background_kinds
+        if skipped and not stored:
+            report["note"] = (f"nothing new: all {skipped} images are identical to images already in the workspace "
+                              f"(an earlier batch used the same settings and seed {params['seed']}); choose "
+                              f"another seed for new images")
+        elif skipped:
+            report["note"] = (f"{skipped} of {skipped + stored} images are identical to images already in the "
+                              f"workspace (same settings and seed as an earlier batch) and were not stored again")
         with write_transaction(db):
             ctx.hold(db)
             store_batches.set_report(db, batch_id, report)
