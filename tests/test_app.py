@@ -76,16 +76,19 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     at = _run("app_pages/train.py")
     epochs = next(n for n in at.number_input if n.label == "Epochs")
     freeze = next(t for t in at.text_input if t.label == "Freeze")
-    assert epochs.value == 10 and freeze.value == "10"
-    freeze.set_value("head")
-    next(b for b in at.button if b.label == "Queue training").click().run()
+    assert epochs.value == 10 and freeze.value == "0"          # the recipe the benchmark chose on val
+    assert next(n for n in at.number_input if n.label == "Nominal batch (nbs)").value == 8
+    assert any(c.value.startswith("Step plan:") for c in at.caption)   # shown before anything is queued
+    freeze.set_value("head").run()                             # refused as typed, before queueing
     assert any("unknown freeze preset 'head'" in e.value for e in at.error)
+    assert next(b for b in at.button if b.label == "Queue training").disabled
     next(n for n in at.number_input if n.label == "Epochs").set_value(1)
     next(t for t in at.text_input if t.label == "Freeze").set_value("keypoint-branch")
-    next(n for n in at.number_input if n.label == "Nominal batch (nbs)").set_value(16)
+    next(n for n in at.number_input if n.label == "Nominal batch (nbs)").set_value(16).run()
+    assert not next(b for b in at.button if b.label == "Queue training").disabled
     next(b for b in at.button if b.label == "Queue training").click().run()
     assert not at.exception and any("Queued job" in s.value for s in at.success)
-    assert any("one optimizer step every 1 batch (nbs 16)" in c.value for c in at.caption), \
+    assert any("one optimizer step every 2 batches (nbs 16)" in c.value for c in at.caption), \
         [c.value for c in at.caption]
     assert any("optimizer steps: the model will barely move" in w.value for w in at.warning)
     with app_ws.connect() as db:

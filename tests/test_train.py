@@ -61,7 +61,8 @@ def test_tiny_training_job_end_to_end_offline(tws):
     assert met["images"] == 4 and 0 <= met["AP50"] <= 1 and met["PCK@0.2"] is not None
     with tws.connect() as db:
         run = store_training.run(db, r["run_id"])
-        assert run["status"] == "done" and run["config"]["freeze"] == 10 and run["config"]["optimizer"] == "AdamW"
+        assert run["status"] == "done" and run["config"]["freeze"] == 0 and run["config"]["optimizer"] == "AdamW"
+        assert run["config"]["nbs"] == 8 and run["config"]["lr0"] == 5e-5
         rows = list(db.query("SELECT * FROM eval_images WHERE run_id = ?", [r["run_id"]]))
         assert len(rows) == met["persons"] and all(0 <= x["oks"] <= 1 for x in rows)
     assert Path(r["test_eval"]).exists()  # ground truth + detections kept for paired AP comparisons
@@ -136,7 +137,7 @@ def test_manifest_and_train_commands(tws):
     r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--nbs", "0"])
     assert r.exit_code == 1 and "nbs (nominal batch size) must be within 1..4096" in r.output, r.output
     r = CliRunner().invoke(main, ["-w", str(tws.root), "train", "--manifest", "1", "--epochs", "2", "--batch", "4",
-                                  "--background"])
+                                  "--nbs", "64", "--background"])
     assert r.exit_code == 0, r.output
     assert ("6 train images, 2 epochs at batch 4: 4 batches, "
             "one optimizer step every 16 batches (nbs 64) = 0 optimizer steps") in r.output

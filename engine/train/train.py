@@ -1,7 +1,8 @@
 """The ``train`` job: Ultralytics YOLO-pose on a manifest, progress per epoch, test evaluation.
 
-The default recipe is the low-data fine-tuning one measured not to wreck the pretrained model
-(freeze=10, AdamW lr0=2e-4, mosaic 0, warmup 0, imgsz 320), not Ultralytics' defaults. With
+The default recipe is the low-data fine-tuning one the LSPET benchmark chose on val (nothing frozen,
+AdamW lr0=5e-5, batch 8 with one optimizer step per batch (nbs 8), mosaic 0, warmup 0, imgsz 320), not
+Ultralytics' defaults. With
 ``checkpoint: best`` the epoch Ultralytics scores best on **val** is kept; with ``checkpoint: last`` no
 epoch is validated and the last is kept. The kept weights are scored on val and once on **test** under
 the run's evaluation protocol (``engine.train.protocols``), and the run records what made it
