@@ -14,9 +14,8 @@ from engine.train.manifest import POOLS
 from engine.train.train import RECIPE
 from engine.worker import ensure_worker
 from store import images as store_images
-from store import jobs as store_jobs
 from store import training as store_training
-from ui.common import workspace
+from ui.common import job_progress, workspace
 
 ws = workspace()
 st.title("Train")
@@ -32,8 +31,6 @@ with ws.connect() as db:
     runs = store_training.list_runs(db)
     experiments = store_training.list_experiments(db)
     exp_runs = {e["id"]: store_training.experiment_runs(db, e["id"]) for e in experiments}
-    active = [j for j in store_jobs.list_jobs(db, limit=50)
-              if j["kind"] in ("train", "experiment", "export_model", "loop") and j["status"] in ("queued", "running")]
     labelled = store_images.labelled_real_images_by_split(db)
 
 c: Sequence[DeltaGenerator] = st.columns(4)
@@ -80,21 +77,7 @@ def yaml_job_form(kind: str, example_name: str, fallback: str, height: int, help
             st.error(str(exc))
 
 
-@st.fragment(run_every=2)
-def live() -> None:
-    with ws.connect() as db:
-        rows = [j for j in store_jobs.list_jobs(db, limit=50)
-                if j["kind"] in ("train", "experiment", "export_model", "mine_failures", "loop")
-                and j["status"] in ("queued", "running")]
-    for j in rows:
-        st.progress(min(1.0, j["progress"] / j["total"]) if j["total"] else 0.0,
-                    text=f"job {j['id']} ({j['kind']}): {j['message'] or j['status']}")
-    if active and not rows:
-        st.info("A job finished: reload the page to see its results.")
-
-
-if active:
-    live()
+job_progress(ws, ("train", "experiment", "export_model", "mine_failures", "loop"))
 
 tab_exp, tab_loop, tab_train, tab_manifest, tab_models = st.tabs(
     ["Experiment", "Loop", "Single training run", "Manifests", "Trained models"])

@@ -1,4 +1,4 @@
-"""Workspace access, thumbnails with skeleton overlays, and the job badge."""
+"""Workspace access, thumbnails with skeleton overlays, the job badge and live job progress."""
 from __future__ import annotations
 
 import io
@@ -66,3 +66,38 @@ def job_badge(ws: Workspace) -> None:
         st.sidebar.warning(f"Jobs: {counts['failed']} failed (see Jobs)")
     else:
         st.sidebar.caption("Jobs: idle")
+
+
+ACTIVE = ("queued", "running")
+_ENDED_KEY = "realcal_jobs_ended"     # said once, by the page's next run
+
+
+def job_progress(ws: Workspace, kinds: tuple[str, ...]) -> None:
+    """Live progress of the queued and running jobs of these kinds (every 2 s); when one of them ends the
+    whole page runs again, so what the job made (a curation run, a trained model) shows without a reload.
+    Shows nothing (and does not poll) while no such job is active."""
+    from store import jobs as store_jobs
+
+    for text in st.session_state.pop(_ENDED_KEY, []):
+        st.toast(text)
+    with ws.connect() as db:
+        active = [j for j in store_jobs.list_jobs(db, limit=50) if j["kind"] in kinds and j["status"] in ACTIVE]
+    if active:
+        _live_jobs(str(ws.root), tuple(kinds), tuple(j["id"] for j in active))
+
+
+@st.fragment(run_every=2)
+def _live_jobs(root: str, kinds: tuple[str, ...], watched: tuple[int, ...]) -> None:
+    from store import jobs as store_jobs
+
+    with Workspace.open(root).connect() as db:
+        rows = [j for j in store_jobs.list_jobs(db, limit=50) if j["kind"] in kinds]
+    by_id = {j["id"]: j for j in rows}
+    for j in rows:
+        if j["status"] in ACTIVE:
+            fraction = min(1.0, j["progress"] / j["total"]) if j["total"] else 0.0
+            st.progress(fraction, text=f"job {j['id']} ({j['kind']}): {j['message'] or j['status']}")
+    ended = [by_id[i] for i in watched if i in by_id and by_id[i]["status"] not in ACTIVE]
+    if ended:
+        st.session_state[_ENDED_KEY] = [f"Job {j['id']} ({j['kind']}) {j['status']}." for j in ended]
+        st.rerun(scope="app")         # the page shows what the job made
