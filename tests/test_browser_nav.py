@@ -57,3 +57,39 @@ def test_a_signed_in_admin_keeps_the_page_on_reload_and_in_new_tabs(served_accou
                 tab.close()
         finally:
             browser.close()
+
+
+@pytest.fixture
+def served_single(ws, tmp_path):
+    run_import(ws, parse("coco", make_coco(tmp_path / "d", n=2)), split="train")
+    with serve(ws) as url:
+        yield url, ws
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s['width']}x{s['height']}")
+def test_a_finished_job_reads_complete_on_the_jobs_page(served_single, size):
+    """A curation job whose last progress step was 5 of 7 used to show 71 % after it finished."""
+    require_browser()
+    import os
+
+    from playwright.sync_api import expect, sync_playwright
+
+    from engine import jobs
+    from store import jobs as store_jobs
+
+    url, ws = served_single
+    job_id = jobs.submit(ws, "curate", {})
+    with ws.connect() as db:
+        job = store_jobs.claim(db, "test:1", os.getpid())
+        store_jobs.update_progress(db, job_id, 5, 7, "stage 5 of 7", claim=job["claim"])
+        store_jobs.finish(db, job_id, "done", result={}, claim=job["claim"])
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport=size)
+            page.goto(f"{url}/jobs")
+            page.get_by_role("heading", name="Jobs").wait_for(timeout=60_000)
+            bar = page.get_by_role("progressbar").first
+            expect(bar).to_have_attribute("aria-valuenow", "100", timeout=30_000)
+        finally:
+            browser.close()
