@@ -108,3 +108,24 @@ def test_status_json_has_job_counts(tmp_path):
     status = json.loads(run("-w", tmp_path / "w", "status", "--json").output)
     assert status["jobs"]["by_status"] == {"queued": 0, "running": 0, "done": 0, "failed": 0,
                                            "cancelled": 0}
+
+
+def test_interactive_commands_import_no_heavy_libraries(tmp_path):
+    """status/jobs/batches stay interactive: no torch, ultralytics, streamlit or pandas (sqlite_utils would
+    import pandas just to map its Timestamp type; engine.fastimport hides it)."""
+    import subprocess
+    import sys
+
+    run("-w", tmp_path / "w", "init")
+    code = ("import sys\nfrom click.testing import CliRunner\nfrom engine.cli import main\n"
+            f"for cmd in (['status', '--json'], ['jobs'], ['batches']):\n"
+            f"    r = CliRunner().invoke(main, ['-w', {str(tmp_path / 'w')!r}, *cmd])\n"
+            "    assert r.exit_code == 0, r.output\n"
+            "heavy = ('torch', 'ultralytics', 'streamlit', 'pandas', 'cv2', 'scipy')\n"
+            "print(sorted(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]", out
+    from engine.fastimport import import_sqlite_utils
+
+    import_sqlite_utils()                    # a second call, or one after pandas is loaded, changes nothing
+    assert sys.modules.get("pandas", 0) is not None
