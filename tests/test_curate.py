@@ -196,3 +196,68 @@ def test_open_clip_as_the_curation_embedder_sets_itself_up(ws, tmp_path):
         out = cached_embeddings(ws, db, emb, images)
     assert sorted(out) == sorted(im["id"] for im in images)
     assert all(v.shape == (16,) for v in out.values())
+
+
+def _near_duplicates_plainly(ref_emb, ref_hashes, items, max_cos, max_ham):
+    """The duplicate check written the obvious way (lists, re-stacking, Python popcounts), as it used to
+    be: the streaming version must decide exactly the same."""
+    from engine.curate.duplicates import hamming
+
+    kept = []
+    out = []
+    for i, (v, h) in enumerate(items):
+        ref, why, syn, best = None, "", None, 0.0
+        if ref_emb is not None:
+            sims = ref_emb @ v
+            j = int(np.argmax(sims))
+            best = float(sims[j])
+            ham = [hamming(h, int(r)) for r in ref_hashes]
+            jh = int(np.argmin(ham))
+            for idx, text in ((j, f"cosine {best:.3f}"), (jh, f"hash distance {ham[jh]}")):
+                if sims[idx] >= max_cos or ham[idx] <= max_ham:
+                    ref, why = idx, text
+                    break
+        if ref is None and kept:
+            sims = np.stack([k[1] for k in kept]) @ v
+            j = int(np.argmax(sims))
+            best = max(best, float(sims[j]))
+            if sims[j] >= max_cos or hamming(h, kept[j][2]) <= max_ham:
+                syn, why = kept[j][0], f"cosine {sims[j]:.3f}"
+        if ref is None and syn is None:
+            kept.append((i, v, h))
+        out.append((ref, why, syn, best, h))
+    return out
+
+
+def test_the_streaming_duplicate_check_decides_as_the_plain_one():
+    from engine.curate.duplicates import near_duplicates
+
+    rng = np.random.default_rng(0)
+
+    def unit(x):
+        return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+    refs = unit(rng.normal(size=(40, 32)))
+    ref_hashes = rng.integers(0, 2**63, size=40, dtype=np.uint64)
+    base = unit(rng.normal(size=(150, 32)))
+    items = []
+    for i in range(300):          # fresh, near-copies of real images, of earlier items, and hash-only copies
+        kind = i % 5
+        if kind == 1:
+            v, h = unit(refs[i % 40] + 0.01 * rng.normal(size=32)), int(rng.integers(0, 2**63))
+        elif kind == 2 and items:
+            v, h = unit(items[-2][0] + 0.01 * rng.normal(size=32)), int(rng.integers(0, 2**63))
+        elif kind == 3:
+            v, h = base[i // 2], int(ref_hashes[i % 40]) ^ 0b101     # 2 bits from a real image's hash
+        else:
+            v, h = base[i // 2], int(rng.integers(0, 2**63))
+        items.append((v, h))
+    got = list(near_duplicates(refs, ref_hashes, iter(items), 0.97, 6))
+    want = _near_duplicates_plainly(refs, ref_hashes, items, 0.97, 6)
+    assert len(got) == len(want) == 300
+    for g, w in zip(got, want):
+        assert g[:3] == w[:3] and g[4] == w[4] and abs(g[3] - w[3]) < 1e-6
+    decided = [g for g in got if g[0] is not None or g[2] is not None]
+    assert {bool(g[0] is not None) for g in decided} == {True} or any(g[2] is not None for g in decided)
+    assert sum(g[0] is not None for g in got) >= 100 and sum(g[2] is not None for g in got) >= 30
+    assert list(near_duplicates(None, np.zeros(0, np.uint64), iter(items[:3]), 0.97, 6))[0][:3] == (None, "", None)

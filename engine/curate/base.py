@@ -31,6 +31,17 @@ class StageContext:
     progress: Callable[[str, int, int], None] | None = None
     cache: dict[str, Any] = field(default_factory=dict)
 
+    def predict(self, rows: list[dict], flip: bool = False, chunk: int = 64) -> list[dict]:
+        """The teacher's predictions for these images (mirrored left-right with ``flip``), decoded and
+        predicted ``chunk`` at a time, so memory holds one chunk of pixels whatever the number of images."""
+        out: list[dict] = []
+        for start in range(0, len(rows), chunk):
+            images = [self.image(r) for r in rows[start:start + chunk]]
+            if flip:
+                images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
+            out.extend(self.teacher(images))
+        return out
+
     def image(self, row: dict) -> np.ndarray:
         bgr = cv2.imread(str(media.image_path(self.ws.root, row["sha256"], row["ext"])), cv2.IMREAD_COLOR)
         if bgr is None:

@@ -27,6 +27,49 @@ def hamming(a: int, b: int) -> int:
     return bin(a ^ b).count("1")
 
 
+def near_duplicates(ref_emb: np.ndarray | None, ref_hashes: np.ndarray, items, max_cosine: float,
+                    max_hamming: int):
+    """For each ``(embedding, dhash)`` in ``items`` (an iterable, consumed one at a time): ``(ref, why, syn,
+    best, dhash)`` — the index of the real image it nearly duplicates (the most similar by cosine, else the
+    closest by hash), or of the earlier *kept* synthetic item it duplicates (the most similar kept one,
+    by cosine or by its hash), ``why`` the evidence, ``best`` the highest cosine seen. Unit-norm embeddings.
+    One matrix-vector product per item against the real set and the kept set (filled in place), hashes
+    compared as a uint64 array, so the cost is linear in the images kept and memory holds one matrix."""
+    kept_emb: np.ndarray | None = None
+    kept_hash: list[int] = []
+    kept_index: list[int] = []
+    n_refs = 0 if ref_emb is None else len(ref_emb)
+    for i, (v, h) in enumerate(items):
+        ref, why, syn, best = None, "", None, 0.0
+        if n_refs:
+            sims = ref_emb @ v
+            j = int(np.argmax(sims))
+            best = float(sims[j])
+            ham = np.bitwise_count(ref_hashes ^ np.uint64(h))
+            jh = int(np.argmin(ham))
+            for idx, text in ((j, f"cosine {best:.3f}"), (jh, f"hash distance {int(ham[jh])}")):
+                if sims[idx] >= max_cosine or ham[idx] <= max_hamming:
+                    ref, why = idx, text
+                    break
+        if ref is None and kept_index:
+            assert kept_emb is not None
+            sims = kept_emb[:len(kept_index)] @ v
+            j = int(np.argmax(sims))
+            best = max(best, float(sims[j]))
+            if sims[j] >= max_cosine or hamming(h, kept_hash[j]) <= max_hamming:
+                syn, why = kept_index[j], f"cosine {sims[j]:.3f}"
+        if ref is None and syn is None:
+            if kept_emb is None or len(kept_index) == len(kept_emb):      # grow by doubling
+                grown = np.empty((max(64, 2 * len(kept_index)), len(v)), dtype=np.asarray(v).dtype)
+                if kept_emb is not None:
+                    grown[:len(kept_index)] = kept_emb[:len(kept_index)]
+                kept_emb = grown
+            kept_emb[len(kept_index)] = v
+            kept_hash.append(h)
+            kept_index.append(i)
+        yield ref, why, syn, best, h
+
+
 @register("stage", "duplicates")
 class DuplicatesStage(Stage):
     higher_is_better = False
@@ -51,35 +94,19 @@ class DuplicatesStage(Stage):
         for r in refs:
             if r["id"] not in ref_hash:
                 ref_hash[r["id"]] = dhash(ctx.image(r))
-        R = np.stack([ref_emb[r["id"]] for r in refs]) if refs else np.zeros((0, 1))
         emb = cached_embeddings(ctx.ws, ctx.db, ctx.embedder, items)
-        kept_emb: list[np.ndarray] = []
-        kept: list[tuple[int, int]] = []
+        found = near_duplicates(
+            np.stack([ref_emb[r["id"]] for r in refs]) if refs else None,
+            np.array([ref_hash[r["id"]] for r in refs], dtype=np.uint64),
+            ((emb[it["id"]], dhash(ctx.image(it))) for it in items), self.max_cosine, self.max_hamming)
         rows = []
-        for it in items:
-            v, h = emb[it["id"]], dhash(ctx.image(it))
-            reason, best = None, 0.0
-            if len(refs):
-                sims = R @ v
-                j = int(np.argmax(sims))
-                best = float(sims[j])
-                ham = [hamming(h, ref_hash[r["id"]]) for r in refs]
-                jh = int(np.argmin(ham))
-                for idx, why in ((j, f"cosine {best:.3f}"), (jh, f"hash distance {ham[jh]}")):
-                    if sims[idx] >= self.max_cosine or ham[idx] <= self.max_hamming:
-                        r = refs[idx]
-                        reason = (f"near-duplicate of real {r['split']} image {r['id']} "
-                                  f"({r['file_name']}; {why})")
-                        break
-            if reason is None and kept_emb:
-                sims = np.stack(kept_emb) @ v
-                j = int(np.argmax(sims))
-                best = max(best, float(sims[j]))
-                if sims[j] >= self.max_cosine or hamming(h, kept[j][1]) <= self.max_hamming:
-                    reason = f"near-duplicate of synthetic image {kept[j][0]} (cosine {sims[j]:.3f})"
-            if reason is None:
-                kept_emb.append(v)
-                kept.append((it["id"], h))
+        for it, (ref, cosine_why, syn, best, h) in zip(items, found):
+            reason = None
+            if ref is not None:
+                r = refs[ref]
+                reason = f"near-duplicate of real {r['split']} image {r['id']} ({r['file_name']}; {cosine_why})"
+            elif syn is not None:
+                reason = f"near-duplicate of synthetic image {items[syn]['id']} ({cosine_why})"
             rows.append({"image_id": it["id"], "status": "fail" if reason else "pass", "value": best,
                          "reason": reason, "details": {"dhash": f"{h:016x}"}})
         return rows

@@ -77,7 +77,7 @@ class PoseConsistencyStage(Stage):
         if isinstance(self.threshold, dict):
             anchors = [r for r in ctx.real_train if any(p["source"] in ("ground_truth", "corrected")
                                                          for p in r["persons"])]
-            preds = ctx.teacher([ctx.image(r) for r in anchors])
+            preds = ctx.predict(anchors)
             real = np.array([consistency(r["persons"], pr, ("ground_truth", "corrected"))[0]
                              for r, pr in zip(anchors, preds)])
         self.cutoff, record = resolve_threshold(self.threshold, real, True, "pose_consistency")
@@ -86,7 +86,7 @@ class PoseConsistencyStage(Stage):
 
     def run(self, ctx: StageContext, items: list[dict]) -> list[dict]:
         rows = []
-        preds = ctx.teacher([ctx.image(it) for it in items])
+        preds = ctx.predict(items)
         ctx.cache.setdefault("teacher_predictions", {}).update({it["id"]: p for it, p in zip(items, preds)})
         for it, pred in zip(items, preds):
             value, details = consistency(it["persons"], pred)

@@ -148,11 +148,10 @@ def score_and_select(sctx: StageContext, run_id: int, survivors: list[dict], sel
     preds = sctx.cache.get("teacher_predictions", {})
     todo = [it for it in survivors if it["id"] not in preds]
     if todo:
-        preds.update({it["id"]: p for it, p in zip(todo, sctx.teacher([sctx.image(it) for it in todo]))})
+        preds.update({it["id"]: p for it, p in zip(todo, sctx.predict(todo))})
     flipped = {}
     if selection.get("flip_tta", True) and survivors:
-        flipped = {it["id"]: p for it, p in zip(survivors, sctx.teacher(
-            [np.ascontiguousarray(sctx.image(it)[:, ::-1]) for it in survivors]))}
+        flipped = {it["id"]: p for it, p in zip(survivors, sctx.predict(survivors, flip=True))}
     rows = []
     for it in survivors:
         u = uncertainty(it["persons"], preds[it["id"]], flipped.get(it["id"]), it["width"])
