@@ -96,6 +96,20 @@ def free_slots(db: sqlite_utils.Database, user_name: str, now: float, limit: int
         "ORDER BY i.rank, s.slot LIMIT ?", [now, user_name, user_name, now, user_name, limit])]
 
 
+def open_item_count(db: sqlite_utils.Database, user_name: str, now: float) -> int:
+    """Open items this user may still decide: their live leases plus the items ``free_slots``
+    would offer them (counted once however many of their slots are free)."""
+    return db.execute(
+        "SELECT COUNT(DISTINCT s.item_id) FROM review_slots s JOIN review_items i ON i.id = s.item_id "
+        "WHERE i.state = 'open' AND s.decided_by IS NULL "
+        "AND ((s.lease_user = ? AND s.lease_until > ?) OR ((s.lease_user IS NULL OR s.lease_until <= ?) "
+        "AND NOT EXISTS (SELECT 1 FROM review_slots o WHERE o.item_id = s.item_id AND o.slot != s.slot "
+        "                AND (o.decided_by = ? OR (o.lease_user = ? AND o.lease_until > ?))) "
+        "AND NOT EXISTS (SELECT 1 FROM review_audit a WHERE a.item_id = s.item_id AND a.user = ? "
+        "                AND a.action = 'skip')))",
+        [user_name, now, now, user_name, user_name, now, user_name]).fetchone()[0]
+
+
 def take_lease(db: sqlite_utils.Database, item_id: int, slot: int, user_name: str, until: float, now: float) -> bool:
     cur = db.execute("UPDATE review_slots SET lease_user = ?, lease_until = ? WHERE item_id = ? AND slot = ? "
                      "AND decided_by IS NULL AND (lease_user IS NULL OR lease_until <= ?)",
