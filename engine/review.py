@@ -487,6 +487,8 @@ def stats(db) -> dict[str, Any]:
     pairs = [(v[0], v[1]) for v in by_item.values() if len(v) == 2]
     out["overlap_pairs"] = len(pairs)
     out["cohen_kappa"] = cohen_kappa(pairs)
+    # kappa alone misleads on small or one-sided samples (60% raw agreement can be kappa 0.0)
+    out["raw_agreement"] = round(sum(a == b for a, b in pairs) / len(pairs), 3) if pairs else None
     total_active = sum(r["active_s"] for r in real)
     accepted = sum(1 for r in real if r["decision"] in ("accept", "fix"))
     out["seconds_per_accepted_image"] = round(total_active / accepted, 2) if accepted else None

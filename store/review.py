@@ -221,3 +221,17 @@ def decision_table(db: sqlite_utils.Database) -> list[dict]:
         r["lineage"] = json.loads(r["lineage"]) if r["lineage"] else {}
         out.append(r)
     return out
+
+
+def curation_scores(db: sqlite_utils.Database, run_id: int, image_ids: Sequence[int]) -> dict[int, list[dict]]:
+    """The curation run's stage results for these images (for the review item's side panel)."""
+    out: dict[int, list[dict]] = {i: [] for i in image_ids}
+    if not image_ids:
+        return out
+    marks = ",".join("?" * len(image_ids))
+    for r in db.query(f"SELECT * FROM curation_results WHERE run_id = ? AND image_id IN ({marks}) "
+                      "ORDER BY image_id, rowid", [run_id, *image_ids]):
+        r = dict(r)
+        r["details"] = json.loads(r["details"]) if r["details"] else None
+        out[r["image_id"]].append(r)
+    return out
