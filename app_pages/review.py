@@ -22,7 +22,7 @@ from store import synthetic as store_synthetic
 from ui.auth import page_user
 from ui.common import overlay_thumbnail, persons_key, workspace
 from ui.hotkeys import hotkeys, pressed
-from ui.review_canvas import image_src, pending_actions, review_canvas
+from ui.review_canvas import image_src, pending_actions, review_canvas, store_actions
 
 ws = workspace(admin_only=False, check_user=False)
 user = page_user(ws, admin_only=False)
@@ -49,40 +49,10 @@ def _key(s) -> str:
     return f"{s['item_id']}/{s['slot']}"
 
 
-def _canvas_action(db, a: dict[str, Any]) -> str | None:
-    """Store one canvas action through engine.review; returns a note for the reviewer, if any."""
-    kind = a.get("action")
-    if kind == "undo":
-        d = review.undo(db, user["name"])
-        return f"Undid {d['decision']} on item {d['item_id']}." if d else "Nothing to undo."
-    item_id, slot = int(a["item_id"]), int(a["slot"])
-    if kind == "skip":
-        review.skip(db, user["name"], item_id, slot)
-        return None
-    if kind not in ("accept", "reject", "fix"):
-        raise RealcalError(f"unknown review action {kind!r}")
-    elapsed = min(max(float(a.get("elapsed_ms") or 0) / 1000, 0.0), 86400.0)   # measured in the browser
-    r = review.decide(db, user["name"], item_id, slot, kind, shown_at=time.time() - elapsed,
-                      reasons=[str(x) for x in a.get("reasons") or []] if kind == "reject" else [],
-                      keypoints=np.asarray(a["keypoints"], float) if kind == "fix" else None,
-                      person_id=a.get("person_id") if kind == "fix" else None)
-    return r.get("note")
-
-
 def on_canvas_action():
     """The canvas sent actions: store each new one in order; errors are shown on the canvas."""
-    msgs, notes = [], []
     with ws.connect() as db:
-        for a in pending_actions(CANVAS, ss.canvas_seen):
-            try:
-                note = _canvas_action(db, a)
-                if note:
-                    notes.append(note)
-            except (RealcalError, ValueError, KeyError, TypeError) as exc:
-                msgs.append(f"{str(exc).rstrip('.')}." if isinstance(exc, RealcalError) else
-                            f"The browser sent an action that could not be read ({exc!r}); nothing was stored.")
-            ss.canvas_seen["ack"] = a["seq"]
-    ss.canvas_result = {"msg": " ".join(msgs) or None, "note": " ".join(notes) or None}
+        ss.canvas_result = store_actions(db, user["name"], pending_actions(CANVAS, ss.canvas_seen), ss.canvas_seen)
 
 
 def on_undo():

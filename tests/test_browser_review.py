@@ -328,7 +328,7 @@ def test_stats_are_readable(ws, tmp_path, viewport):
         b = Browser(p, viewport)
         try:
             page = b.login(url, "boss", "admin-password")
-            page.get_by_role("button", name="Stats").click()
+            page.get_by_text("Stats", exact=True).click()
             expect(page.get_by_text("60% raw agreement")).to_be_visible(timeout=30_000)
             expect(page.get_by_text("Cohen's kappa 0.00", exact=False)).to_be_visible()
             expect(page.get_by_role("columnheader", name="Seconds per decision")).to_be_visible()

@@ -11,14 +11,17 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import streamlit as st
 from PIL import Image
 
-from engine import poses
+from engine import poses, review
+from engine.errors import RealcalError
 
 HERE = Path(__file__).resolve().parent
 MAX_SIDE = 1600          # larger images are sent downscaled; smaller ones as they are (the browser scales them)
@@ -70,3 +73,40 @@ def pending_actions(key: str, seen: dict[str, Any]) -> list[dict[str, Any]]:
     fresh = [a for a in trigger["actions"] if isinstance(a, dict) and isinstance(a.get("seq"), int)
              and a["seq"] > seen["ack"]]
     return sorted(fresh, key=lambda a: a["seq"])
+
+
+def _store_action(db, user_name: str, a: dict[str, Any]) -> str | None:
+    """Store one canvas action through ``engine.review``; returns a note for the reviewer, if any."""
+    kind = a.get("action")
+    if kind == "undo":
+        d = review.undo(db, user_name)
+        return f"Undid {d['decision']} on item {d['item_id']}." if d else "Nothing to undo."
+    item_id, slot = int(a["item_id"]), int(a["slot"])
+    if kind == "skip":
+        review.skip(db, user_name, item_id, slot)
+        return None
+    if kind not in ("accept", "reject", "fix"):
+        raise RealcalError(f"unknown review action {kind!r}")
+    elapsed = min(max(float(a.get("elapsed_ms") or 0) / 1000, 0.0), 86400.0)   # measured in the browser
+    r = review.decide(db, user_name, item_id, slot, kind, shown_at=time.time() - elapsed,
+                      reasons=[str(x) for x in a.get("reasons") or []] if kind == "reject" else [],
+                      keypoints=np.asarray(a["keypoints"], float) if kind == "fix" else None,
+                      person_id=a.get("person_id") if kind == "fix" else None)
+    return r.get("note")
+
+
+def store_actions(db, user_name: str, actions: list[dict[str, Any]], seen: dict[str, Any]) -> dict[str, str | None]:
+    """Store the canvas's new actions in order (``seen["ack"]`` advances past each, stored or
+    refused) and return ``{"msg": errors, "note": notes}`` for the canvas to show."""
+    msgs, notes = [], []
+    for a in actions:
+        try:
+            note = _store_action(db, user_name, a)
+            if note:
+                notes.append(note)
+        except RealcalError as exc:
+            msgs.append(f"{str(exc).rstrip('.')}.")
+        except (ValueError, KeyError, TypeError) as exc:
+            msgs.append(f"The browser sent an action that could not be read ({exc!r}); nothing was stored.")
+        seen["ack"] = a["seq"]
+    return {"msg": " ".join(msgs) or None, "note": " ".join(notes) or None}
