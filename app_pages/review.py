@@ -102,8 +102,9 @@ def _items(db, slots: list[dict]) -> list[dict]:
             "key": _key(s), "item_id": s["item_id"], "slot": s["slot"], "image_id": im["id"], "rank": s["rank"],
             "w": im["width"], "h": im["height"],
             "src": image_src(str(media.image_path(ws.root, im["sha256"], im["ext"]))),
-            "labels": [{"person_id": p["id"], "kpts": np.asarray(p["keypoints"], float).reshape(17, 3).round(2).tolist(),
-                        "agree": agreement.get(p["id"])} for p in people[im["id"]] if not p["iscrowd"]],
+            "labels": [{"person_id": p["id"], "agree": agreement.get(p["id"]),
+                        "kpts": np.asarray(p["keypoints"], float).reshape(17, 3).round(2).tolist()}
+                       for p in people[im["id"]] if not p["iscrowd"]],
             "teacher": [np.asarray(p["detected"], float).reshape(17, 3).round(2).tolist()
                         for p in found if p.get("detected")],
             "scores": [{"stage": r["stage"].replace("_", " "), "status": r["status"],
@@ -120,7 +121,8 @@ def _when(ts: float | None) -> str:
 
 REVIEWER_COLUMNS = {"decisions": "Decisions", "accepted": "Accepted", "active_s": "Active time (s)",
                     "idle": "Idle (capped)", "seconds_per_decision": "Seconds per decision",
-                    "seconds_per_accepted": "Seconds per accepted", "decisions_per_active_hour": "Decisions per active hour",
+                    "seconds_per_accepted": "Seconds per accepted",
+                    "decisions_per_active_hour": "Decisions per active hour",
                     "honeypots": "Honeypots", "honeypots_caught": "Honeypots caught",
                     "honeypot_accuracy": "Honeypot accuracy", "first": "First decision", "last": "Last decision"}
 

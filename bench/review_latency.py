@@ -62,7 +62,7 @@ def build(root: Path, n: int, size: tuple[int, int]):
         p = root / "src" / f"{i:04d}.jpg"
         p.parent.mkdir(exist_ok=True)
         base = np.linspace(0, 255, w, dtype=np.uint8)[None, :, None].repeat(h, 0).repeat(3, 2)
-        Image.fromarray((base // 2 + rng.integers(0, 128, (h, w, 3), np.uint8))).save(p, quality=90)
+        Image.fromarray(base // 2 + rng.integers(0, 128, (h, w, 3), np.uint8)).save(p, quality=90)
         k = np.zeros((17, 3))
         k[:, 0] = rng.uniform(0.2 * w, 0.8 * w, 17)
         k[:, 1] = rng.uniform(0.1 * h, 0.9 * h, 17)

@@ -43,7 +43,8 @@ def main() -> None:
         ws = Workspace.init(Path(tmp) / "ws")
         k = np.asarray(HOPPER, float)
         run_import(ws, ParsedDataset(format="images", dataset="demo", source=str(photo.parent), records=[
-            ImageRecord(file_name=photo.name, path=photo, persons=[PersonRecord(keypoints=k, bbox=(60, 20, 420, 580))])]),
+            ImageRecord(file_name=photo.name, path=photo,
+                        persons=[PersonRecord(keypoints=k, bbox=(60, 20, 420, 580))])]),
             split="train", kind="synthetic")
         with ws.connect() as db:
             db.execute("UPDATE persons SET source = 'conditioning'")

@@ -179,7 +179,8 @@ def test_open_item_count_follows_leases_decisions_and_skips(queue_ws):
         assert store_review.open_item_count(db, "ann", now) == 40
         s = review.lease(db, "ann", n=3, now=now)
         assert store_review.open_item_count(db, "ann", now) == 40   # leased to ann: still hers to do
-        assert store_review.open_item_count(db, "ben", now) == 38   # the first is an overlap item: its second slot is free
+        # the first item has two slots: its second one is free for ben
+        assert store_review.open_item_count(db, "ben", now) == 38
         review.decide(db, "ann", s[0]["item_id"], s[0]["slot"], "accept", shown_at=now, now=now)
         review.skip(db, "ann", s[1]["item_id"], s[1]["slot"])
         assert store_review.open_item_count(db, "ann", now) == 38
