@@ -150,7 +150,7 @@ def test_hotkeys_work_wherever_focus_is(queued, viewport):
 @pytest.mark.parametrize("viewport", VIEWPORTS)
 def test_grid_hotkeys_right_after_ticking_a_checkbox(queued, viewport):
     require_browser()
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with serve(queued) as url, sync_playwright() as p:
         b = Browser(p, viewport)
@@ -164,6 +164,8 @@ def test_grid_hotkeys_right_after_ticking_a_checkbox(queued, viewport):
             page.wait_for_timeout(800)
             page.keyboard.press("a")
             wait_for(queued, 2)
+            expect(page.get_by_text("#1", exact=True)).to_have_count(0, timeout=30_000)   # the rerun is done
+            expect(page.get_by_text("#3", exact=True)).to_have_count(1, timeout=30_000)
             page.get_by_text("#3", exact=True).click()
             page.wait_for_timeout(800)
             page.keyboard.press("x")
