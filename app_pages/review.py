@@ -1,17 +1,19 @@
-"""Review: the annotator's queue — one item large with overlays and hotkeys, or a grid; fixes by
-clicking on the image; undo; review statistics; conflicts (admins).
+"""Review: the annotator's queue — one item large on the review canvas (zoom, pan, joints dragged
+to fix them, hotkeys anywhere on the page), or a grid; undo; review statistics; conflicts (admins).
 
-Decisions go straight to the database from button callbacks; session state keeps only the UI
-position (which item is shown, since when, a fix in progress), so a refresh loses nothing.
+Decisions go straight to the database from callbacks; session state keeps only the UI position
+(which actions of the canvas are stored, grid ticks), so a refresh or a crash loses nothing.
 """
+import datetime
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 
-from engine import media, poses, review
+from engine import media, review
 from engine.errors import RealcalError
 from store import curation as store_curation
 from store import images as store_images
@@ -19,18 +21,20 @@ from store import review as store_review
 from store import synthetic as store_synthetic
 from ui.auth import page_user
 from ui.common import overlay_thumbnail, persons_key, workspace
-from ui.review_view import render_item
+from ui.hotkeys import hotkeys, pressed
+from ui.review_canvas import image_src, pending_actions, review_canvas, store_actions
 
 ws = workspace(admin_only=False, check_user=False)
 user = page_user(ws, admin_only=False)
 ss = st.session_state
 ss.setdefault("shown", {})
 ss.setdefault("review_msg", None)
-ss.setdefault("fix", None)
+ss.setdefault("canvas_seen", {})
+ss.setdefault("canvas_result", {})
 
-HOTKEYS = [("A", "accept"), ("X", "reject (with the selected reason tags)"), ("S", "skip"),
-           ("F", "fix mode: click to move the selected joint"), ("I", "fix: mark the joint invisible"),
-           ("Shift+A", "fix: accept the corrected label"), ("U", "undo your last decision")]
+CANVAS = "review_canvas"
+LOOKAHEAD = 5            # leased items sent to the canvas, so the next one shows at once
+GRID_KEYS = {"a": "accept", "x": "reject", "u": "undo"}
 
 
 def _db_call(fn, *args, **kwargs):
@@ -45,26 +49,14 @@ def _key(s) -> str:
     return f"{s['item_id']}/{s['slot']}"
 
 
-def on_decide(s, decision):
-    reasons = ss.get("reasons", []) if decision == "reject" else []
-    kpts = ss.fix["keypoints"] if decision == "fix" and ss.fix else None
-    pid = ss.fix["person_id"] if decision == "fix" and ss.fix else None
-    r = _db_call(review.decide, user["name"], s["item_id"], s["slot"], decision,
-                 shown_at=ss.shown.get(_key(s), time.time()), reasons=reasons, keypoints=kpts, person_id=pid)
-    if r:
-        ss.review_msg = None
-        ss.fix = None
-        ss.last = f"{decision} #{s['image_id']}"
-
-
-def on_skip(s):
-    _db_call(review.skip, user["name"], s["item_id"], s["slot"])
-    ss.fix = None
+def on_canvas_action():
+    """The canvas sent actions: store each new one in order; errors are shown on the canvas."""
+    with ws.connect() as db:
+        ss.canvas_result = store_actions(db, user["name"], pending_actions(CANVAS, ss.canvas_seen), ss.canvas_seen)
 
 
 def on_undo():
     d = _db_call(review.undo, user["name"])
-    ss.fix = None
     ss.last = f"undid {d['decision']} on item {d['item_id']}" if d else "nothing to undo"
 
 
@@ -73,6 +65,7 @@ def on_grid(slots, decision):
     if not picked:
         ss.review_msg = "Select some images first."
         return
+    ss.review_msg = None
     now = time.time()
     shown = min(ss.shown.get(_key(s), now) for s in picked)
     share = (now - shown) / len(picked)  # the grid's time, shared between its decisions
@@ -82,20 +75,95 @@ def on_grid(slots, decision):
         ss.pop(f"pick-{_key(s)}", None)
 
 
+def on_grid_key(slots):
+    action = GRID_KEYS.get(pressed("grid_hotkeys") or "")
+    if action == "undo":
+        on_undo()
+    elif action:
+        on_grid(slots, action)
+
+
+def _items(db, slots: list[dict]) -> list[dict]:
+    """The canvas's view of the leased slots: image, label and teacher skeletons, scores."""
+    ids = [s["image_id"] for s in slots]
+    ims = {im["id"]: im for im in store_images.images_with_ids(db, ids)}
+    people = store_images.persons_for_images(db, ids, ["conditioning", "corrected"])
+    run = store_curation.latest_run(db)
+    scores = store_review.curation_scores(db, run["id"], ids) if run else {i: [] for i in ids}
+    out = []
+    for s in slots:
+        im = ims[s["image_id"]]
+        rows = scores[im["id"]]
+        pc = next((r for r in rows if r["stage"] == "pose_consistency" and r["details"]), None)
+        found = (pc["details"].get("people") or []) if pc else []
+        agreement = {p.get("person_id"): p.get("joint_agreement") for p in found}
+        lineage = store_synthetic.lineage_for(db, im["id"])
+        out.append({
+            "key": _key(s), "item_id": s["item_id"], "slot": s["slot"], "image_id": im["id"], "rank": s["rank"],
+            "w": im["width"], "h": im["height"],
+            "src": image_src(str(media.image_path(ws.root, im["sha256"], im["ext"]))),
+            "labels": [{"person_id": p["id"], "agree": agreement.get(p["id"]),
+                        "kpts": np.asarray(p["keypoints"], float).reshape(17, 3).round(2).tolist()}
+                       for p in people[im["id"]] if not p["iscrowd"]],
+            "teacher": [np.asarray(p["detected"], float).reshape(17, 3).round(2).tolist()
+                        for p in found if p.get("detected")],
+            "scores": [{"stage": r["stage"].replace("_", " "), "status": r["status"],
+                        "score": None if r["value"] is None else round(r["value"], 3)} for r in rows],
+            "lineage": f"{lineage['generator']} · seed {lineage['seed']}" if lineage else None,
+            "prompt": (lineage or {}).get("prompt"),
+        })
+    return out
+
+
+def _when(ts: float | None) -> str:
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else ""
+
+
+REVIEWER_COLUMNS = {"decisions": "Decisions", "accepted": "Accepted", "active_s": "Active time (s)",
+                    "idle": "Idle (capped)", "seconds_per_decision": "Seconds per decision",
+                    "seconds_per_accepted": "Seconds per accepted",
+                    "decisions_per_active_hour": "Decisions per active hour",
+                    "honeypots": "Honeypots", "honeypots_caught": "Honeypots caught",
+                    "honeypot_accuracy": "Honeypot accuracy", "first": "First decision", "last": "Last decision"}
+
+
+def reviewer_rows(per_reviewer: dict[str, dict]) -> list[dict]:
+    """Per-reviewer figures with readable headers and dates (first/last are Unix times)."""
+    rows = []
+    for name, v in per_reviewer.items():
+        row: dict[str, Any] = {"Reviewer": name}
+        for k, label in REVIEWER_COLUMNS.items():
+            if k in v:
+                row[label] = _when(v[k]) if k in ("first", "last") else (round(v[k], 1) if k == "active_s" else v[k])
+        rows.append(row)
+    return rows
+
+
+def agreement_line(stats: dict) -> str:
+    if not stats.get("overlap_pairs"):
+        return "**Agreement**: n/a (no item has been reviewed by two people yet)."
+    kappa = stats["cohen_kappa"]
+    return (f"**Agreement** on {stats['overlap_pairs']} overlap items: {stats['raw_agreement']:.0%} raw agreement, "
+            f"Cohen's kappa {kappa:.2f}" + (" (kappa is 0 or below when agreement is no better than chance, "
+                                             "e.g. when nearly every item gets the same decision)"
+                                             if kappa is not None and kappa <= 0 else ""))
+
+
 st.title("Review")
 views = ["Queue", "Stats"] + (["Conflicts"] if user["role"] == "admin" else [])
-view = st.segmented_control("View", views, default="Queue", label_visibility="collapsed") or "Queue"
+top: Sequence[DeltaGenerator] = st.columns([1, 1])
+with top[0]:
+    view = st.segmented_control("View", views, default="Queue", label_visibility="collapsed") or "Queue"
 
 with ws.connect() as db:
     prog = store_review.progress(db, user["name"])
 total_items = sum(v for k, v in prog.items() if k.startswith("items_"))
-c = st.columns(4)
-c[0].metric("Done by you", prog["done_by_me"])
-c[1].metric("Open slots", prog["open_slots"])
-c[2].metric("Accepted", prog.get("items_accepted", 0))
-c[3].metric("Rejected / conflicts", f"{prog.get('items_rejected', 0)} / {prog.get('items_conflict', 0)}")
-with st.sidebar.expander("Hotkeys", expanded=False):
-    st.markdown("\n".join(f"- **{k}**: {v}" for k, v in HOTKEYS))
+with st.sidebar:
+    m: Sequence[DeltaGenerator] = st.columns(2)
+    m[0].metric("Done by you", prog["done_by_me"])
+    m[1].metric("Open slots", prog["open_slots"])
+    m[0].metric("Accepted", prog.get("items_accepted", 0))
+    m[1].metric("Rejected / conflicts", f"{prog.get('items_rejected', 0)} / {prog.get('items_conflict', 0)}")
 if ss.review_msg:
     st.warning(ss.review_msg)
 
@@ -107,20 +175,23 @@ if view == "Stats":
         st.stop()
     if stats["scope"] == "own":
         st.caption("Your own review figures (reviewer statistics are for admins).")
-        st.dataframe([{"reviewer": k, **v} for k, v in stats["per_reviewer"].items()], hide_index=True)
+        st.table(reviewer_rows(stats["per_reviewer"]), hide_index=True)
         st.stop()
-    st.metric("Seconds per accepted image", stats["seconds_per_accepted_image"])
-    st.markdown(f"**Agreement** on {stats['overlap_pairs']} overlap items: Cohen's kappa = "
-                f"{stats['cohen_kappa'] if stats['cohen_kappa'] is not None else 'n/a (no overlap pairs yet)'}")
-    st.dataframe([{"reviewer": k, **v} for k, v in stats["per_reviewer"].items()], hide_index=True)
-    st.dataframe([{"generator": k, "acceptance": v} for k, v in stats["acceptance_by_generator"].items()],
+    spa = stats["seconds_per_accepted_image"]
+    st.metric("Seconds per accepted image", "n/a" if spa is None else spa)
+    st.markdown(agreement_line(stats))
+    st.table(reviewer_rows(stats["per_reviewer"]), hide_index=True)
+    st.table([{"Generator": k, "Acceptance": f"{v:.0%}"} for k, v in stats["acceptance_by_generator"].items()],
                  hide_index=True)
-    st.dataframe([{"batch": k, "acceptance": v} for k, v in stats["acceptance_by_batch"].items()], hide_index=True)
+    st.table([{"Batch": k, "Acceptance": f"{v:.0%}"} for k, v in stats["acceptance_by_batch"].items()],
+                 hide_index=True)
     for axis, vals in stats["acceptance_by_prompt_axis"].items():
-        st.caption(f"Acceptance by prompt {axis}")
-        st.dataframe([{axis: k, "acceptance": v} for k, v in vals.items()], hide_index=True)
+        st.caption(f"Acceptance by prompt {axis.replace('_', ' ')}")
+        st.table([{axis.replace("_", " ").capitalize(): k, "Acceptance": f"{v:.0%}"} for k, v in vals.items()],
+                     hide_index=True)
     if stats["reject_reasons"]:
-        st.bar_chart(stats["reject_reasons"])
+        st.caption("Reject reasons")
+        st.bar_chart(stats["reject_reasons"], x_label="Reason", y_label="Rejections")
     st.stop()
 
 if view == "Conflicts":
@@ -145,16 +216,20 @@ if view == "Conflicts":
                     args=(review.resolve_conflict, user["name"], it["id"], "reject"))
     st.stop()
 
-mode = st.radio("Mode", ["One at a time", "Grid"], horizontal=True, label_visibility="collapsed")
+with top[1]:
+    mode = st.radio("Mode", ["One at a time", "Grid"], horizontal=True, label_visibility="collapsed")
 if mode == "Grid":
     with ws.connect() as db:
         slots = review.lease(db, user["name"], n=24)
         ims = {im["id"]: im for im in store_images.images_with_ids(db, [s["image_id"] for s in slots])}
         persons = store_images.persons_for_images(db, [s["image_id"] for s in slots])
+    hotkeys("grid_hotkeys", list(GRID_KEYS), on_press=lambda: on_grid_key(slots))
     if not slots:
         st.success("The queue is empty. Thank you!")
-        st.button("Undo last", on_click=on_undo, shortcut="U")
+        st.button("Undo last", on_click=on_undo)
         st.stop()
+    st.caption("Tick images, then **A** accepts and **X** rejects the ticked ones (with the reasons chosen below); "
+               "**U** undoes your last decision. The keys work wherever focus is, except in a text field.")
     cols = st.columns(6)
     for i, s in enumerate(slots):
         ss.shown.setdefault(_key(s), time.time())
@@ -165,94 +240,28 @@ if mode == "Grid":
             st.checkbox(f"#{im['id']}", key=f"pick-{_key(s)}")
     st.multiselect("Reject reasons", review.REASON_TAGS, key="grid_reasons")
     b = st.columns(3)
-    b[0].button("Accept selected", on_click=on_grid, args=(slots, "accept"), type="primary", shortcut="A")
-    b[1].button("Reject selected", on_click=on_grid, args=(slots, "reject"), shortcut="X")
-    b[2].button("Undo last", on_click=on_undo, shortcut="U")
+    b[0].button("Accept selected", on_click=on_grid, args=(slots, "accept"), type="primary")
+    b[1].button("Reject selected", on_click=on_grid, args=(slots, "reject"))
+    b[2].button("Undo last", on_click=on_undo)
+    if ss.get("last"):
+        st.caption(f"Last: {ss.last}")
     st.stop()
 
+now = time.time()
 with ws.connect() as db:
-    slots = review.lease(db, user["name"], n=5)
-    if not slots:
-        st.success("The queue is empty. Thank you!" if total_items else
-                   "Nothing to review yet: an admin queues curated images with `realcal review build`.")
-        if user["role"] == "admin" and store_curation.latest_run(db) is not None:
-            def _build():
-                r = _db_call(lambda db_: review.build_queue(ws, db_, overlap=review.DEFAULT_OVERLAP))
-                ss.last = f"queued {r['added']} items" if r else None
+    slots = review.lease(db, user["name"], n=LOOKAHEAD, now=now)
+    items = _items(db, slots)
+    open_n = store_review.open_item_count(db, user["name"], now)
+    can_build = user["role"] == "admin" and store_curation.latest_run(db) is not None
+if not slots:
+    st.success("The queue is empty. Thank you!" if total_items else
+               "Nothing to review yet: an admin queues curated images with `realcal review build`.")
+    if can_build:
+        def _build():
+            r = _db_call(lambda db_: review.build_queue(ws, db_, overlap=review.DEFAULT_OVERLAP))
+            ss.last = f"queued {r['added']} items" if r else None
 
-            st.button("Queue the latest curation order", on_click=_build)
-        st.button("Undo last", on_click=on_undo, shortcut="U")
-        st.stop()
-    s = slots[0]
-    im = store_images.images_with_ids(db, [s["image_id"]])[0]
-    people = store_images.persons_for_images(db, [im["id"]])[im["id"]]
-    lineage = store_synthetic.lineage_for(db, im["id"])
-    run = store_curation.latest_run(db)
-    scores = [r for r in store_curation.results(db, run["id"]) if r["image_id"] == im["id"]] if run else []
-ss.shown.setdefault(_key(s), time.time())
-
-cond = [p for p in people if p["source"] in ("conditioning", "corrected")]
-pc = next((r for r in scores if r["stage"] == "pose_consistency"), None)
-detected = [np.asarray(p["detected"], float) for p in (pc["details"]["people"] if pc else []) if p["detected"]]
-agreement = {p["person_id"]: p["joint_agreement"] for p in (pc["details"]["people"] if pc else [])}
-
-t = st.columns([1, 1, 2])
-show_cond = t[0].toggle("Label skeleton", value=True)
-show_det = t[1].toggle("Teacher skeleton", value=bool(detected))
-fixing = ss.fix is not None and ss.fix.get("key") == _key(s)
-joint = None
-if fixing:
-    joint = t[2].selectbox("Joint to move (click the image)", range(17), format_func=lambda j: poses.KEYPOINT_NAMES[j],
-                           key="fix_joint")
-kpts = [np.asarray(ss.fix["keypoints"], float)] if fixing else [poses.as_keypoints(p["keypoints"]) for p in cond]
-colours = None if fixing else [agreement.get(p["id"]) for p in cond]
-img, scale = render_item(str(media.image_path(ws.root, im["sha256"], im["ext"])),
-                         tuple(tuple(map(tuple, k.round(2))) for k in kpts) if show_cond else (),
-                         tuple(tuple(map(tuple, d.round(2))) for d in detected) if show_det else (),
-                         tuple(tuple(c) if c else None for c in colours) if colours else None, joint)
-main_col, side = st.columns([3, 1])
-with main_col:
-    if fixing:
-        from streamlit_image_coordinates import streamlit_image_coordinates
-
-        click = streamlit_image_coordinates(img, key=f"click-{_key(s)}-{ss.fix['n']}")
-        if click and (click["x"], click["y"]) != ss.fix.get("last_click"):
-            k = np.asarray(ss.fix["keypoints"], float)
-            k[joint] = (click["x"] / scale, click["y"] / scale, 2)
-            ss.fix.update(keypoints=k.tolist(), last_click=(click["x"], click["y"]), n=ss.fix["n"] + 1)
-            st.rerun()
-    else:
-        st.image(img)
-with side:
-    st.markdown(f"**Image #{im['id']}** · rank {s['rank']}" + (" · slot 2" if s["slot"] else ""))
-    if lineage:
-        st.caption(f"{lineage['generator']} · seed {lineage['seed']}")
-        if lineage.get("prompt"):
-            st.caption(lineage["prompt"])
-    if scores:
-        st.dataframe([{"stage": r["stage"], "status": r["status"],
-                       "score": None if r["value"] is None else round(r["value"], 3)} for r in scores],
-                     hide_index=True)
-    st.caption("Joint colours: green = teacher agrees, amber = partly, red = disagrees.")
-
-b = st.columns(6)
-b[0].button("Accept", type="primary", on_click=on_decide, args=(s, "accept"), shortcut="A", disabled=fixing)
-b[1].button("Reject", on_click=on_decide, args=(s, "reject"), shortcut="X", disabled=fixing)
-b[2].button("Skip", on_click=on_skip, args=(s,), shortcut="S")
-if not fixing:
-    b[3].button("Fix", shortcut="F", on_click=lambda: ss.update(fix={
-        "key": _key(s), "person_id": cond[0]["id"] if cond else None, "n": 0,
-        "keypoints": (poses.as_keypoints(cond[0]["keypoints"]).tolist() if cond else np.zeros((17, 3)).tolist())}),
-        disabled=not cond)
-else:
-    def _invisible():
-        k = np.asarray(ss.fix["keypoints"], float)
-        k[ss.get("fix_joint", 0)] = 0
-        ss.fix.update(keypoints=k.tolist(), n=ss.fix["n"] + 1)
-
-    b[3].button("Mark invisible", on_click=_invisible, shortcut="I")
-    b[4].button("Accept corrected", type="primary", on_click=on_decide, args=(s, "fix"), shortcut="Shift+A")
-b[5].button("Undo", on_click=on_undo, shortcut="U")
-st.pills("Reject reasons", review.REASON_TAGS, selection_mode="multi", key="reasons")
-if ss.get("last"):
-    st.caption(f"Last: {ss.last}")
+        st.button("Queue the latest curation order", on_click=_build)
+review_canvas({"items": items, "reasons": list(review.REASON_TAGS), "done": prog["done_by_me"], "open": open_n,
+               "ack": ss.canvas_seen.get("ack", 0), "ack_session": ss.canvas_seen.get("session"),
+               **ss.canvas_result}, key=CANVAS, on_action=on_canvas_action)

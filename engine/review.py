@@ -272,7 +272,9 @@ def _settle(db, item_id: int) -> str:
 def decide(db, user: str, item_id: int, slot: int, decision: str, *, shown_at: float,
            reasons: Sequence[str] = (), keypoints: np.ndarray | None = None, person_id: int | None = None,
            idle_cap_s: float = DEFAULT_IDLE_CAP_S, now: float | None = None) -> dict[str, Any]:
-    """Record one decision on a slot the user holds. ``fix`` stores a ``corrected`` person."""
+    """Record one decision on a slot the user holds. ``fix`` stores a ``corrected`` person; a fix
+    that changed nothing (same visibility, every joint within half a pixel) is stored as a plain
+    ``accept`` and the result carries a ``note`` saying so."""
     now = time.time() if now is None else now
     if decision not in ("accept", "reject", "fix"):
         raise RealcalError("decision must be accept, reject or fix")
@@ -289,8 +291,16 @@ def decide(db, user: str, item_id: int, slot: int, decision: str, *, shown_at: f
             raise RealcalError("this item is not leased to you (the lease may have expired and gone to "
                                "someone else); take the next item")
         corrected_id = None
+        note = None
         if decision == "fix":
-            corrected_id = _store_fix(db, _item(db, item_id)["image_id"], keypoints, person_id)
+            image_id = _item(db, item_id)["image_id"]
+            k, base = _fix_base(db, image_id, keypoints, person_id)
+            if _same_pose(k, poses.as_keypoints(base["keypoints"])):
+                # Nothing was moved: the reviewer's judgement is that the label is right. A
+                # ``corrected`` copy identical to the label would only double the person.
+                decision, note = "accept", FIX_UNCHANGED_NOTE
+            else:
+                corrected_id = _store_fix(db, image_id, k, base)
         elapsed = max(0.0, now - shown_at)
         row = {"item_id": item_id, "slot": slot, "user": user, "decision": decision,
                "reasons": list(reasons), "shown_at": shown_at, "decided_at": now,
@@ -299,11 +309,26 @@ def decide(db, user: str, item_id: int, slot: int, decision: str, *, shown_at: f
         decision_id = store_review.insert_decision(db, row)
         store_review.mark_decided(db, item_id, slot, user)
         state = _settle(db, item_id)
-        store_review.audit(db, user, "decide", item_id, slot, {**row, "decision_id": decision_id, "state": state})
-    return {"decision_id": decision_id, "state": state, **row}
+        store_review.audit(db, user, "decide", item_id, slot, {**row, "decision_id": decision_id, "state": state,
+                                                               **({"note": note} if note else {})})
+    return {"decision_id": decision_id, "state": state, **row, **({"note": note} if note else {})}
 
 
-def _store_fix(db, image_id: int, keypoints, person_id: int | None) -> int:
+FIX_UNCHANGED_NOTE = "the fix changed no joint, so it was stored as a plain accept"
+SAME_POSE_TOLERANCE_PX = 0.5
+
+
+def _same_pose(a: np.ndarray, b: np.ndarray, tol: float = SAME_POSE_TOLERANCE_PX) -> bool:
+    """Whether two keypoint arrays are one pose: the same visibility flags and, for labelled
+    joints, positions within ``tol`` pixels (a click that lands where the joint already was)."""
+    if not np.array_equal(a[:, 2], b[:, 2]):
+        return False
+    labelled = a[:, 2] > 0
+    return bool(np.all(np.abs(a[labelled, :2] - b[labelled, :2]) <= tol))
+
+
+def _fix_base(db, image_id: int, keypoints, person_id: int | None) -> tuple[np.ndarray, dict]:
+    """The checked corrected keypoints and the person they correct."""
     if keypoints is None:
         raise RealcalError("a fix needs the corrected keypoints")
     k = poses.as_keypoints(np.asarray(keypoints, dtype=float))
@@ -313,6 +338,10 @@ def _store_fix(db, image_id: int, keypoints, person_id: int | None) -> int:
     base = next((p for p in people if p["id"] == person_id), people[0] if people else None)
     if base is None:
         raise RealcalError("this image has no person to correct")
+    return k, base
+
+
+def _store_fix(db, image_id: int, k: np.ndarray, base: dict) -> int:
     bbox = poses.bbox_from_points(k, pad=0.1) or (base["bbox_x"], base["bbox_y"], base["bbox_w"], base["bbox_h"])
     return store_images.insert_person(db, {
         "image_id": image_id, "batch_id": base["batch_id"], "source": "corrected",
@@ -458,6 +487,8 @@ def stats(db) -> dict[str, Any]:
     pairs = [(v[0], v[1]) for v in by_item.values() if len(v) == 2]
     out["overlap_pairs"] = len(pairs)
     out["cohen_kappa"] = cohen_kappa(pairs)
+    # kappa alone misleads on small or one-sided samples (60% raw agreement can be kappa 0.0)
+    out["raw_agreement"] = round(sum(a == b for a, b in pairs) / len(pairs), 3) if pairs else None
     total_active = sum(r["active_s"] for r in real)
     accepted = sum(1 for r in real if r["decision"] in ("accept", "fix"))
     out["seconds_per_accepted_image"] = round(total_active / accepted, 2) if accepted else None

@@ -96,6 +96,20 @@ def free_slots(db: sqlite_utils.Database, user_name: str, now: float, limit: int
         "ORDER BY i.rank, s.slot LIMIT ?", [now, user_name, user_name, now, user_name, limit])]
 
 
+def open_item_count(db: sqlite_utils.Database, user_name: str, now: float) -> int:
+    """Open items this user may still decide: their live leases plus the items ``free_slots``
+    would offer them (counted once however many of their slots are free)."""
+    return db.execute(
+        "SELECT COUNT(DISTINCT s.item_id) FROM review_slots s JOIN review_items i ON i.id = s.item_id "
+        "WHERE i.state = 'open' AND s.decided_by IS NULL "
+        "AND ((s.lease_user = ? AND s.lease_until > ?) OR ((s.lease_user IS NULL OR s.lease_until <= ?) "
+        "AND NOT EXISTS (SELECT 1 FROM review_slots o WHERE o.item_id = s.item_id AND o.slot != s.slot "
+        "                AND (o.decided_by = ? OR (o.lease_user = ? AND o.lease_until > ?))) "
+        "AND NOT EXISTS (SELECT 1 FROM review_audit a WHERE a.item_id = s.item_id AND a.user = ? "
+        "                AND a.action = 'skip')))",
+        [user_name, now, now, user_name, user_name, now, user_name]).fetchone()[0]
+
+
 def take_lease(db: sqlite_utils.Database, item_id: int, slot: int, user_name: str, until: float, now: float) -> bool:
     cur = db.execute("UPDATE review_slots SET lease_user = ?, lease_until = ? WHERE item_id = ? AND slot = ? "
                      "AND decided_by IS NULL AND (lease_user IS NULL OR lease_until <= ?)",
@@ -206,4 +220,18 @@ def decision_table(db: sqlite_utils.Database) -> list[dict]:
         r["reasons"] = json.loads(r["reasons"] or "[]")
         r["lineage"] = json.loads(r["lineage"]) if r["lineage"] else {}
         out.append(r)
+    return out
+
+
+def curation_scores(db: sqlite_utils.Database, run_id: int, image_ids: Sequence[int]) -> dict[int, list[dict]]:
+    """The curation run's stage results for these images (for the review item's side panel)."""
+    out: dict[int, list[dict]] = {i: [] for i in image_ids}
+    if not image_ids:
+        return out
+    marks = ",".join("?" * len(image_ids))
+    for r in db.query(f"SELECT * FROM curation_results WHERE run_id = ? AND image_id IN ({marks}) "
+                      "ORDER BY image_id, rowid", [run_id, *image_ids]):
+        r = dict(r)
+        r["details"] = json.loads(r["details"]) if r["details"] else None
+        out[r["image_id"]].append(r)
     return out

@@ -148,3 +148,39 @@ def test_user_commands(ws):
         assert review.authenticate(db, "ann", "correct-horse") is None
     assert run("user", "passwd", "nobody", "--password-stdin", input="longenough\n").exit_code == 1
     assert run("review", "stats").output.strip() == "no review data yet"
+
+
+def test_a_fix_that_changed_nothing_is_a_plain_accept(queue_ws):
+    """A fix with the label's own keypoints (or within half a pixel of them) stores no
+    ``corrected`` copy: it is an accept, and the result says why."""
+    with queue_ws.connect() as db:
+        s = review.lease(db, "ann", n=1)[0]
+        image_id = store_review.item(db, s["item_id"])["image_id"]
+        label = np.asarray(store_images.persons_for_images(db, [image_id])[image_id][0]["keypoints"]).reshape(17, 3)
+        nudged = label.copy()
+        nudged[5, :2] += 0.2                                      # a click on the joint itself
+        r = review.decide(db, "ann", s["item_id"], s["slot"], "fix", shown_at=time.time(), keypoints=nudged)
+        assert r["decision"] == "accept" and r["corrected_person_id"] is None
+        assert "changed no joint" in r["note"]
+        assert [p["source"] for p in store_images.persons_for_images(db, [image_id])[image_id]] == ["conditioning"]
+        assert [d["decision"] for d in store_review.live_decisions(db)] == ["accept"]
+        # a visibility change alone is a real fix
+        s2 = next(x for x in review.lease(db, "ann", n=2) if x["item_id"] != s["item_id"])
+        image2 = store_review.item(db, s2["item_id"])["image_id"]
+        k2 = np.asarray(store_images.persons_for_images(db, [image2])[image2][0]["keypoints"]).reshape(17, 3)
+        k2[9, 2] = 1
+        r2 = review.decide(db, "ann", s2["item_id"], s2["slot"], "fix", shown_at=time.time(), keypoints=k2)
+        assert r2["decision"] == "fix" and r2["corrected_person_id"] and "note" not in r2
+
+
+def test_open_item_count_follows_leases_decisions_and_skips(queue_ws):
+    with queue_ws.connect() as db:
+        now = time.time()
+        assert store_review.open_item_count(db, "ann", now) == 40
+        s = review.lease(db, "ann", n=3, now=now)
+        assert store_review.open_item_count(db, "ann", now) == 40   # leased to ann: still hers to do
+        # the first item has two slots: its second one is free for ben
+        assert store_review.open_item_count(db, "ben", now) == 38
+        review.decide(db, "ann", s[0]["item_id"], s[0]["slot"], "accept", shown_at=now, now=now)
+        review.skip(db, "ann", s[1]["item_id"], s[1]["slot"])
+        assert store_review.open_item_count(db, "ann", now) == 38
