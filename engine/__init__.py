@@ -5,6 +5,4 @@ from engine import env as _env  # noqa: E402
 
 _env.configure()  # Ultralytics/Hugging Face settings before any entry point imports them
 
-from engine.fastimport import import_sqlite_utils as _import_sqlite_utils  # noqa: E402
-
-_import_sqlite_utils()  # without pandas: most of every command's start-up time otherwise
+import store as _store  # noqa: E402,F401  - imports sqlite_utils without pandas (store.fastimport)

@@ -112,7 +112,7 @@ def test_status_json_has_job_counts(tmp_path):
 
 def test_interactive_commands_import_no_heavy_libraries(tmp_path):
     """status/jobs/batches stay interactive: no torch, ultralytics, streamlit or pandas (sqlite_utils would
-    import pandas just to map its Timestamp type; engine.fastimport hides it)."""
+    import pandas just to map its Timestamp type; store.fastimport hides it)."""
     import subprocess
     import sys
 
@@ -125,7 +125,7 @@ def test_interactive_commands_import_no_heavy_libraries(tmp_path):
             "print(sorted(m for m in heavy if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
-    from engine.fastimport import import_sqlite_utils
+    from store.fastimport import import_sqlite_utils
 
     import_sqlite_utils()                    # a second call, or one after pandas is loaded, changes nothing
     assert sys.modules.get("pandas", 0) is not None
