@@ -94,6 +94,12 @@ def _open(p, url: str, size: tuple[int, int], path: str, heading: str):
     return browser, page
 
 
+def _idle(page) -> None:
+    """Wait until the app has finished its rerun (Streamlit's status widget gone)."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=30_000)
+
+
 def _figure(page, title: str):
     """The plotly figure whose title contains ``title``, scrolled into view and drawn."""
     fig = page.locator(".js-plotly-plot", has=page.locator(".gtitle", has_text=title))
@@ -267,5 +273,75 @@ def test_curate_page_reads_well_and_says_when_thresholds_differ(curate_url, size
             page.goto(f"{curate_url}/settings")
             page.get_by_role("heading", name="Settings").first.wait_for(timeout=60_000)
             page.get_by_text("CLIP weights are chosen on the Curate page").wait_for(timeout=30_000)
+        finally:
+            browser.close()
+
+
+# ----------------------------------------------------------------------------- Data
+
+
+@pytest.fixture
+def data_url(tmp_path):
+    """A fresh workspace per test: the test changes the review queue."""
+    require_browser()
+    from engine.workspace import Workspace
+    from store import curation as store_curation
+    from tests.helpers import queued_synthetic_workspace
+
+    tmp = tmp_path
+    ws = Workspace.init(tmp / "ws")
+    queued_synthetic_workspace(ws, tmp, 3)          # 3 synthetic images (#1-#3) in the review queue
+    run_import(ws, parse("coco", make_coco(tmp / "real", n=5, seed=5)), split="val")     # #4-#8, never queued
+    with ws.connect() as db:
+        syn = [r["id"] for r in db.query("SELECT id FROM images WHERE kind = 'synthetic' ORDER BY id")]
+        with db.conn:
+            run_id = store_curation.create_run(db, None, {"stages": []})
+            store_curation.put_results(db, run_id, "quality", [
+                {"image_id": im, "status": "pass", "value": 40.0 + i} for i, im in enumerate(syn)])
+            store_curation.finish_run(db, run_id, calibration={}, set_metrics={},
+                                      funnel=[{"stage": "quality", "entered": 3, "passed": 3, "failed": 0,
+                                               "unavailable": 0}])
+    with serve(ws) as url:
+        yield url
+
+
+@pytest.mark.parametrize("size", VIEWPORTS, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_data_page_opens_an_image_filters_and_sends_a_selection_to_review(data_url, size):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser, page = _open(p, data_url, size, "", "Data")
+        try:
+            tiles = page.locator(".tile img")
+            page.get_by_text("8 images match").wait_for(timeout=60_000)
+            tiles.nth(7).wait_for(timeout=60_000)
+            assert tiles.count() == 8
+            # large thumbnails by default: three per row, each at least 250 px wide
+            assert tiles.first.bounding_box()["width"] >= 250
+            # a click on a thumbnail opens it with labels, lineage, curation scores and review history
+            page.locator('.tile img[alt="image #2"]').click()
+            dialog = page.get_by_role("dialog")
+            dialog.wait_for(timeout=30_000)
+            dialog.get_by_text("In the queue: open").wait_for(timeout=30_000)
+            dialog.get_by_text("quality", exact=True).first.wait_for(timeout=30_000)
+            for part in ("Labels", "Lineage", "Curation scores (run 1)", "Review"):
+                assert dialog.get_by_text(part, exact=True).first.is_visible(), part
+            dialog.locator("img").first.wait_for(timeout=30_000)
+            assert dialog.locator("img").first.bounding_box()["width"] >= 300
+            page.keyboard.press("Escape")
+            dialog.wait_for(state="hidden", timeout=30_000)
+            _idle(page)
+            # filter on review state: the five real images were never queued
+            box = page.locator('[data-testid="stMultiSelect"]', has_text="Review state").locator("input")
+            box.click()
+            page.get_by_role("option", name="not queued").click()
+            page.keyboard.press("Escape")
+            _idle(page)
+            page.get_by_text("5 images match").wait_for(timeout=30_000)
+            # select one (its box) and send it to review
+            page.locator('.tile input[aria-label="select image #4"]').click()
+            page.get_by_text("Selection: 1 image").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Send 1 to review").click()
+            page.get_by_text("Queued 1 for review").wait_for(timeout=30_000)
         finally:
             browser.close()

@@ -62,9 +62,11 @@ def test_report_starts_with_the_summary_and_groups_verdicts(tmp_path):
                "codes": ["abc"], "sizes": {"test images": 20}, "seeds": [0],
                "table": [{"arm": "real-only", "AP50": 0.3, "AP50 - real-only": None},
                          {"arm": "mixed", "AP50": 0.2, "AP50 - real-only": -0.1}],
-               "comparisons": [{**_c("mixed", "AP50", -0.1, -0.2, -0.05), "n": 20, "n_boot": 100, "seeds": 1, "verdict": "worse.",
+               "comparisons": [{**_c("mixed", "AP50", -0.1, -0.2, -0.05), "n": 20, "n_boot": 100, "seeds": 1,
+                                "verdict": "worse.",
                                 "per_seed": [{"seed": 0, "diff": -0.1}]},
-                               {**_c("mixed", "PCK@0.2", 0.02, 0.01, 0.03), "n": 20, "n_boot": 100, "seeds": 1, "verdict": "better.",
+                               {**_c("mixed", "PCK@0.2", 0.02, 0.01, 0.03), "n": 20, "n_boot": 100, "seeds": 1,
+                                "verdict": "better.",
                                 "per_seed": [{"seed": 0, "diff": 0.02}]}],
                "per_seed": [{"seed": 0, "arm": "mixed", "test AP50": 0.2}]}
     runs = [{"arm": "real-only", "seed": 0, "training_run_id": None,
