@@ -10,7 +10,7 @@ from typing import Any
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
+    if v is None or v == "":
         return "—"
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 1 else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
@@ -114,9 +114,11 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     steps_text = steps_note(runs, bool(experiment.get("config", {}).get("step_matching", True)))
     grouped = grouped_verdicts(summary["comparisons"])
     verdict_rows, verdict_keys = _verdict_table(grouped)
-    facts = [("Date", date), ("Code", "; ".join(codes) or "n/a"),
+    made = str(experiment.get("created_at") or "")[:10]
+    facts = [("Date", f"{made} (experiment started); report written {date}" if made and made != date else date),
+             ("Code", "; ".join(codes) or "n/a"),
              ("Protocol", _protocol_text(summary.get("protocol", "n/a"))),
-             ("Seeds", ", ".join(map(str, summary.get("seeds") or []))), ("Optimizer steps", steps_text),
+             ("Seeds", ", ".join(map(str, summary.get("seeds") or []))), ("Steps", steps_text),
              *[(k[0].upper() + k[1:], v) for k, v in sizes.items()]]
     md = [f"# Experiment: {experiment['name']}", "", summary.get("headline", ""), ""]
     md += [f"- {k}: {_fmt(v)}" for k, v in facts] + [""]
