@@ -135,7 +135,7 @@ stage = g[0].selectbox("Curation score", ["any"] + list(stage_ranges),
                        help=f"A stage of curation run {curation_run['id']} (the latest)" if curation_run
                        else "No curation run yet")
 score = None
-if stage != "any":
+if stage != "any" and curation_run is not None:
     lo, hi = (float(x) for x in stage_ranges[stage])
     rng = g[1].slider(f"{stage} between", lo, hi if hi > lo else lo + 1.0, (lo, hi if hi > lo else lo + 1.0))
     score = (curation_run["id"], stage, rng[0], rng[1])

@@ -320,9 +320,14 @@ def display_rows(rows: list[dict], keys: list[str] | None = None) -> list[dict]:
     out = []
     for r in rows:
         keys_ = keys or list(r)
-        out.append({k: DASH if r.get(k) is None or r.get(k) == "" else
-                    (round(r[k], 4) if isinstance(r[k], float) else r[k]) for k in keys_})
+        out.append({k: DASH if r.get(k) is None or r.get(k) == "" else _cell(r[k]) for k in keys_})
     return out
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return int(v) if v.is_integer() and abs(v) >= 1 else round(v, 4)
+    return v
 
 
 def _epochs_of(res: dict) -> float | None:
@@ -441,9 +446,11 @@ def legend_below(fig, n_items: int, base_height: int = 320) -> None:
     """Every legend entry visible: a horizontal legend under the plot, and the figure grows with the entries
     (a vertical legend beside a short plot scrolls and hides the entries that do not fit)."""
     rows = -(-max(1, n_items) // 3)
-    fig.update_layout(showlegend=True, height=base_height + 24 * rows,
-                      legend={"orientation": "h", "yanchor": "top", "y": -0.18, "xanchor": "left", "x": 0},
-                      margin={"b": 60 + 24 * rows})
+    top, bottom = 60, 90 + 24 * rows
+    plot = max(120, base_height - 150)            # the plotting area keeps its height whatever the legend needs
+    fig.update_layout(showlegend=True, height=plot + top + bottom,
+                      legend={"orientation": "h", "yanchor": "top", "y": -75 / plot, "xanchor": "left", "x": 0},
+                      margin={"t": top, "b": bottom})
 
 
 def whole_ticks(axis: dict | None = None, values: list[float] | None = None) -> dict:
@@ -462,10 +469,10 @@ def learning_curves_figure(curves: list[tuple[str, list[dict]]], key: str = "met
     fig = go.Figure()
     xs_all: list[float] = []
     for i, (name, rows) in enumerate(curves):
-        pts = [(c.get("epoch"), c.get(key)) for c in rows if c.get("epoch") is not None and c.get(key) is not None]
+        pts = [(float(c["epoch"]), c[key]) for c in rows if c.get("epoch") is not None and c.get(key) is not None]
         if not pts:
             continue
-        xs = [int(round(float(x))) for x, _ in pts]
+        xs = [int(round(x)) for x, _ in pts]
         xs_all += xs
         fig.add_scatter(x=xs, y=[y for _, y in pts], name=name, mode="lines+markers",
                         line={"color": PALETTE[i % len(PALETTE)]})
