@@ -344,7 +344,7 @@ def steps_note(runs: list[dict], step_matching: bool = True) -> str:
     steps: that is "matched within rounding". A run further away than that is not matched, and the note says so."""
     from engine.experiment import BASELINE
 
-    trained = [r for r in runs if (r.get("result") or {}).get("steps")]
+    trained = [r for r in runs if (r.get("result") or {}).get("steps") is not None]
     if not trained:
         return "No arm was trained (the untouched model only): there are no optimizer steps to match."
     steps = [int(r["result"]["steps"]) for r in trained]

@@ -18,6 +18,9 @@ def test_steps_note_says_not_matched_when_an_arm_is_more_than_an_epoch_away():
     assert text.startswith("Optimizer steps NOT matched") and "mixed seed 0: 400 vs 100" in text
     assert report.steps_note([_run("real-only", 0, 50, 5), _run("b", 0, 50, 2)]).endswith("exactly: 50 per run.")
     assert "Steps not matched" in report.steps_note(runs, step_matching=False)
+    # a run too short for one optimizer step is still a trained run
+    assert report.steps_note([_run("real-only", 0, 0, 1), _run("b", 0, 0, 1)]).endswith("exactly: 0 per run.")
+    assert report.steps_note([_run("zero-shot", 0, None, None)]).startswith("No arm was trained")
 
 
 def _c(arm, metric, diff, lo, hi, p=0.01):
