@@ -189,10 +189,11 @@ if a[2].button("Clear selection", disabled=not selected):
     selected.clear()
     st.rerun()
 if a[3].button(f"Send {len(selected)} to review", type="primary", disabled=not selected,
-               help="Queue the selected images for review, after everything already queued."):
+               help="Queue the selected synthetic images for review, after everything already queued."):
     with ws.connect() as db:
         out = engine_review.queue_images(db, sorted(selected), user=current_name())
-    st.success(f"Queued {out['added']} for review; {out['already_queued']} were already in the queue.")
+    st.success(f"Queued {out['added']} for review; {out['already_queued']} were already in the queue"
+               + (f"; {out['real']} real image(s) left out (review judges synthetic images)." if out["real"] else "."))
     selected.clear()
 
 st.subheader("Batches")

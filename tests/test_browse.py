@@ -49,10 +49,13 @@ def test_filters_on_review_state_and_score_range(browse_ws):
 def test_queue_images_appends_a_selection_after_the_queue(browse_ws):
     ws, _ = browse_ws
     with ws.connect() as db:
-        out = review.queue_images(db, [5, 4, 1, 99], user="ada")
-        assert out == {"added": 2, "already_queued": 1, "unknown": [99]}
+        with db.conn:
+            db.execute("DELETE FROM review_slots WHERE item_id IN (SELECT id FROM review_items WHERE image_id >= 2)")
+            db.execute("DELETE FROM review_items WHERE image_id >= 2")
+        out = review.queue_images(db, [3, 5, 2, 1, 99], user="ada")
+        assert out == {"added": 2, "already_queued": 1, "real": 1, "unknown": [99]}
         ranks = {r["image_id"]: r["rank"] for r in db.query("SELECT image_id, rank FROM review_items")}
-        assert ranks[4] > max(ranks[i] for i in (1, 2, 3)) and ranks[5] == ranks[4] + 1
+        assert set(ranks) == {1, 2, 3} and ranks[2] > ranks[1] and ranks[3] == ranks[2] + 1
         assert db.execute("SELECT COUNT(*) FROM review_audit WHERE action = 'queue.add' AND user = 'ada'"
                           ).fetchone()[0] == 1
         with pytest.raises(RealcalError, match="nothing selected"):

@@ -290,9 +290,12 @@ def data_url(tmp_path):
 
     tmp = tmp_path
     ws = Workspace.init(tmp / "ws")
-    queued_synthetic_workspace(ws, tmp, 3)          # 3 synthetic images (#1-#3) in the review queue
+    queued_synthetic_workspace(ws, tmp, 3)          # 3 synthetic images (#1-#3); #1 and #2 stay queued
     run_import(ws, parse("coco", make_coco(tmp / "real", n=5, seed=5)), split="val")     # #4-#8, never queued
     with ws.connect() as db:
+        with db.conn:
+            db.execute("DELETE FROM review_slots WHERE item_id IN (SELECT id FROM review_items WHERE image_id = 3)")
+            db.execute("DELETE FROM review_items WHERE image_id = 3")
         syn = [r["id"] for r in db.query("SELECT id FROM images WHERE kind = 'synthetic' ORDER BY id")]
         with db.conn:
             run_id = store_curation.create_run(db, None, {"stages": []})
@@ -331,17 +334,21 @@ def test_data_page_opens_an_image_filters_and_sends_a_selection_to_review(data_u
             page.keyboard.press("Escape")
             dialog.wait_for(state="hidden", timeout=30_000)
             _idle(page)
-            # filter on review state: the five real images were never queued
+            # filter on review state: the five real images and #3 were never queued
             box = page.locator('[data-testid="stMultiSelect"]', has_text="Review state").locator("input")
             box.click()
             page.get_by_role("option", name="not queued").click()
             page.keyboard.press("Escape")
             _idle(page)
-            page.get_by_text("5 images match").wait_for(timeout=30_000)
+            page.get_by_text("6 images match").wait_for(timeout=30_000)
             # select one (its box) and send it to review
-            page.locator('.tile input[aria-label="select image #4"]').click()
+            page.locator('.tile input[aria-label="select image #3"]').click()
             page.get_by_text("Selection: 1 image").wait_for(timeout=30_000)
-            page.get_by_role("button", name="Send 1 to review").click()
-            page.get_by_text("Queued 1 for review").wait_for(timeout=30_000)
+            _idle(page)
+            page.locator('.tile input[aria-label="select image #4"]').click()
+            page.get_by_text("Selection: 2 images").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Send 2 to review").click()
+            page.get_by_text("Queued 1 for review; 0 were already in the queue; 1 real image(s) left out").wait_for(
+                timeout=30_000)
         finally:
             browser.close()
