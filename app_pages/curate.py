@@ -3,7 +3,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from engine import jobs
+from engine.curate.clip_align import ClipStage
 from engine.errors import RealcalError
+from engine.report import PALETTE
 from engine.worker import ensure_worker
 from store import curation as store_curation
 from store import images as store_images
@@ -14,6 +16,33 @@ SLIDERS = {  # stage -> (label, higher is better, parameter name for a fixed thr
     "realism": ("kNN distance to real anchors", False, "threshold"),
     "pose_consistency": ("worst-person OKS vs the label", True, "threshold"),
 }
+
+
+
+def ordinal(x: float) -> str:
+    """1st, 2nd, 3rd, 4th, 11th, 12th, 13th, 21st, 2.5th."""
+    if float(x) != int(x):
+        return f"{x:g}th"
+    n = int(x)
+    suffix = "th" if n % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def stages_config(clip_model: str, clip_weights: str, thresholds: dict | None = None) -> list[dict]:
+    """The default stages with the CLIP weights chosen here and, optionally, edited thresholds."""
+    from engine.curate.run import DEFAULT_STAGES
+
+    out = []
+    for s in DEFAULT_STAGES:
+        params = dict(s["params"])
+        if s["name"] == "clip":
+            params.update(model=clip_model.strip() or ClipStage.Config.model,
+                          pretrained=clip_weights.strip() or ClipStage.Config.pretrained)
+        if thresholds and s["name"] in thresholds:
+            params[SLIDERS[s["name"]][2]] = float(thresholds[s["name"]])
+        out.append({"name": s["name"], "params": params})
+    return out
+
 
 ws = workspace()
 st.title("Curate")
@@ -28,12 +57,23 @@ with ws.connect() as db:
         order = store_curation.selection(db, run["id"])
         images = {im["id"]: im for im in store_images.list_images(db, kinds=["synthetic"])}
 
+clip_cal = (run["calibration"].get("clip") or {}) if run else {}
+st.markdown("**CLIP weights** (the clip stage: prompt alignment and person presence; without weights it is "
+            "reported unavailable, never passed)")
+cc = st.columns(2)
+clip_model = cc[0].text_input("CLIP model (open_clip name)", clip_cal.get("model") or ClipStage.Config.model,
+                              help="An open_clip architecture name, e.g. ViT-B-32.")
+clip_weights = cc[1].text_input("CLIP weights (open_clip tag or local checkpoint)",
+                                clip_cal.get("pretrained") or ClipStage.Config.pretrained,
+                                help="A pretrained tag (downloads where the hub is reachable) or the path of a "
+                                     "local open_clip checkpoint file.")
+
 if st.button("Run curation (default stages)", type="primary", disabled=n_synthetic == 0,
              help="Queues a job: quality, duplicates, realism, CLIP (if weights exist), pose consistency."):
     from engine.curate.run import resolve_params
 
     try:
-        job_id = jobs.submit(ws, "curate", resolve_params(ws))
+        job_id = jobs.submit(ws, "curate", resolve_params(ws, {"stages": stages_config(clip_model, clip_weights)}))
         ensure_worker(ws)
         st.success(f"Queued curation job {job_id} (see Jobs).")
     except RealcalError as exc:
@@ -59,8 +99,16 @@ st.plotly_chart(fig, width="stretch")
 st.dataframe(run["funnel"], hide_index=True, width="stretch")
 unavailable = [f["stage"] for f in run["funnel"] if f["unavailable"]]
 if unavailable:
-    reason = next((r["reason"] for r in by_stage.get(unavailable[0], []) if r["reason"]), "")
-    st.warning(f"Unavailable (not passed, not failed): {', '.join(unavailable)}. {reason}")
+    lines = [f"Unavailable in run {run['id']} (not passed, not failed): {', '.join(unavailable)}."]
+    if "clip" in unavailable:
+        lines.append(f"The CLIP weights could not be loaded (model {clip_cal.get('model', '?')}, weights "
+                     f"{clip_cal.get('pretrained', '?')}). Set **CLIP model** and **CLIP weights** above (a local "
+                     f"open_clip checkpoint works offline) and run curation again.")
+    st.warning("  \n".join(lines))
+    with st.expander("The stages' own messages"):
+        for stage in unavailable:
+            reason = next((r["reason"] for r in by_stage.get(stage, []) if r["reason"]), "") or "no message"
+            st.text(f"{stage}: {reason}")
 if run["set_metrics"]:
     st.markdown("**Set-level realism per batch** (lower is closer to the real anchors; named after "
                 "the embedder)")
@@ -70,6 +118,7 @@ st.subheader("Thresholds")
 st.caption("Move a threshold to preview the funnel (main scores only; other criteria as stored). "
            "Re-run to apply.")
 new_thresholds = {}
+run_thresholds: dict[str, float] = {}
 for stage in [s for s in stages if s in SLIDERS]:
     label, higher, param = SLIDERS[stage]
     rows = [r for r in by_stage.get(stage, []) if r["value"] is not None]
@@ -84,16 +133,20 @@ for stage in [s for s in stages if s in SLIDERS]:
     thr = st.slider(f"{stage}: {label}", float(lo), float(hi) if hi > lo else float(lo) + 1.0,
                     float(current) if current is not None else float(lo), key=f"thr-{stage}")
     new_thresholds[stage] = thr
+    if current is not None:
+        run_thresholds[stage] = float(current)
     hist = go.Figure()
-    hist.add_histogram(x=values, name="synthetic", opacity=0.65, histnorm="probability")
+    hist.add_histogram(x=values, name="synthetic", opacity=0.65, histnorm="probability",
+                       marker_color=PALETTE[0])
     if real:
         hist.add_histogram(x=real, name=f"real anchors (n={len(real)})", opacity=0.65,
-                           histnorm="probability")
+                           histnorm="probability", marker_color=PALETTE[1])
     hist.add_vline(x=thr, line_dash="dash", annotation_text="threshold")
-    hist.update_layout(barmode="overlay", height=220, margin=dict(l=10, r=10, t=10, b=10))
+    hist.update_layout(barmode="overlay", height=260, margin=dict(l=10, r=10, t=40, b=10),
+                       title=f"{stage}: {label}, synthetic vs real anchors")
     st.plotly_chart(hist, width="stretch")
     if rec.get("kind") == "real_percentile":
-        st.caption(f"Calibrated: {rec['percentile']:g}th percentile of {rec['calibration_images']} "
+        st.caption(f"Calibrated: {ordinal(rec['percentile'])} percentile of {rec['calibration_images']} "
                    f"real train anchors = {rec['threshold']:.4g} ({rec['direction']}).")
     near = sorted(rows, key=lambda r: abs(r["value"] - thr))[:6]
     cols = st.columns(6)
@@ -107,6 +160,13 @@ for stage in [s for s in stages if s in SLIDERS]:
         c.image(overlay_thumbnail(str(ws.root), im["sha256"], im["width"], im["height"], persons_key(ps)),
                 caption=f"#{im['id']} {r['value']:.3g} {'pass' if ok else 'fail'}", width="stretch")
 
+changed = {s: (v, run_thresholds[s]) for s, v in new_thresholds.items()
+           if s in run_thresholds and abs(v - run_thresholds[s]) > 1e-9 * max(1.0, abs(run_thresholds[s]))}
+if changed:
+    st.warning(f"The thresholds being edited differ from those of run {run['id']} shown above: "
+               + "; ".join(f"{s} {new:.4g} here, {old:.4g} in the run" for s, (new, old) in changed.items())
+               + f". The funnel, the histograms' counts and the review queue are run {run['id']}'s; the preview "
+               "below uses the edited values. Re-run curation to apply them.")
 # live funnel preview
 survivors = {r["image_id"] for r in by_stage.get(stages[0], [])} if stages else set()
 preview = []
@@ -129,14 +189,9 @@ for stage in stages:
     survivors = set(passed)
 st.dataframe(preview, hide_index=True)
 if st.button("Re-run curation with these thresholds"):
-    from engine.curate.run import DEFAULT_STAGES, resolve_params
+    from engine.curate.run import resolve_params
 
-    stages_cfg = []
-    for s in DEFAULT_STAGES:
-        params = dict(s["params"])
-        if s["name"] in new_thresholds:
-            params[SLIDERS[s["name"]][2]] = float(new_thresholds[s["name"]])
-        stages_cfg.append({"name": s["name"], "params": params})
+    stages_cfg = stages_config(clip_model, clip_weights, new_thresholds)
     try:
         job_id = jobs.submit(ws, "curate", resolve_params(ws, {"stages": stages_cfg}))
         ensure_worker(ws)

@@ -5,6 +5,15 @@ import streamlit as st
 
 from engine import review
 from engine.experiment import BASELINE, comparisons_of, summarise
+from engine.report import (
+    MISSING_NOTE,
+    PALETTE,
+    display_rows,
+    grouped_verdicts,
+    learning_curves_figure,
+    legend_below,
+    steps_note,
+)
 from store import curation as store_curation
 from store import jobs as store_jobs
 from store import training as store_training
@@ -24,8 +33,9 @@ with ws.connect() as db:
     runs = store_training.experiment_runs(db, exp["id"]) if exp else []
     running = [j for j in store_jobs.list_jobs(db, limit=100)
                if j["kind"] == "experiment" and j["status"] in ("queued", "running")]
-    training = {r["training_run_id"]: store_training.run(db, r["training_run_id"])
-                for r in runs if r["training_run_id"]}
+    from engine.report import run_curves
+
+    curves_by_run = run_curves(db, runs)
     cost = review.stats(db)
     curation = store_curation.latest_run(db)
 
@@ -46,20 +56,39 @@ if len(runs) < expected:
 if exp["name"] == "demo-tiny":
     st.warning("Demo experiment: 24 real images, 1 epoch, tiny image size. It shows the machinery "
                "(arms, seeds, matched steps, intervals, verdicts); its numbers are not a result.")
+st.markdown("**Summary**")
 st.info(summary["headline"])
 sizes = summary.get("sizes") or {}
-st.caption(f"Protocol: **{summary.get('protocol')}** · code: {'; '.join(summary.get('codes') or ['n/a'])} · "
-           + " · ".join(f"{k}: {v}" for k, v in sizes.items() if v is not None)
-           + f" · arms trained at {summary['steps']} optimizer steps; means over seeds; differences with "
-           f"{BASELINE}: two-stage bootstrap over seeds and test images, Holm-adjusted.")
+steps_text = steps_note(runs, bool(exp["config"].get("step_matching", True)))
+st.markdown("\n".join([
+    f"- **Date**: {exp['created_at'][:10]} (experiment created)",
+    f"- **Code**: {'; '.join(summary.get('codes') or ['n/a'])}",
+    f"- **Protocol**: {summary.get('protocol')}",
+    "- **Splits**: " + ", ".join(f"{k} {v}" for k, v in sizes.items() if v is not None),
+    f"- **Steps**: {steps_text}",
+    f"- Means over seeds; differences with {BASELINE}: two-stage bootstrap over seeds and test images, "
+    f"Holm-adjusted."]))
 for flag in summary["flags"]:
     st.error(flag)
-st.dataframe(summary["table"], hide_index=True, width="stretch")
+MAIN_COLS = ["arm", "seeds", "AP50", "AP50 - real-only", "95% CI", "PCK@0.2", "PCK@0.2 - real-only", "PCK 95% CI",
+             "mean OKS", "val AP50", "val PCK@0.2", "steps"]
+st.table(display_rows(summary["table"], MAIN_COLS))
+st.caption(MISSING_NOTE + ". AP, seconds and every other figure: in the expanders below.")
 
-st.markdown("**Verdicts**")
-for c in summary["comparisons"]:
-    per = ", ".join(f"s{d['seed']} {d['diff']:+.3f}" for d in c.get("per_seed") or [])
-    st.markdown(f"- {c['verdict']} *({c.get('seeds')} seeds x {c['n']} test images; per seed: {per})*")
+st.markdown("**Verdicts** (each arm against real-only on test, the metrics side by side: difference, 95% interval, "
+            "direction)")
+grouped = grouped_verdicts(summary["comparisons"])
+if grouped:
+    metric_cols = [m for m in ("AP50", "PCK@0.2", "per-person OKS") if any(m in g for g in grouped)]
+    st.table(display_rows(grouped, ["arm", *metric_cols]))
+    for g in grouped:
+        st.markdown(f"- **{g['arm']}**: {g['reading']}")
+else:
+    st.caption("No comparison: the experiment has no arm besides the baseline.")
+with st.expander("Every comparison in full, with each seed's own difference"):
+    for c in summary["comparisons"]:
+        per = ", ".join(f"s{d['seed']} {d['diff']:+.3f}" for d in c.get("per_seed") or [])
+        st.markdown(f"- {c['verdict']} *({c.get('seeds')} seeds x {c['n']} test images; per seed: {per})*")
 st.markdown("**Noise floor** (arms equal in expectation)")
 if summary.get("noise_floor"):
     for c in summary["noise_floor"]:
@@ -73,13 +102,14 @@ if summary.get("gap_closed"):
     for c in summary["gap_closed"]:
         st.markdown(f"- {c['verdict']}")
 if summary.get("per_seed"):
-    with st.expander("Per seed"):
-        st.dataframe(summary["per_seed"], hide_index=True, width="stretch")
+    with st.expander("Per seed (every arm x seed, test and val)"):
+        st.table(display_rows(summary["per_seed"]))
 
 if summary["ap50"]:
     ap = go.Figure()
-    for c in summary["ap50"]:
-        ap.add_trace(go.Scatter(x=[c["mean_diff"]], y=[c["arm"]], mode="markers",
+    for i, c in enumerate(summary["ap50"]):
+        ap.add_trace(go.Scatter(marker={"color": PALETTE[i % len(PALETTE)]}, x=[c["mean_diff"]], y=[c["arm"]],
+                                mode="markers",
                                 error_x={"type": "data", "symmetric": False, "array": [c["ci"][1] - c["mean_diff"]],
                                          "arrayminus": [c["mean_diff"] - c["ci"][0]]}, name=c["arm"]))
     ap.add_vline(x=0, line_dash="dash")
@@ -96,13 +126,15 @@ if summary["ap50"]:
     panels = {v: cs for v, cs in by_volume.items() if len({p for p, _ in cs}) > 1}
     if panels:
         abl = go.Figure()
-        for vol, cs in sorted(panels.items(), key=lambda x: x[0] or 0):
-            abl.add_bar(x=[p for p, _ in cs], y=[c["mean_diff"] for _, c in cs], name=f"{vol} synthetic",
+        for i, (vol, cs) in enumerate(sorted(panels.items(), key=lambda x: x[0] or 0)):
+            abl.add_bar(marker_color=PALETTE[i % len(PALETTE)], x=[p for p, _ in cs],
+                        y=[c["mean_diff"] for _, c in cs], name=f"{vol} synthetic",
                         error_y={"type": "data", "symmetric": False,
                                  "array": [c["ci"][1] - c["mean_diff"] for _, c in cs],
                                  "arrayminus": [c["mean_diff"] - c["ci"][0] for _, c in cs]})
         abl.update_layout(title="Curation ablation at matched synthetic volume: AP50 gain over real-only (95% CI)",
-                          barmode="group", height=320, yaxis_title="AP50 difference")
+                          barmode="group", yaxis_title="AP50 difference")
+        legend_below(abl, len(abl.data))
         st.plotly_chart(abl, width="stretch")
 if summary.get("ablation"):
     st.markdown("**Curation ablation** (curated minus random / unfiltered at the same volume; two-stage "
@@ -110,8 +142,9 @@ if summary.get("ablation"):
                 + "\n".join(f"- {c['verdict']}" for c in summary["ablation"]))
 
 fig = go.Figure()
-for c in [c for c in summary["comparisons"] if c["metric"] == "per-person OKS"]:
-    fig.add_trace(go.Scatter(x=[c["mean_diff"]], y=[c["arm"]], mode="markers",
+for i, c in enumerate([c for c in summary["comparisons"] if c["metric"] == "per-person OKS"]):
+    fig.add_trace(go.Scatter(marker={"color": PALETTE[i % len(PALETTE)]}, x=[c["mean_diff"]], y=[c["arm"]],
+                             mode="markers",
                              error_x={"type": "data", "symmetric": False,
                                       "array": [c["ci"][1] - c["mean_diff"]],
                                       "arrayminus": [c["mean_diff"] - c["ci"][0]]}, name=c["arm"]))
@@ -120,23 +153,17 @@ fig.update_layout(title=f"Change in per-person OKS vs {BASELINE} (95% CI)", show
 st.plotly_chart(fig, width="stretch")
 
 per_seed = go.Figure()
-for arm in sorted({r["arm"] for r in runs}):
+for i, arm in enumerate(t["arm"] for t in summary["table"]):
     vals = [r["result"]["test"].get("AP50") for r in runs if r["arm"] == arm]
-    per_seed.add_bar(name=arm, x=[arm], y=[float(np.mean([v for v in vals if v is not None] or [0]))],
+    per_seed.add_bar(name=arm, marker_color=PALETTE[i % len(PALETTE)], x=[arm],
+                     y=[float(np.mean([v for v in vals if v is not None] or [0]))],
                      error_y={"type": "data", "array": [float(np.std([v for v in vals if v is not None] or [0]))]})
 per_seed.update_layout(title="Test AP50 per arm (mean, SD over seeds)", showlegend=False, height=300)
 st.plotly_chart(per_seed, width="stretch")
 
-curves = go.Figure()
-for r in runs:
-    tr = training.get(r["training_run_id"])
-    if not tr or not tr["curves"]:
-        continue
-    ys = [c.get("metrics/mAP50(P)") for c in tr["curves"]]
-    if any(y is not None for y in ys):
-        curves.add_scatter(x=[c.get("epoch") for c in tr["curves"]], y=ys, name=f"{r['arm']} s{r['seed']}")
-curves.update_layout(title="Learning curves: val pose mAP50 per epoch (Ultralytics)", height=300)
-st.plotly_chart(curves, width="stretch")
+curves = learning_curves_figure(curves_by_run)
+if curves.data:
+    st.plotly_chart(curves, width="stretch")
 
 if summary.get("per_joint"):
     with st.expander("Test PCK@0.2 per joint (mean over seeds): where an arm gains or loses"):
@@ -146,25 +173,31 @@ if summary.get("per_joint"):
                                     colorscale="Viridis", zmin=0, zmax=1, colorbar={"title": "PCK@0.2"}))
         heat.update_layout(height=80 + 26 * len(joints), yaxis={"autorange": "reversed"})
         st.plotly_chart(heat, width="stretch")
-        st.dataframe(joints, hide_index=True, width="stretch")
+        st.table(display_rows(joints))
 
 with st.expander("Every run (per-seed test AP50 with its bootstrap interval)"):
-    st.dataframe([{"arm": r["arm"], "seed": r["seed"], "train images": r["result"]["train_images"],
-                   "steps": r["result"].get("steps"), "test AP50": r["result"]["test"].get("AP50"),
-                   "AP50 95% CI": (lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")(
-                       r["result"]["test"].get("AP50_ci")),
-                   "test PCK@0.2": r["result"]["test"].get("PCK@0.2"), "val AP50": r["result"]["val"].get("AP50"),
-                   "seconds": r["result"]["seconds"]} for r in runs], hide_index=True, width="stretch")
+    st.table(display_rows([{"arm": r["arm"], "seed": r["seed"], "train images": r["result"]["train_images"],
+                            "steps": r["result"].get("steps"), "test AP50": r["result"]["test"].get("AP50"),
+                            "AP50 95% CI": (lambda ci: f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")(
+                                r["result"]["test"].get("AP50_ci")),
+                            "test PCK@0.2": r["result"]["test"].get("PCK@0.2"),
+                            "val AP50": r["result"]["val"].get("AP50"),
+                            "seconds": r["result"]["seconds"]} for r in runs]))
+    st.caption(MISSING_NOTE)
 
 arm_cfg = {a["name"]: a for a in exp["config"]["arms"]}
 vol = [(arm_cfg[t["arm"]].get("synthetic") or 0, t["AP50"], t["arm"]) for t in summary["table"]
        if t["arm"] in arm_cfg and arm_cfg[t["arm"]]["kind"] == "train" and (arm_cfg[t["arm"]].get("real") or 0) > 0
        and t["AP50"] is not None]
 if len(vol) > 1:
-    vfig = go.Figure(go.Scatter(x=[v[0] for v in sorted(vol)], y=[v[1] for v in sorted(vol)], mode="markers+lines",
-                                text=[v[2] for v in sorted(vol)]))
-    vfig.update_layout(title="Test AP50 vs synthetic images added to the real anchors", height=300,
+    # one marker per arm, never joined: arms at the same volume differ in pool or schedule, not in a trend
+    vfig = go.Figure()
+    for i, (n_syn, ap50, arm) in enumerate(sorted(vol)):
+        vfig.add_scatter(x=[n_syn], y=[ap50], mode="markers", name=arm,
+                         marker={"size": 11, "color": PALETTE[i % len(PALETTE)]})
+    vfig.update_layout(title="Test AP50 vs synthetic images added to the real anchors (one point per arm)",
                        xaxis_title="synthetic images", yaxis_title="AP50")
+    legend_below(vfig, len(vfig.data), base_height=300)
     st.plotly_chart(vfig, width="stretch")
 
 st.markdown("**Human cost**")
@@ -197,11 +230,13 @@ groups = {"real anchors": [_poses.as_keypoints(p["keypoints"]) for p in real]}
 for label in ("accepted", "rejected"):
     groups[f"{label} synthetic"] = [_poses.as_keypoints(p["keypoints"]) for i in syn_ids if states[i] == label
                                     for p in syn_persons[i]]
+GROUP_COLOURS = {"real anchors": PALETTE[0], "accepted synthetic": PALETTE[2], "rejected synthetic": PALETTE[3]}
 cov = go.Figure()
 for name, ks in groups.items():
     vals = [o for o in (_poses.body_orientation(k) for k in ks) if o is not None]
     if vals:
         cov.add_histogram(x=vals, name=f"{name} (n={len(vals)})", opacity=0.6, histnorm="probability",
+                          marker_color=GROUP_COLOURS[name],
                           xbins={"start": -180, "end": 180, "size": 15})
 cov.update_layout(barmode="overlay", title="Body orientation (degrees from upright)", height=280)
 st.plotly_chart(cov, width="stretch")
@@ -209,7 +244,7 @@ limbs = go.Figure()
 for name, ks in groups.items():
     vals = [v for k in ks for v in _poses.limb_angles(k).values()]
     if vals:
-        limbs.add_histogram(x=vals, name=name, opacity=0.6, histnorm="probability",
+        limbs.add_histogram(x=vals, name=name, opacity=0.6, histnorm="probability", marker_color=GROUP_COLOURS[name],
                             xbins={"start": -180, "end": 180, "size": 15})
 limbs.update_layout(barmode="overlay", title="Limb directions, all limbs (degrees from straight down)", height=280)
 st.plotly_chart(limbs, width="stretch")

@@ -43,5 +43,6 @@ for row in assets.describe():
         st.markdown(f"**{row['name']}**: `{row['path']}`  \n{row['licence']}")
     else:
         st.warning(f"**{row['name']}**: {row['error']}")
-st.info("Diffusion (Stable Diffusion + ControlNet-OpenPose) and CLIP weights are configured on the "
-        "Generate and Curate pages once those stages exist.")
+st.info("Diffusion weights are chosen on the Generate page (**Base model**, **ControlNet**) and CLIP weights are "
+        "chosen on the Curate page (**CLIP model**, **CLIP weights**), for each job; every job records the values "
+        "it ran with.")

@@ -10,8 +10,8 @@ from typing import Any
 
 
 def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
+    if v is None or v == "":
+        return "—"
     if isinstance(v, float):
         return f"{v:.4f}" if abs(v) < 1 else f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
     return str(v)
@@ -85,8 +85,17 @@ def _protocol_text(name: str) -> str:
     return f"{name}: {protocols.PROTOCOLS[name]}" if name in protocols.PROTOCOLS else name
 
 
+def _verdict_table(grouped: list[dict]) -> tuple[list[dict], list[str]]:
+    keys = ["arm"] + [m for m in METRIC_ORDER if any(m in g for g in grouped)] + ["reading"]
+    return grouped, keys
+
+
 def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], cost: dict | None = None,
-                 extra: dict | None = None) -> dict[str, str]:
+                 extra: dict | None = None, curves: list[tuple[str, list[dict]]] | None = None) -> dict[str, str]:
+    """report.md and report.html: the summary paragraph first (what was compared, the verdict, the protocol), the
+    date, code versions and split sizes, then the table, the verdicts grouped per comparison with the metrics side by
+    side, charts, and the per-seed detail folded away. ``curves``: (run name, per-epoch rows) for the learning
+    curves chart."""
     import time
 
     out = Path(out)
@@ -102,15 +111,20 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     date = time.strftime("%Y-%m-%d")
     sizes = summary.get("sizes") or {}
     codes = summary.get("codes") or []
-    facts = [("Date", date), ("Code", "; ".join(codes) or "n/a"),
+    steps_text = steps_note(runs, bool(experiment.get("config", {}).get("step_matching", True)))
+    grouped = grouped_verdicts(summary["comparisons"])
+    verdict_rows, verdict_keys = _verdict_table(grouped)
+    made = str(experiment.get("created_at") or "")[:10]
+    facts = [("Date", f"{made} (experiment started); report written {date}" if made and made != date else date),
+             ("Code", "; ".join(codes) or "n/a"),
              ("Protocol", _protocol_text(summary.get("protocol", "n/a"))),
-             ("Seeds", ", ".join(map(str, summary.get("seeds") or []))), ("Optimizer steps", summary["steps"]),
+             ("Seeds", ", ".join(map(str, summary.get("seeds") or []))), ("Steps", steps_text),
              *[(k[0].upper() + k[1:], v) for k, v in sizes.items()]]
     md = [f"# Experiment: {experiment['name']}", "", summary.get("headline", ""), ""]
     md += [f"- {k}: {_fmt(v)}" for k, v in facts] + [""]
     for f in summary["flags"]:
         md += [f"> **Warning:** {f}", ""]
-    md += _md_table(summary["table"], COLS)
+    md += _md_table(summary["table"], COLS) + ["", MISSING_NOTE]
     schedules = _schedules(runs)
     if schedules:
         md += ["", "## Schedules", "", "Arms not trained on one flat union of real and synthetic images (steps: "
@@ -126,11 +140,16 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                f"(means over seeds; the warning above says when they do not). Per seed: real-only beats zero-shot "
                f"in {n_pass} of {len(gate)}.", ""] + _md_table(gate, list(gate[0])) + [""]
         md += [_comparison_line(c) for c in summary.get("val_gate_intervals") or []] + [""]
-    md += ["## Verdicts", "", "Each arm against real-only on test AP50, PCK@0.2 and per-person OKS (Holm-adjusted "
-           "across these comparisons), with each seed's own difference:", ""]
-    md += [_comparison_line(c) for c in summary["comparisons"]]
-    if not summary["comparisons"]:
+    md += ["## Verdicts", "", "Each arm against real-only on test AP50, PCK@0.2 and per-person OKS side by side: "
+           "difference, 95% interval (two-stage bootstrap, Holm-adjusted across these comparisons) and direction; "
+           "the reading says when the metrics disagree.", ""]
+    if grouped:
+        md += _md_table(verdict_rows, verdict_keys)
+    else:
         md.append("- No comparison: the experiment has no arm besides the baseline.")
+    if summary["comparisons"]:
+        md += ["", "<details><summary>Every comparison in full, with each seed's own difference</summary>", ""]
+        md += [_comparison_line(c) for c in summary["comparisons"]] + ["", "</details>"]
     if summary.get("ablation"):
         md += ["", "Curation ablation at matched volume (curated minus random / unfiltered, same real and synthetic "
                "counts):", ""]
@@ -154,7 +173,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     else:
         md.append("- No review data.")
     if per_seed:
-        md += ["", "## Per seed", ""] + _md_table(per_seed, seed_keys)
+        md += ["", "## Per seed", "", "<details><summary>Every arm x seed (test and val)</summary>", ""]
+        md += _md_table(per_seed, seed_keys) + ["", "</details>"]
     if per_joint:
         md += ["", "## Test PCK@0.2 per joint (mean over seeds)", ""] + _md_table(per_joint, joint_keys)
     for title, value in (extra or {}).items():
@@ -179,7 +199,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         per = [x for x in per if x is not None]
         fig.add_bar(name=r["arm"], x=[r["arm"]], y=[r["AP50"]],
                     error_y={"type": "data", "array": [float(np.std(per))]} if len(per) > 1 else None)
-    fig.update_layout(title="Test AP50 per arm (mean over seeds, error bar = SD over seeds)", showlegend=False)
+    fig.update_layout(title="Test AP50 per arm (mean over seeds, error bar = SD over seeds)", showlegend=False,
+                      colorway=PALETTE)
     figs = [fig]
     for metric in ("AP50", "PCK@0.2"):
         deltas = [c for c in summary["comparisons"]
@@ -196,8 +217,12 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                          marker={"symbol": "line-ns-open", "size": 12}, name="one seed")
         dfig.add_vline(x=0, line_dash="dash")
         dfig.update_layout(title=f"Test {metric} minus real-only (two-stage bootstrap, 95% CI; ticks: single seeds)",
-                           xaxis_title=f"{metric} difference", height=160 + 40 * len(deltas), margin={"l": 170})
+                           xaxis_title=f"{metric} difference", colorway=PALETTE)
+        legend_below(dfig, 2, base_height=160 + 40 * len(deltas))
+        dfig.update_layout(margin={"l": 170})
         figs.append(dfig)
+    if curves:
+        figs.append(learning_curves_figure(curves))
 
     def html_extra(title: str, value: Any) -> str:
         head = f"<h2>{html.escape(title[0].upper() + title[1:])}</h2>"
@@ -213,13 +238,14 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
 
     page = ["<!doctype html><html><head><meta charset='utf-8'><title>realcal experiment</title>",
             "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px}.summary{font-size:1.1em;background:#f4f6fa;padding:1em}"
+            "td,th{border:1px solid #ccc;padding:4px 8px}table{display:block;overflow-x:auto;max-width:100%}"
+            ".summary{font-size:1.1em;background:#f4f6fa;padding:1em}"
             "</style></head><body>",
             f"<h1>Experiment: {html.escape(experiment['name'])}</h1>",
             f"<p class='summary'>{html.escape(summary.get('headline', ''))}</p>",
             "<ul>" + "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(_fmt(v))}</li>" for k, v in facts) + "</ul>"]
     page += [f"<p><b>Warning:</b> {html.escape(f)}</p>" for f in summary["flags"]]
-    page += [_html_table(summary["table"], COLS)]
+    page += [_html_table(summary["table"], COLS), f"<p><small>{html.escape(MISSING_NOTE)}</small></p>"]
     if schedules:
         page += ["<h2>Schedules</h2><ul>", *[f"<li><b>{html.escape(arm)}</b>: {html.escape(text)}</li>"
                                             for arm, text in schedules.items()], "</ul>"]
@@ -227,7 +253,13 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         page += ["<h2>Val gate</h2><p>Comparisons count only when real-only beats zero-shot on val AP50 or "
                  "PCK@0.2 (means over seeds).</p>", _html_table(gate, list(gate[0])),
                  "<ul>", *items(summary.get("val_gate_intervals") or []), "</ul>"]
-    page += ["<h2>Verdicts</h2><ul>", *items(summary["comparisons"]), "</ul>"]
+    page += ["<h2>Verdicts</h2><p>Each arm against real-only, the metrics side by side (difference, 95% interval, "
+             "direction); the reading says when they disagree.</p>",
+             _html_table(verdict_rows, verdict_keys) if grouped
+             else "<p>No comparison: no arm besides the baseline.</p>"]
+    if summary["comparisons"]:
+        page += ["<details><summary>Every comparison in full, with each seed's own difference</summary><ul>",
+                 *items(summary["comparisons"]), "</ul></details>"]
     if summary.get("ablation"):
         page += ["<h3>Curation ablation at matched volume</h3><ul>", *items(summary["ablation"]), "</ul>"]
     if summary.get("gap_closed"):
@@ -238,7 +270,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                                        if summary.get("noise_floor") else "<p>Not measured (no A/A pair).</p>")]
     page += [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
     if per_seed:
-        page += ["<details><summary>Per seed</summary>", _html_table(per_seed, seed_keys), "</details>"]
+        page += ["<h2>Per seed</h2><details><summary>Every arm x seed (test and val)</summary>",
+                 _html_table(per_seed, seed_keys), "</details>"]
     page += [*([html_extra("Test PCK@0.2 per joint (mean over seeds)", per_joint)] if per_joint else []),
              *[html_extra(t, v) for t, v in (extra or {}).items()],
              "<details><summary>Runs</summary>", _html_table(run_rows, run_keys), "</details>",
@@ -265,7 +298,197 @@ def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=Non
                                "no experiment yet: `realcal experiment run exp.yaml`")
         runs = store_training.experiment_runs(db, exp["id"])
         cost = review.stats(db)
+        curves = run_curves(db, runs)
     summary = summarise(runs, exp["config"], comparisons_of(ws, exp, runs))
     extra = extra_fn(exp) if extra_fn else None
-    paths = write_report(out, exp, summary, runs, cost, extra=extra)
+    paths = write_report(out, exp, summary, runs, cost, extra=extra, curves=curves)
     return {**paths, "experiment": exp, "runs": runs, "summary": summary}
+
+
+# ----------------------------------------------------------------------------- shared by the report and the page
+
+DASH = "—"
+MISSING_NOTE = "— : not applicable (the baseline has no difference with itself; zero-shot trains no steps)"
+METRIC_ORDER = ("AP50", "PCK@0.2", "per-person OKS")
+# distinct hues (Okabe-Ito, colour-blind safe, then Tableau): never two near-identical blues side by side
+PALETTE = ["#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000",
+           "#8C564B", "#7F7F7F", "#BCBD22", "#17BECF"]
+
+
+def display_rows(rows: list[dict], keys: list[str] | None = None) -> list[dict]:
+    """Rows for a table a person reads: None becomes a dash (explained by :data:`MISSING_NOTE`), floats are rounded."""
+    out = []
+    for r in rows:
+        keys_ = keys or list(r)
+        out.append({k: DASH if r.get(k) is None or r.get(k) == "" else _cell(r[k]) for k in keys_})
+    return out
+
+
+def _cell(v: Any) -> Any:
+    if isinstance(v, float):
+        return int(v) if v.is_integer() and abs(v) >= 1 else round(v, 4)
+    return v
+
+
+def _epochs_of(res: dict) -> float | None:
+    e = res.get("epochs")
+    if isinstance(e, (list, tuple)):
+        e = sum(x for x in e if isinstance(x, (int, float)))
+    return float(e) if isinstance(e, (int, float)) and e > 0 else None
+
+
+def steps_note(runs: list[dict], step_matching: bool = True) -> str:
+    """What is true about the optimizer steps of the runs, with the figures.
+
+    Epochs are whole numbers, so a step-matched arm can only come within one of its own epochs of real-only's
+    steps: that is "matched within rounding". A run further away than that is not matched, and the note says so."""
+    from engine.experiment import BASELINE
+
+    trained = [r for r in runs if (r.get("result") or {}).get("steps") is not None]
+    if not trained:
+        return "No arm was trained (the untouched model only): there are no optimizer steps to match."
+    steps = [int(r["result"]["steps"]) for r in trained]
+    lo, hi = min(steps), max(steps)
+    base = {r["seed"]: int(r["result"]["steps"]) for r in trained if r["arm"] == BASELINE}
+    if not step_matching:
+        return (f"Steps not matched: every arm trained the same number of epochs, so arms with more images took "
+                f"more optimizer steps ({lo}-{hi} per run).")
+    if lo == hi:
+        return f"Optimizer steps matched to real-only exactly: {lo} per run."
+    far = []
+    for r in trained:
+        b = base.get(r["seed"])
+        if b is None or r["arm"] == BASELINE:
+            continue
+        s = int(r["result"]["steps"])
+        epochs = _epochs_of(r["result"])
+        per_epoch = s / epochs if epochs else 0.1 * b
+        if abs(s - b) > per_epoch + 1e-9:
+            far.append(f"{r['arm']} seed {r['seed']}: {s} vs {b}")
+    base_txt = "/".join(str(v) for v in sorted(set(base.values()))) or "n/a"
+    gap = max((abs(int(r["result"]["steps"]) - base[r["seed"]]) for r in trained if r["seed"] in base), default=0)
+    spread = f"real-only {base_txt} steps, the trained arms {lo}-{hi} (largest gap {gap})"
+    if far:
+        return (f"Optimizer steps NOT matched: {spread}; more than one epoch apart: {'; '.join(far)}. "
+                f"Differences between these arms may come from the extra steps.")
+    return (f"Optimizer steps matched to real-only within rounding to whole epochs: {spread}; every run is within "
+            f"one of its own epochs of real-only.")
+
+
+def _direction(c: dict, alpha: float = 0.05) -> str:
+    lo, hi = c["ci"]
+    p = c.get("p_holm")
+    significant = p is None or p < alpha
+    if lo > 0 and significant:
+        return "better"
+    if hi < 0 and significant:
+        return "worse"
+    return "within noise"
+
+
+def grouped_verdicts(comparisons: list[dict]) -> list[dict]:
+    """Each arm against its baseline with the metrics side by side, and one sentence that reconciles them.
+
+    Rows: ``arm``, ``baseline``, one cell per metric (difference, 95% interval, direction) and ``reading``; when
+    the metrics point different ways (one better, another worse or within noise; or opposite signs) the
+    reading says so explicitly, with the reason they can disagree."""
+    by_arm: dict[tuple[str, str], dict[str, dict]] = {}
+    for c in comparisons:
+        if c.get("ci") and all(_finite(x) for x in c["ci"]):
+            by_arm.setdefault((c["arm"], c["baseline"]), {})[c["metric"]] = c
+    rows = []
+    for (arm, baseline), metrics in by_arm.items():
+        names = [m for m in METRIC_ORDER if m in metrics] + [m for m in metrics if m not in METRIC_ORDER]
+        dirs = {m: _direction(metrics[m]) for m in names}
+        row: dict[str, Any] = {"arm": arm, "baseline": baseline}
+        for m in names:
+            c = metrics[m]
+            row[m] = f"{c['mean_diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}] {dirs[m]}"
+        kinds = set(dirs.values())
+        def listed(d: str, names: list[str] = names, dirs: dict[str, str] = dirs) -> str:
+            return " and ".join(m for m in names if dirs[m] == d)
+        signs = {m: (metrics[m]["mean_diff"] > 0) - (metrics[m]["mean_diff"] < 0) for m in names}
+        if kinds == {"better"}:
+            text, agree = f"{arm} beats {baseline} on every metric ({listed('better')}).", True
+        elif kinds == {"worse"}:
+            text, agree = f"{arm} is worse than {baseline} on every metric ({listed('worse')}).", True
+        elif kinds == {"within noise"}:
+            if len(set(signs.values()) - {0}) > 1:
+                up = " and ".join(m for m in names if signs[m] > 0)
+                down = " and ".join(m for m in names if signs[m] < 0)
+                text = (f"The metrics disagree, though none beyond the noise: {arm} is ahead of {baseline} on {up} "
+                        f"but behind on {down}; no metric separates them.")
+                agree = False
+            else:
+                text, agree = f"No metric separates {arm} from {baseline} beyond the noise.", True
+        elif len(set(signs.values()) - {0}) == 1 and not {"better", "worse"} <= kinds:
+            way = "ahead of" if next(iter(set(signs.values()) - {0})) > 0 else "behind"
+            clear = listed("better") or listed("worse")
+            text = (f"The metrics agree in direction: {arm} is {way} {baseline} on all of them; {clear} clear"
+                    f"{'s' if ' and ' not in clear else ''} the noise, {listed('within noise')} "
+                    f"{'does' if ' and ' not in listed('within noise') else 'do'} not.")
+            agree = True
+        else:
+            parts = [f"{m} {metrics[m]['mean_diff']:+.3f} ({dirs[m]})" for m in names]
+            text = f"The metrics disagree: {arm} minus {baseline}: {', '.join(parts)}."
+            agree = False
+        if not agree:
+            text += (" AP50 scores detections (a person found with OKS above 0.5), PCK@0.2 and OKS grade the joints of"
+                     " the matched labelled person, so an arm can find people differently from how well it places"
+                     " their joints.")
+        row["reading"] = text
+        row["metrics agree"] = agree
+        rows.append(row)
+    return rows
+
+
+def legend_below(fig, n_items: int, base_height: int = 320) -> None:
+    """Every legend entry visible: a horizontal legend under the plot, and the figure grows with the entries
+    (a vertical legend beside a short plot scrolls and hides the entries that do not fit)."""
+    rows = -(-max(1, n_items) // 3)
+    top, bottom = 60, 90 + 24 * rows
+    plot = max(120, base_height - 150)            # the plotting area keeps its height whatever the legend needs
+    fig.update_layout(showlegend=True, height=plot + top + bottom,
+                      legend={"orientation": "h", "yanchor": "top", "y": -75 / plot, "xanchor": "left", "x": 0},
+                      margin={"t": top, "b": bottom})
+
+
+def whole_ticks(axis: dict | None = None, values: list[float] | None = None) -> dict:
+    """Axis settings that put ticks on whole numbers only (epochs): one tick every ``dtick`` whole units."""
+    vals = [v for v in (values or []) if v is not None]
+    span = (max(vals) - min(vals)) if vals else 10
+    dtick = max(1, int(-(-span // 10)))
+    return {**(axis or {}), "tickmode": "linear", "tick0": 0 if not vals else int(min(vals)), "dtick": dtick,
+            "tickformat": "d"}
+
+
+def learning_curves_figure(curves: list[tuple[str, list[dict]]], key: str = "metrics/mAP50(P)"):
+    """Val pose mAP50 per epoch, one line per run, whole epochs on the x axis, the full legend under the plot."""
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    xs_all: list[float] = []
+    for i, (name, rows) in enumerate(curves):
+        pts = [(float(c["epoch"]), c[key]) for c in rows if c.get("epoch") is not None and c.get(key) is not None]
+        if not pts:
+            continue
+        xs = [int(round(x)) for x, _ in pts]
+        xs_all += xs
+        fig.add_scatter(x=xs, y=[y for _, y in pts], name=name, mode="lines+markers",
+                        line={"color": PALETTE[i % len(PALETTE)]})
+    fig.update_layout(title="Learning curves: val pose mAP50 per epoch (Ultralytics)",
+                      xaxis=whole_ticks({"title": {"text": "epoch"}}, xs_all), yaxis_title="val mAP50")
+    legend_below(fig, len(fig.data))
+    return fig
+
+
+def run_curves(db, runs: list[dict]) -> list[tuple[str, list[dict]]]:
+    """(arm and seed, per-epoch rows) of every run that trained, in the runs' order."""
+    from store import training as store_training
+
+    out = []
+    for r in runs:
+        tr = store_training.run(db, r["training_run_id"]) if r.get("training_run_id") else None
+        if tr and tr.get("curves"):
+            out.append((f"{r['arm']} s{r['seed']}", tr["curves"]))
+    return out

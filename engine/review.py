@@ -183,6 +183,29 @@ def build_queue(ws, db, *, run_id: int | None = None, overlap: float = DEFAULT_O
     return {"added": added, "honeypots": len(hp_rows), "overlap_items": sum(1 for r in rows if r["slots"] == 2)}
 
 
+def queue_images(db, image_ids: Sequence[int], user: str = "admin",
+                 overlap: float = DEFAULT_OVERLAP) -> dict[str, Any]:
+    """Append chosen synthetic images (a selection on the Data page) to the review queue, after everything already
+    queued, in id order. Images already in the queue keep their place and state. Real images are left out (review
+    judges a synthetic image against the pose it was made from). Returns how many were added, already queued, real
+    (left out), and ids that are not images."""
+    ids = sorted({int(i) for i in image_ids})
+    if not ids:
+        raise RealcalError("nothing selected: choose images to send to review")
+    found = store_images.images_with_ids(db, ids)
+    shas = {im["id"]: im["sha256"] for im in found if im["kind"] == "synthetic"}
+    real = [im["id"] for im in found if im["kind"] != "synthetic"]
+    unknown = sorted(set(ids) - {im["id"] for im in found})
+    base = store_review.max_rank(db)
+    rows = [{"image_id": i, "run_id": None, "rank": base + k + 1,
+             "slots": 2 if _is_overlap(shas[i], overlap) else 1} for k, i in enumerate(i for i in ids if i in shas)]
+    with write_transaction(db):
+        added = store_review.add_items(db, rows)
+        store_review.audit(db, user, "queue.add", payload={"requested": len(ids), "added": added,
+                                                           "image_ids": ids[:1000]})
+    return {"added": added, "already_queued": len(rows) - added, "real": len(real), "unknown": unknown}
+
+
 def _make_honeypots(ws, db, candidates: list[int], n: int, base: int, span: int, seed: int) -> list[dict]:
     """Mirrored copies whose label was not mirrored: a known pose mismatch, to be rejected."""
     import io

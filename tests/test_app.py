@@ -43,14 +43,22 @@ def test_every_page_renders(app_ws, page):
     assert at.title[0].value.lower() == page
 
 
+def _gallery_items(at) -> list[dict]:
+    """The thumbnails the Data page's gallery component was given."""
+    import json
+
+    return json.loads(at.get("bidi_component")[0].proto.json)["items"]
+
+
 def test_data_page_shows_counts_thumbnails_and_filters(app_ws):
     at = _run("app_pages/data.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "3" and metrics["Persons (labels)"] == "3"
-    assert len(at.get("image")) == 3
+    items = _gallery_items(at)
+    assert len(items) == 3 and all(it["src"].startswith("data:image/jpeg;base64,") for it in items)
     split = next(s for s in at.selectbox if s.label == "Split")
     split.select("val").run()
-    assert not at.exception and len(at.get("image")) == 0
+    assert not at.exception and _gallery_items(at) == []
 
 
 def test_data_page_deletes_a_batch(app_ws):

@@ -85,8 +85,8 @@ def test_data_page_in_chromium(served, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
             page.goto(served)
             page.get_by_role("heading", name="Data").wait_for(timeout=60_000)
-            page.locator('[data-testid="stImage"] img').first.wait_for(timeout=60_000)
-            assert page.locator('[data-testid="stImage"] img').count() == 3
+            page.locator(".tile img").nth(2).wait_for(timeout=60_000)
+            assert page.locator(".tile img").count() == 3
             assert page.get_by_text("Persons (labels)").is_visible()
             page.wait_for_timeout(500)
             page.screenshot(path=str(shot))

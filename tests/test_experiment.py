@@ -77,7 +77,7 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     assert "matched to real-only" in md and "| real-only |" in md and "No review data" in md
     assert "## Val gate" in md and "## Test PCK@0.2 per joint" in md
     assert "| joint | zero-shot | real-only | mixed |" in md
-    assert md.count("| mixed | ") == 1 + 2 + 2                # summary row, the per-seed table, the runs table
+    assert md.count("| mixed | ") == 1 + 1 + 2 + 2            # summary row, verdicts, the per-seed table, the runs
     assert "## Per seed" in md and "## Noise floor" in md and md.splitlines()[2].startswith("Compared 3 arms")
     assert "- Protocol: coco:" in md                           # the COCO sample is the test split
     page = (tmp_path / "rep/report.html").read_text()

@@ -116,9 +116,10 @@ class OpenClipEmbedder(Component):
             model, _, preprocess = open_clip.create_model_and_transforms(
                 self.model_name, pretrained=self.pretrained or None, device=self.device)
         except Exception as exc:  # missing weights come as several error types, offline or not
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise RealcalError(
                 f"open_clip {self.model_name} with pretrained={self.pretrained!r} is unavailable: "
-                f"{str(exc).splitlines()[0][:200]}. Give a local checkpoint path as pretrained, or "
+                f"{_first_words(first, 200)}. Give a local checkpoint path as pretrained, or "
                 f"run where the weights can be downloaded") from None
         finally:
             root.setLevel(level)
@@ -212,3 +213,12 @@ def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=No
         if progress:
             progress(start + len(chunk), len(todo))
     return {im["id"]: have[im["sha256"]] for im in images}
+
+
+def _first_words(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a word boundary, with an ellipsis when cut."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0].rstrip(" ,;:.")
+    return f"{cut}…"
