@@ -9,6 +9,7 @@ from PIL import Image
 from engine import media, poses
 from engine import review as engine_review
 from engine.batches import delete_batch
+from engine.errors import RealcalError
 from store import batches as store_batches
 from store import browse as store_browse
 from store import curation as store_curation
@@ -130,7 +131,7 @@ batch_labels = {"all": None} | {f"{b['id']}: {b['kind']} {b['format'] or ''} {b[
 batch_choice = f[2].selectbox("Batch", list(batch_labels))
 review = f[3].multiselect("Review state", list(store_browse.REVIEW_FILTERS), default=[],
                           help="Empty: any. 'not queued': never sent to review.")
-g = st.columns([1, 2, 2, 1])
+g = st.columns([1, 2, 2, 1, 1])
 stage = g[0].selectbox("Curation score", ["any"] + list(stage_ranges),
                        help=f"A stage of curation run {curation_run['id']} (the latest)" if curation_run
                        else "No curation run yet")
@@ -142,9 +143,12 @@ if stage != "any" and curation_run is not None:
 sources = g[2].multiselect("Skeletons shown", ["ground_truth", "corrected", "conditioning", "predicted"],
                            default=["ground_truth", "corrected", "conditioning", "predicted"])
 cols_n = SIZES[g[3].selectbox("Thumbnails", list(SIZES))]
+training = g[4].selectbox("Training", ["any", "excluded", "not excluded"],
+                          help="Excluded images are kept out of every manifest built from now on.")
 
 filters = dict(kinds=None if kind == "all" else [kind], splits=None if split == "all" else [split],
-               batch_id=batch_labels[batch_choice], review=review or None, score=score)
+               batch_id=batch_labels[batch_choice], review=review or None, score=score,
+               excluded={"any": None, "excluded": True, "not excluded": False}[training])
 with ws.connect() as db:
     n_match = store_browse.count_filtered(db, **filters)
     pages = max(1, -(-n_match // PAGE_SIZE))
@@ -153,8 +157,20 @@ with ws.connect() as db:
     ids = [r["id"] for r in rows]
     persons = store_images.persons_for_images(db, ids, sources or ["none"])
     queued = store_browse.review_summary(db, ids)
+    excluded_here = store_browse.excluded_among(db, ids)
 
 selected: set[int] = st.session_state.setdefault("data_selection", set())
+if st.session_state.get("data_msg"):
+    st.success(st.session_state.pop("data_msg"))
+
+
+def _done(message: str) -> None:
+    """An action on the selection finished: say so on the next run, which shows the new state."""
+    st.session_state["data_msg"] = message
+    selected.clear()
+    st.rerun()
+
+
 st.caption("Click a thumbnail to open it (labels, lineage, curation scores, review history); tick its box to "
            "select it. Solid skeletons are labels (ground truth, corrected, conditioning); " + MACHINE_NOTE + ".")
 items = []
@@ -167,6 +183,8 @@ for row in rows:
         caption += f" · {n_machine} machine"
     if row["id"] in queued:
         caption += f" · review: {queued[row['id']]['state']}"
+    if row["id"] in excluded_here:
+        caption += " · excluded"
     items.append({"id": row["id"], "alt": f"image #{row['id']}", "caption": caption, "selected": row["id"] in selected,
                   "jpeg": overlay_thumbnail(str(ws.root), row["sha256"], row["width"], row["height"],
                                             persons_key(ps))})
@@ -192,9 +210,28 @@ if a[3].button(f"Send {len(selected)} to review", type="primary", disabled=not s
                help="Queue the selected synthetic images for review, after everything already queued."):
     with ws.connect() as db:
         out = engine_review.queue_images(db, sorted(selected), user=current_name())
-    st.success(f"Queued {out['added']} for review; {out['already_queued']} were already in the queue"
-               + (f"; {out['real']} real image(s) left out (review judges synthetic images)." if out["real"] else "."))
-    selected.clear()
+    _done(f"Queued {out['added']} for review; {out['already_queued']} were already in the queue"
+          + (f"; {out['real']} real image(s) left out (review judges synthetic images)." if out["real"] else "."))
+b = st.columns(4)
+if b[0].button(f"Exclude {len(selected)} from training", disabled=not selected,
+               help="Keep the selected train images (real or synthetic) out of every manifest built from now on. "
+                    "Val and test images cannot be excluded: every model is measured on them."):
+    from engine.train.manifest import exclude
+
+    try:
+        out = exclude(ws, sorted(selected), user=current_name())
+        _done(f"Excluded {out['excluded']} image(s) from training"
+              + (f"; {out['already']} were already excluded." if out["already"] else ".")
+              + " Undo: select them (filter Training: excluded) and include them again.")
+    except RealcalError as exc:
+        st.error(str(exc))
+if b[1].button(f"Include {len(selected)} again", disabled=not selected,
+               help="Undo an exclusion: these images may enter manifests again."):
+    from engine.train.manifest import include
+
+    out = include(ws, sorted(selected), user=current_name())
+    _done(f"Included {out['included']} image(s) again"
+          + (f"; {out['not_excluded']} were not excluded." if out["not_excluded"] else "."))
 
 st.subheader("Batches")
 st.dataframe(

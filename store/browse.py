@@ -14,8 +14,10 @@ REVIEW_FILTERS = ("not queued", "open", "accepted", "rejected", "conflict")
 
 
 def _where(kinds=None, splits=None, batch_id=None, review: Sequence[str] | None = None,
-           score: tuple[int, str, float, float] | None = None) -> tuple[str, list[Any]]:
+           score: tuple[int, str, float, float] | None = None, excluded: bool | None = None) -> tuple[str, list[Any]]:
     where, params = image_conditions(kinds, splits, batch_id, alias="i.")
+    if excluded is not None:
+        where.append(f"{'' if excluded else 'NOT '}EXISTS (SELECT 1 FROM excluded_images x WHERE x.image_id = i.id)")
     if review:
         unknown = set(review) - set(REVIEW_FILTERS)
         if unknown:
@@ -38,7 +40,7 @@ def _where(kinds=None, splits=None, batch_id=None, review: Sequence[str] | None 
 
 
 def count_filtered(db: sqlite_utils.Database, **filters: Any) -> int:
-    """How many images match (filters: kinds, splits, batch_id, review, score=(run, stage, lo, hi))."""
+    """How many images match (filters: kinds, splits, batch_id, review, score=(run, stage, lo, hi), excluded)."""
     where, params = _where(**filters)
     return db.execute(f"SELECT COUNT(*) FROM images i{where}", params).fetchone()[0]
 
@@ -54,6 +56,15 @@ def ids_filtered(db: sqlite_utils.Database, limit: int = 100_000, **filters: Any
     """The ids of every matching image (for "select all that match"), at most ``limit``."""
     where, params = _where(**filters)
     return [r[0] for r in db.execute(f"SELECT i.id FROM images i{where} ORDER BY i.id LIMIT ?", [*params, limit])]
+
+
+def excluded_among(db: sqlite_utils.Database, image_ids: Sequence[int]) -> set[int]:
+    """Which of these images are excluded from training."""
+    out: set[int] = set()
+    for part in _chunks(image_ids):
+        out |= {r[0] for r in db.execute(f"SELECT image_id FROM excluded_images WHERE image_id IN "
+                                         f"({', '.join('?' for _ in part)})", part)}
+    return out
 
 
 def _chunks(ids: Sequence[int], n: int = 500):

@@ -56,6 +56,30 @@ def honeypot_image_ids(db: sqlite_utils.Database) -> set[int]:
     return ids
 
 
+def excluded_image_ids(db: sqlite_utils.Database) -> set[int]:
+    return {r[0] for r in db.execute("SELECT image_id FROM excluded_images")}
+
+
+def exclude_images(db: sqlite_utils.Database, image_ids: Sequence[int], reason: str | None,
+                   user: str | None) -> int:
+    """Exclude these images from training (no commit); returns how many were not excluded before."""
+    before = db.execute("SELECT COUNT(*) FROM excluded_images").fetchone()[0]
+    db.conn.executemany("INSERT OR IGNORE INTO excluded_images (image_id, reason, user) VALUES (?, ?, ?)",
+                        [(int(i), reason, user) for i in image_ids])
+    return db.execute("SELECT COUNT(*) FROM excluded_images").fetchone()[0] - before
+
+
+def include_images(db: sqlite_utils.Database, image_ids: Sequence[int]) -> int:
+    """Undo exclusions (no commit); returns how many were excluded."""
+    ids = [int(i) for i in image_ids]
+    n = 0
+    for start in range(0, len(ids), 500):
+        part = ids[start:start + 500]
+        n += db.execute(f"DELETE FROM excluded_images WHERE image_id IN ({','.join('?' * len(part))})",
+                        part).rowcount
+    return n
+
+
 def lineage_sources(db: sqlite_utils.Database, image_ids: Sequence[int]) -> dict[int, list[dict]]:
     out: dict[int, list[dict]] = {i: [] for i in image_ids}
     ids = list(image_ids)

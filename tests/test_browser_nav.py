@@ -93,3 +93,35 @@ def test_a_finished_job_reads_complete_on_the_jobs_page(served_single, size):
             expect(bar).to_have_attribute("aria-valuenow", "100", timeout=30_000)
         finally:
             browser.close()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s['width']}x{s['height']}")
+def test_a_selection_is_excluded_from_training_and_included_again(served_single, size):
+    require_browser()
+    from playwright.sync_api import expect, sync_playwright
+
+    from store import training as store_training
+
+    url, ws = served_single
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport=size)
+            page.goto(url)
+            page.get_by_role("heading", name="Data").wait_for(timeout=60_000)
+            page.locator('.tile input[aria-label="select image #1"]').click()
+            page.get_by_text("Selection: 1 image").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Exclude 1 from training").click()
+            expect(page.get_by_text("Excluded 1 image(s) from training")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("· excluded")).to_have_count(1)
+            with ws.connect() as db:
+                assert store_training.excluded_image_ids(db) == {1}
+            page.locator('.tile input[aria-label="select image #1"]').click()
+            page.get_by_text("Selection: 1 image").wait_for(timeout=30_000)
+            page.get_by_role("button", name="Include 1 again").click()
+            expect(page.get_by_text("Included 1 image(s) again")).to_be_visible(timeout=30_000)
+            expect(page.get_by_text("· excluded")).to_have_count(0)
+        finally:
+            browser.close()
+    with ws.connect() as db:
+        assert store_training.excluded_image_ids(db) == set()

@@ -257,3 +257,34 @@ def test_checkpoint_last_trains_without_looking_at_val(ws, lspet):
     assert len(rows) == 2 and maps[0] == 0.0          # epoch 1 was not validated
     with pytest.raises(RealcalError, match="checkpoint: 'middle' is not one of 'best', 'last'"):
         resolve_params(ws, m["id"], {"checkpoint": "middle"})
+
+
+def test_excluded_images_stay_out_of_manifests_and_val_test_cannot_be_excluded(tws):
+    from click.testing import CliRunner
+
+    from engine.cli import main
+    from engine.train.manifest import anchor_pool, exclude, include
+    from store import images as store_images
+
+    with tws.connect() as db:
+        train = [im["id"] for im in store_images.list_images(db, kinds=["real"], splits=["train"])]
+        held = [im["id"] for im in store_images.list_images(db, kinds=["real"], splits=["val", "test"])]
+    spec = {"real_train": {"count": None, "seed": 0}, "synthetic": {"pool": "none"}}
+    before = build_manifest(tws, spec)
+    assert exclude(tws, [train[0], train[0]], reason="blurry") == {"excluded": 1, "already": 0}
+    assert exclude(tws, [train[0]]) == {"excluded": 0, "already": 1}
+    after = build_manifest(tws, spec)
+    assert after["new"] and after["counts"]["train_real"] == before["counts"]["train_real"] - 1
+    assert train[0] not in anchor_pool(tws, None, 0)
+    with pytest.raises(RealcalError, match="val/test images.*cannot be excluded"):
+        exclude(tws, [train[1], held[0]])
+    with pytest.raises(RealcalError, match="no image 99999"):
+        exclude(tws, [99999])
+    with tws.connect() as db:
+        assert store_training.excluded_image_ids(db) == {train[0]}     # a refused call changed nothing
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "include", str(train[0]), "12345"])
+    assert r.exit_code == 0 and "included 1 image(s) again; 1 were not excluded" in r.output, r.output
+    assert build_manifest(tws, spec)["id"] == before["id"]             # the same selection, the same manifest
+    r = CliRunner().invoke(main, ["-w", str(tws.root), "exclude", str(held[0])])
+    assert r.exit_code == 1 and "cannot be excluded" in r.output
+    assert include(tws, [train[0]]) == {"included": 0, "not_excluded": 1}

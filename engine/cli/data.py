@@ -1,7 +1,8 @@
-"""``import``, ``export``, ``batches`` and ``batch show|delete``."""
+"""``import``, ``export``, ``batches``, ``batch show|delete`` and ``exclude``/``include``."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -212,3 +213,29 @@ def batch_delete(state: State, batch_id: int, yes: bool) -> None:
     result = delete_batch(ws, batch_id)
     click.echo(f"deleted batch {batch_id}: {result['images']} images, {result['persons']} persons, "
                f"{result['files_removed']} image files removed")
+
+
+@main.command()
+@click.argument("image_ids", nargs=-1, type=int, required=True)
+@click.option("--reason", help="Why (kept with the exclusion and in the event log).")
+@pass_state
+def exclude(state: State, image_ids: tuple[int, ...], reason: str | None) -> None:
+    """Keep train images (real or synthetic) out of every manifest built from now on; `include` undoes it.
+    Val and test images cannot be excluded: every model is measured on them."""
+    from engine.train.manifest import exclude as exclude_images
+
+    r = exclude_images(state.workspace(), image_ids, reason=reason, user=os.environ.get("USER"))
+    click.echo(f"excluded {r['excluded']} image(s)"
+               + (f"; {r['already']} were already excluded" if r["already"] else ""))
+
+
+@main.command()
+@click.argument("image_ids", nargs=-1, type=int, required=True)
+@pass_state
+def include(state: State, image_ids: tuple[int, ...]) -> None:
+    """Undo `exclude`: these images may enter manifests again."""
+    from engine.train.manifest import include as include_images
+
+    r = include_images(state.workspace(), image_ids, user=os.environ.get("USER"))
+    click.echo(f"included {r['included']} image(s) again"
+               + (f"; {r['not_excluded']} were not excluded" if r["not_excluded"] else ""))

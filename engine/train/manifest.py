@@ -7,7 +7,8 @@ sample of everything generated), ``unfiltered`` (the first N generated) or ``ids
 images, e.g. what a loop selected), optionally only from the
 generation batches with a given ``label``. The leakage guard
 refuses any synthetic image with a val/test (or deleted) image anywhere in its lineage, and
-honeypots never enter. The hash covers every (image content, split, label) entry, so the same
+honeypots never enter, nor do images someone excluded (:func:`exclude`: train images only; val and
+test are the measurement). The hash covers every (image content, split, label) entry, so the same
 selection always gets the same manifest.
 """
 from __future__ import annotations
@@ -57,14 +58,52 @@ def _labels(persons: list[dict], kind: str) -> tuple[str, list[dict]] | None:
     return None
 
 
+def exclude(ws: Workspace, image_ids, reason: str | None = None, user: str | None = None) -> dict[str, int]:
+    """Keep these images out of every manifest built from now on (manifests and runs made before keep
+    what they had). Train images only, real or synthetic: val and test images are what every model is
+    measured on, so excluding one would let a measurement be chosen; nothing is changed then."""
+    from store import events as store_events
+
+    ids = sorted({int(i) for i in image_ids})
+    if not ids:
+        raise RealcalError("no images given")
+    with ws.connect() as db:
+        splits = store_images.splits_of(db, ids)
+        missing = [i for i in ids if i not in splits]
+        if missing:
+            raise RealcalError(f"no image {', '.join(map(str, missing[:10]))}{' ...' if len(missing) > 10 else ''}")
+        held = [i for i in ids if splits[i] in ("val", "test")]
+        if held:
+            raise RealcalError(f"{len(held)} of these are val/test images (e.g. {held[:5]}): every model is measured "
+                               f"on them, so they cannot be excluded (nothing was changed); to drop them, delete "
+                               f"their import batch")
+        with write_transaction(db):
+            new = store_training.exclude_images(db, ids, reason, user)
+            store_events.log(db, "images.exclude", {"count": len(ids), "new": new, "ids": ids[:1000],
+                                                    "reason": reason, "user": user})
+    return {"excluded": new, "already": len(ids) - new}
+
+
+def include(ws: Workspace, image_ids, user: str | None = None) -> dict[str, int]:
+    """Undo :func:`exclude` for these images."""
+    from store import events as store_events
+
+    ids = sorted({int(i) for i in image_ids})
+    with ws.connect() as db, write_transaction(db):
+        n = store_training.include_images(db, ids)
+        store_events.log(db, "images.include", {"count": len(ids), "included": n, "ids": ids[:1000], "user": user})
+    return {"included": n, "not_excluded": len(ids) - n}
+
+
 def anchor_pool(ws: Workspace, count: int | None, seed: int) -> list[int]:
     """The real train images a seed draws (the same draw as ``build_manifest``'s real subset)."""
     with ws.connect() as db:
         real = store_images.list_images(db, kinds=["real"], splits=["train"])
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
-    ids = [im["id"] for im in real if _labels(persons[im["id"]], "real")]
+        excluded = store_training.excluded_image_ids(db)
+    ids = [im["id"] for im in real if _labels(persons[im["id"]], "real") and im["id"] not in excluded]
     if count is not None and len(ids) < count:
-        raise RealcalError(f"asked for {count} real train images, only {len(ids)} are labelled")
+        raise RealcalError(f"asked for {count} real train images, only {len(ids)} are labelled (and not excluded)")
     return _pick(ids, count, seed)
 
 
@@ -79,12 +118,15 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         persons = store_images.persons_for_images(db, [im["id"] for im in real])
         real_labels = {im["id"]: lab for im in real if (lab := _labels(persons[im["id"]], "real")) is not None}
         labelled = {im["id"]: im for im in real if im["id"] in real_labels}
-        train_ids = [i for i, im in labelled.items() if im["split"] == "train"]
+        excluded = store_training.excluded_image_ids(db)
+        train_ids = [i for i, im in labelled.items() if im["split"] == "train" and i not in excluded]
         chosen_real = _pick(train_ids, real_spec.get("count"), int(real_spec.get("seed", 0)))
         if real_spec.get("count") and len(chosen_real) < real_spec["count"]:
-            raise RealcalError(f"asked for {real_spec['count']} real train images, only {len(train_ids)} are labelled")
+            raise RealcalError(f"asked for {real_spec['count']} real train images, only {len(train_ids)} are labelled "
+                               f"(and not excluded)")
         honeypots = store_training.honeypot_image_ids(db)
-        syn_all = [im for im in store_images.list_images(db, kinds=["synthetic"]) if im["id"] not in honeypots]
+        syn_all = [im for im in store_images.list_images(db, kinds=["synthetic"])
+                   if im["id"] not in honeypots and im["id"] not in excluded]
         syn_ids = [im["id"] for im in syn_all]
         within = syn_spec.get("within")
         if within and syn_ids:
@@ -116,7 +158,8 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
             missing = [i for i in wanted if i not in eligible]
             if missing:
                 raise RealcalError(f"{len(missing)} of the {len(wanted)} synthetic images asked for are not eligible "
-                                   f"(deleted, honeypots, or outside the anchor pool/label), e.g. {missing[:5]}")
+                                   f"(deleted, honeypots, excluded, or outside the anchor pool/label), "
+                                   f"e.g. {missing[:5]}")
             chosen_syn = wanted if count is None else wanted[:count]
         else:
             chosen_syn = syn_ids if count is None else syn_ids[:count]

@@ -83,3 +83,18 @@ def m002_experiments(db):
 @migrations()
 def m003_experiment_ap50(db):
     run_script(db, "ALTER TABLE experiments ADD COLUMN ap50_comparisons TEXT;  -- JSON, paired bootstrap")
+
+
+@migrations()
+def m004_excluded_images(db):
+    run_script(
+        db,
+        """
+        CREATE TABLE excluded_images (            -- kept out of every manifest built from now on
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            reason TEXT,
+            user TEXT,
+            created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+        );
+        """,
+    )
