@@ -9,7 +9,7 @@ from engine.report import PALETTE
 from engine.worker import ensure_worker
 from store import curation as store_curation
 from store import images as store_images
-from ui.common import overlay_thumbnail, persons_key, workspace
+from ui.common import job_progress, overlay_thumbnail, persons_key, workspace
 
 SLIDERS = {  # stage -> (label, higher is better, parameter name for a fixed threshold)
     "quality": ("sharpness (Laplacian variance)", True, "sharpness"),
@@ -78,6 +78,10 @@ if st.button("Run curation (default stages)", type="primary", disabled=n_synthet
         st.success(f"Queued curation job {job_id} (see Jobs).")
     except RealcalError as exc:
         st.error(str(exc))
+
+if st.session_state.get("curate_msg"):
+    st.success(st.session_state.pop("curate_msg"))
+job_progress(ws, ("curate", "student_signals"))     # live; the page shows the new run when the job ends
 
 if not run:
     st.info("No curation run yet." + ("" if n_synthetic else " Generate synthetic images first."))
@@ -195,7 +199,8 @@ if st.button("Re-run curation with these thresholds"):
     try:
         job_id = jobs.submit(ws, "curate", resolve_params(ws, {"stages": stages_cfg}))
         ensure_worker(ws)
-        st.success(f"Queued curation job {job_id}.")
+        st.session_state["curate_msg"] = f"Queued curation job {job_id}."
+        st.rerun()                  # from the top, so its progress shows
     except RealcalError as exc:
         st.error(str(exc))
 
