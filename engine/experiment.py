@@ -183,6 +183,20 @@ def loop_config(cfg: dict, arm: dict, seed: int) -> dict:
 CARRY_KEYS = ("seeds", "recipe", "step_matching", "anchor_pool", "protocol", "loop")
 
 
+def upgraded(old: dict) -> dict:
+    """A stored experiment config read with today's recipe keys: a key added to the recipe after the config
+    was stored takes its default (whoever adds a recipe key gives it the default that does what the code
+    did before), so adding an option never discards an experiment's finished runs."""
+    from engine.train.recipe import Recipe
+
+    recipe = old.get("recipe")
+    if not isinstance(recipe, dict):
+        return old
+    defaults = Recipe().as_dict()
+    defaults.pop("model")
+    return {**old, "recipe": {**{k: v for k, v in defaults.items() if k not in recipe}, **recipe}}
+
+
 def carried_over(old: dict, new: dict) -> list[str]:
     """Arms whose finished runs a changed experiment file may keep: everything that decides a run (recipe,
     protocol, anchor pool, step matching, the arm itself and, for step matching, the real-only arm) is
@@ -264,8 +278,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     ws, cfg = ctx.ws, params["config"]
     with ws.connect() as db:
         exp = store_training.experiment_by_name(db, cfg["name"])
-        if exp is None or exp["config"] != cfg:
-            keep = carried_over(exp["config"], cfg) if exp is not None else []
+        if exp is None or upgraded(exp["config"]) != cfg:
+            keep = carried_over(upgraded(exp["config"]), cfg) if exp is not None else []
             with write_transaction(db):
                 exp_id = store_training.create_experiment(db, cfg["name"], cfg)
                 if exp is not None and keep:

@@ -1,5 +1,7 @@
 """Growing an experiment without redoing it: arms added to an experiment file keep the finished runs of
 the unchanged arms; arms draw synthetic images from named generation batches (synthetic_label)."""
+import json
+
 import pytest
 
 from engine import experiment, jobs, registry
@@ -89,6 +91,35 @@ def test_adding_an_arm_keeps_the_finished_runs_of_the_others(ews, request, monke
     # a seed added: the old seeds' runs carry over
     assert set(carried_over(resolve(grown), resolve(dict(grown, seeds=[0, 1, 2])))) == \
         {"zero-shot", "real-only", "mixed"}
+
+
+def test_a_recipe_key_added_later_does_not_discard_finished_runs(ews, request, monkeypatch):
+    """An experiment stored before a recipe option existed resumes as itself: the missing key reads as its
+    default (which does what the code did before), so no run is trained again."""
+    from engine.experiment import upgraded
+
+    trained: list[int] = []
+    _fake_training(request, trained)
+    monkeypatch.setattr(experiment, "_zero_shot", lambda *a, **k: {
+        "val": {"images": 0}, "test": {"images": 0}, "rows": [], "test_eval": None})
+    cfg = resolve({"name": "older", "seeds": [0], "recipe": {"epochs": 2, "batch": 4, "nbs": 4},
+                   "arms": [{"name": "real-only", "real": 10}]})
+    assert jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})["status"] == "done"
+    assert len(trained) == 1
+    with ews.connect() as db:             # as stored by a version without bn_stats and checkpoint
+        exp = store_training.experiment_by_name(db, "older")
+        old = {**exp["config"], "recipe": {k: v for k, v in exp["config"]["recipe"].items()
+                                           if k not in ("bn_stats", "checkpoint")}}
+        db.execute("UPDATE experiments SET config = ? WHERE id = ?", [json.dumps(old), exp["id"]])
+        db.conn.commit()
+    assert upgraded(old) == cfg and upgraded(cfg) == cfg
+    assert jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})["status"] == "done"
+    assert len(trained) == 1                                     # nothing trained again
+    with ews.connect() as db:
+        assert len(store_training.list_experiments(db)) == 1
+    # a key given a value other than its default is a changed recipe
+    assert upgraded(old) != resolve({"name": "older", "seeds": [0], "arms": [{"name": "real-only", "real": 10}],
+                                     "recipe": {"epochs": 2, "batch": 4, "nbs": 4, "checkpoint": "last"}})
 
 
 def test_synthetic_label_is_checked():
