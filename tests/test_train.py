@@ -259,6 +259,33 @@ def test_checkpoint_last_trains_without_looking_at_val(ws, lspet):
         resolve_params(ws, m["id"], {"checkpoint": "middle"})
 
 
+def test_val_period_validates_every_kth_epoch_and_the_last_and_keeps_the_best_of_those(ws, lspet):
+    from engine.train.train import resolve_params, validated_epoch
+
+    assert [e for e in range(1, 8) if validated_epoch(e, 7, 3)] == [3, 6, 7]
+    run_import(ws, parse("lsp", lspet), limit=8, split="train")
+    run_import(ws, parse("lsp", lspet), ids=[f"im{i:05d}.jpg" for i in range(100, 104)], split="val")
+    m = build_manifest(ws, {"real_train": {"count": 8, "seed": 0}})
+    params = resolve_params(ws, m["id"], {"epochs": 3, "imgsz": 96, "batch": 8, "device": "cpu", "nbs": 8,
+                                          "val_period": 2})
+    final = jobs.run_foreground(ws, "train", params)
+    assert final["status"] == "done", final["error"]
+    r = final["result"]
+    assert r["weights"].endswith("best.pt")
+    with ws.connect() as db:
+        curves = store_training.run(db, r["run_id"])["curves"]
+    assert [c["epoch"] for c in curves] == [1, 2, 3]
+    assert curves[0]["metrics/mAP50(P)"] is None                     # not validated: no figures repeated
+    assert curves[1]["metrics/mAP50(P)"] is not None and curves[2]["metrics/mAP50(P)"] is not None
+    import torch
+
+    best = torch.load(r["weights"], map_location="cpu", weights_only=False)["train_metrics"]
+    assert best["fitness"] is not None                                # saved at a validated epoch
+    assert best["metrics/mAP50(P)"] in {curves[1]["metrics/mAP50(P)"], curves[2]["metrics/mAP50(P)"]}
+    with pytest.raises(RealcalError, match="val_period must be within"):
+        resolve_params(ws, m["id"], {"val_period": 0})
+
+
 def test_excluded_images_stay_out_of_manifests_and_val_test_cannot_be_excluded(tws):
     from click.testing import CliRunner
 

@@ -83,6 +83,8 @@ def _parse_freeze(value):
               help="Evaluation protocol (default auto: annotated_person for LSP imports, else coco).")
 @click.option("--checkpoint", type=click.Choice(["best", "last"]),
               help="best: the epoch best on val (default); last: no validation during training, the last epoch.")
+@click.option("--val-period", type=int,
+              help="checkpoint best: validate every k epochs and the last (default 1); best is chosen among those.")
 @click.option("--bn-stats", type=click.Choice(["train", "frozen"]),
               help="frozen: BatchNorm layers keep their pretrained running statistics.")
 @click.option("--schedule", "schedule_kind", type=click.Choice(["union", "weighted", "synthetic_first"]),
@@ -96,8 +98,8 @@ def _parse_freeze(value):
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run's result as JSON.")
 @pass_state
 def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, seed, model, device, protocol,
-          checkpoint, bn_stats, schedule_kind, synthetic_fraction, pretrain_epochs, pretrain_lr0, background,
-          as_json) -> None:
+          checkpoint, val_period, bn_stats, schedule_kind, synthetic_fraction, pretrain_epochs, pretrain_lr0,
+          background, as_json) -> None:
     """Fine-tune YOLO-pose on a manifest (low-data recipe by default); score the test split once."""
     from engine.cli.jobs import run_or_queue
     from engine.train.train import resolve_params
@@ -111,7 +113,7 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
     params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
                                               "freeze": freeze, "seed": seed, "model": model, "device": device,
                                               "protocol": protocol, "checkpoint": checkpoint, "bn_stats": bn_stats,
-                                              "schedule": schedule or None})
+                                              "val_period": val_period, "schedule": schedule or None})
     from engine.train.train import load_manifest, manifest_step_plan
 
     with ws.connect() as db:

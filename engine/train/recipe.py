@@ -88,6 +88,7 @@ class Recipe(component.Config):
     mask_unannotated: bool = True      # fill people the teacher finds but nobody labelled in real train images
     bn_stats: Literal["train", "frozen"] = "train"   # frozen: BatchNorm keeps the pretrained running statistics
     checkpoint: Literal["best", "last"] = "best"     # best: the epoch best on val; last: no per-epoch validation
+    val_period: int = 1                # checkpoint best: validate every k epochs (and the last); best is among those
 
     def validate(self) -> None:
         if not 1 <= self.epochs <= 10_000:
@@ -100,6 +101,8 @@ class Recipe(component.Config):
             raise RealcalError("imgsz must be within 32..4096 pixels")
         if not self.lr0 > 0:
             raise RealcalError("lr0 must be a positive learning rate")
+        if not 1 <= self.val_period <= 10_000:
+            raise RealcalError("val_period must be within 1..10,000 epochs")
         if self.seed < 0 or self.patience < 0 or self.mosaic < 0 or self.warmup_epochs < 0:
             raise RealcalError("seed, patience, mosaic and warmup_epochs must be >= 0")
         check_freeze(self.freeze)

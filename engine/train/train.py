@@ -43,6 +43,12 @@ def _freeze_bn_stats(trainer) -> None:
             m.eval()
 
 
+def validated_epoch(epoch: int, epochs: int, period: int) -> bool:
+    """Whether 1-based ``epoch`` of ``epochs`` is validated with ``val_period`` ``period``: every
+    ``period``-th epoch and the last."""
+    return epoch % period == 0 or epoch >= epochs
+
+
 def manifest_step_plan(counts: dict, params: dict[str, Any]) -> dict[str, Any]:
     """The optimizer steps resolved training ``params`` take on a manifest with these stored ``counts``:
     ``step_plan``'s text and warning, with every stage of the run's schedule (``engine.train.schedule``)."""
@@ -167,13 +173,21 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         offset = sum(s["epochs"] for s in stages[:n])
         model = YOLO(weights, task="pose")
 
-        def on_epoch_end(trainer, offset=offset, name=st["stage"]):
+        periodic = last_stage and recipe.checkpoint == "best" and recipe.val_period > 1
+
+        def on_epoch_end(trainer, offset=offset, name=st["stage"], periodic=periodic):
             losses = (trainer.label_loss_items(trainer.tloss, prefix="train")
                       if getattr(trainer, "tloss", None) is not None else {})
             text = ", ".join(f"{k.split('/')[-1]} {float(v):.3f}" for k, v in (losses or {}).items())
             done = offset + trainer.epoch + 1
             ctx.progress(done, epochs, (f"{name}: " if len(stages) > 1 else "") + f"epoch {done}/{epochs}"
                          + (f": {text}" if text else ""))
+            if periodic:
+                # Ultralytics validates after this callback when args.val (and always at the last epoch); an
+                # epoch left unvalidated gets no fitness, so it can never replace the best validated weights
+                trainer.args.val = validated_epoch(trainer.epoch + 1, trainer.epochs, recipe.val_period)
+                if not trainer.args.val:
+                    trainer.fitness = None
 
         model.add_callback("on_train_epoch_end", on_epoch_end)
         if recipe.bn_stats == "frozen":
@@ -200,6 +214,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         if (stage_out / "results.csv").exists():
             with open(stage_out / "results.csv") as fh:
                 stage_rows = [{k.strip(): _num(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+            if periodic:          # Ultralytics repeats the last validation's figures on the epochs between
+                stage_rows = [r if validated_epoch(i + 1, len(stage_rows), recipe.val_period) else
+                              {k: (None if k.startswith(("metrics/", "val/")) else v) for k, v in r.items()}
+                              for i, r in enumerate(stage_rows)]
             if len(stages) > 1:
                 stage_rows = [{**r, "stage": st["stage"], "epoch": offset + int(r.get("epoch") or i + 1)}
                               for i, r in enumerate(stage_rows)]
