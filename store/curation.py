@@ -27,9 +27,33 @@ def put_embeddings(db: sqlite_utils.Database, model: str, vectors: dict[str, np.
                    [sha, model, int(v.size), v.tobytes()])
 
 
+def get_predictions(db: sqlite_utils.Database, model: str, shas: Sequence[str]) -> dict[str, dict]:
+    """Cached teacher predictions by image sha256 (arrays as numpy: keypoints n x 17 x 3, boxes n x 4, scores n)."""
+    out: dict[str, dict] = {}
+    shas = list(shas)
+    for start in range(0, len(shas), 500):
+        chunk = shas[start:start + 500]
+        for row in db.query(f"SELECT sha256, prediction FROM teacher_predictions WHERE model = ? AND sha256 IN "
+                            f"({', '.join('?' for _ in chunk)})", [model, *chunk]):
+            p = json.loads(row["prediction"])
+            out[row["sha256"]] = {"keypoints": np.asarray(p["keypoints"], dtype=float).reshape(-1, 17, 3),
+                                  "boxes": np.asarray(p["boxes"], dtype=float).reshape(-1, 4),
+                                  "scores": np.asarray(p["scores"], dtype=float).reshape(-1)}
+    return out
+
+
+def put_predictions(db: sqlite_utils.Database, model: str, predictions: dict[str, dict]) -> None:
+    """Cache teacher predictions (the caller commits); values are kept exactly (float64 JSON round-trips)."""
+    for sha, p in predictions.items():
+        db.execute("INSERT OR REPLACE INTO teacher_predictions (model, sha256, prediction) VALUES (?, ?, ?)",
+                   [model, sha, json.dumps({k: np.asarray(p[k], dtype=float).tolist()
+                                            for k in ("keypoints", "boxes", "scores")})])
+
+
 def clear_embeddings(db: sqlite_utils.Database) -> None:
-    """Empty the embeddings cache (every model); the caller commits."""
+    """Empty the embeddings cache (every model) and the teacher predictions cache; the caller commits."""
     db.execute("DELETE FROM embeddings")
+    db.execute("DELETE FROM teacher_predictions")
 
 
 def create_run(db: sqlite_utils.Database, job_id: int | None, config: dict) -> int:

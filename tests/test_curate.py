@@ -144,6 +144,34 @@ def test_curation_job_funnel_unavailable_clip_and_select(cur_ws):
     assert status["funnel"]["stages"][0]["stage"] == "quality" and status["funnel"]["selected"] <= 2
 
 
+def test_a_second_curation_reuses_the_teachers_predictions_and_decides_the_same(cur_ws, monkeypatch):
+    from engine.curate import teacher as teacher_mod
+    from engine.curate.run import resolve_params as curate_params
+    from engine.generate.job import resolve_params as gen_params
+
+    g = jobs.run_foreground(cur_ws, "generate", gen_params(cur_ws, {
+        "count": 5, "generator_params": {"width": 128, "height": 128, "background": "procedural"}}))
+    assert g["status"] == "done", g["error"]
+    seen: list[int] = []
+    call = teacher_mod.Teacher.__call__
+    monkeypatch.setattr(teacher_mod.Teacher, "__call__", lambda self, images: seen.append(len(images)) or
+                        call(self, images))
+    params = curate_params(cur_ws, {"stages": [{"name": "pose_consistency", "params": {"threshold": 0.0}}]})
+    first = jobs.run_foreground(cur_ws, "curate", params)
+    assert first["status"] == "done", first["error"]
+    n_first = sum(seen)
+    assert n_first == 5 + 5                        # the images and their mirrors (a fixed threshold: no anchors)
+    seen.clear()
+    second = jobs.run_foreground(cur_ws, "curate", params)
+    assert second["status"] == "done" and sum(seen) == 0      # every prediction came from the cache
+    with cur_ws.connect() as db:
+        for stage in ("pose_consistency", "uncertainty"):
+            a, b = ({r["image_id"]: (r["status"], r["value"])
+                     for r in store_curation.results(db, run["result"]["run_id"], stage)} for run in (first, second))
+            assert a == b and a, stage
+        assert store_curation.run_config(db, second["result"]["run_id"])["stages"] == params["stages"]
+
+
 def test_bad_curation_config(cur_ws):
     from engine.curate.run import resolve_params as curate_params
 

@@ -33,14 +33,29 @@ class StageContext:
 
     def predict(self, rows: list[dict], flip: bool = False, chunk: int = 64) -> list[dict]:
         """The teacher's predictions for these images (mirrored left-right with ``flip``), decoded and
-        predicted ``chunk`` at a time, so memory holds one chunk of pixels whatever the number of images."""
-        out: list[dict] = []
-        for start in range(0, len(rows), chunk):
-            images = [self.image(r) for r in rows[start:start + chunk]]
+        predicted ``chunk`` at a time, so memory holds one chunk of pixels whatever the number of images.
+        With a database and a teacher that names its predictions (``cache_key``), predictions are cached by
+        image content: a second curation of the same images (new thresholds, the next loop round, the real
+        anchors' calibration) does not run the teacher on them again."""
+        from store import curation as store_curation
+        from store.db import write_transaction
+
+        key = getattr(self.teacher, "cache_key", None) if self.db is not None else None
+        if key and flip:
+            key += ":flip"
+        have = store_curation.get_predictions(self.db, key, [r["sha256"] for r in rows]) if key else {}
+        todo = [r for r in rows if r["sha256"] not in have]
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            images = [self.image(r) for r in part]
             if flip:
                 images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
-            out.extend(self.teacher(images))
-        return out
+            new = {r["sha256"]: p for r, p in zip(part, self.teacher(images))}
+            if key:
+                with write_transaction(self.db):
+                    store_curation.put_predictions(self.db, key, new)
+            have.update(new)
+        return [have[r["sha256"]] for r in rows]
 
     def image(self, row: dict) -> np.ndarray:
         bgr = cv2.imread(str(media.image_path(self.ws.root, row["sha256"], row["ext"])), cv2.IMREAD_COLOR)

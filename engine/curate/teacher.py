@@ -19,10 +19,41 @@ def load_teacher(weights: str):
     return model
 
 
+_WEIGHTS_HASH: dict[tuple[str, float, int], str] = {}
+
+
+def weights_hash(path: str) -> str:
+    """The first 16 hex digits of the weights file's sha256 (computed once per file version)."""
+    import hashlib
+    import os
+
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_mtime, st.st_size)
+    if key not in _WEIGHTS_HASH:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        _WEIGHTS_HASH[key] = h.hexdigest()[:16]
+    return _WEIGHTS_HASH[key]
+
+
+def prediction_key(weights: str, device: str, imgsz: int, conf: float) -> str:
+    """What decides a teacher's predictions on an image: its weights, input size, confidence threshold and
+    the device kind (CPU and GPU kernels differ in the last digits). Names cached predictions."""
+    from engine.config import resolve_device
+
+    return f"{weights_hash(weights)}:{int(imgsz)}:{float(conf)}:{resolve_device(device).split(':')[0]}"
+
+
 class Teacher:
     def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
         self.weights, self.device, self.imgsz, self.conf = weights, device, int(imgsz), float(conf)
         self.model: Any = None       # an Ultralytics YOLO model, loaded in setup()
+
+    @property
+    def cache_key(self) -> str:
+        return prediction_key(self.weights, self.device, self.imgsz, self.conf)
 
     def setup(self) -> None:
         from engine.config import resolve_device
@@ -64,6 +95,13 @@ class MappedTeacher:
     def __init__(self, executor, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
         self.executor = executor
         self.kwargs = {"weights": weights, "device": device, "imgsz": imgsz, "conf": conf}
+        self._key = (weights, device, int(imgsz), float(conf))
+
+    @property
+    def cache_key(self) -> str:
+        # the workers resolve "auto" on their own machines: only an explicit device names their predictions
+        weights, device, imgsz, conf = self._key
+        return prediction_key(weights, device, imgsz, conf) + (":mapped" if device == "auto" else "")
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict]:
         out: list = [None] * len(images)

@@ -50,3 +50,18 @@ def m001_curation(db):
         CREATE INDEX selections_rank ON selections(run_id, rank);
         """,
     )
+
+
+@migrations()
+def m002_teacher_predictions(db):
+    run_script(
+        db,
+        """
+        CREATE TABLE teacher_predictions (       -- a cache: what a teacher (weights, size, device) saw in an image
+            model TEXT NOT NULL,                  -- weights hash : imgsz : conf : device [: flip]
+            sha256 TEXT NOT NULL,
+            prediction TEXT NOT NULL,             -- JSON: keypoints, boxes, scores
+            PRIMARY KEY (model, sha256)
+        );
+        """,
+    )
