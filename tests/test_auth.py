@@ -380,9 +380,9 @@ def test_reviewer_statistics_are_for_admins_an_annotator_sees_their_own(ws, tmp_
     at.run()
     at.segmented_control[0].set_value("Stats").run()
     assert not at.exception, at.exception
-    frames = [df.value for df in at.dataframe]
-    assert len(frames) == 1 and list(frames[0]["reviewer"]) == ["ann"]
-    assert not any("honeypot" in c for c in frames[0].columns)
+    frames = [t.value for t in at.table]
+    assert len(frames) == 1 and list(frames[0]["Reviewer"]) == ["ann"]
+    assert not any("honeypot" in c.lower() for c in frames[0].columns)
 
 
 # ----------------------------------------------------------------------------- passwords
@@ -424,11 +424,11 @@ def _start_app(monkeypatch, ws, *extra):
     """``realcal app`` up to the moment it would start Streamlit: (exit code, output, argv, env)."""
     seen: dict = {}
 
-    def fake_exec(path, args, env):
+    def fake_serve(args, env):
         seen.update(args=args, env=env)
         raise _Exec()
 
-    monkeypatch.setattr(os, "execvpe", fake_exec)
+    monkeypatch.setattr("engine.cli.app.serve", fake_serve)
     r = CliRunner().invoke(main, ["-w", str(ws.root), "app", "--no-worker", *map(str, extra)])
     assert "Traceback" not in r.output
     return r, seen
@@ -437,7 +437,7 @@ def _start_app(monkeypatch, ws, *extra):
 def test_realcal_app_fixes_the_mode_and_serves_the_login_page(ws, monkeypatch, tmp_path):
     r, seen = _start_app(monkeypatch, ws)
     assert isinstance(r.exception, _Exec) and seen["env"][auth.MODE_ENV] == "single"
-    assert seen["args"][4].endswith("app_server.py")
+    assert seen["args"][4].endswith("app_server.py") and seen["args"][0] == sys.executable
     with ws.connect() as db:
         review.add_user(db, "boss", "admin", "admin-password")
         review.set_disabled(db, "boss", True)
