@@ -10,6 +10,12 @@ from tests.test_browser import CHROMIUM, FLAGS, require_browser, serve
 SIZES = [{"width": 1280, "height": 800}, {"width": 1440, "height": 900}]
 
 
+def _idle(page) -> None:
+    """Wait until the app has finished its rerun (Streamlit's status widget gone)."""
+    page.wait_for_timeout(300)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=30_000)
+
+
 @pytest.fixture
 def served_accounts(ws, tmp_path):
     """A workspace with an admin account (accounts mode), served on a free port."""
@@ -109,15 +115,20 @@ def test_a_selection_is_excluded_from_training_and_included_again(served_single,
             page = browser.new_page(viewport=size)
             page.goto(url)
             page.get_by_role("heading", name="Data").wait_for(timeout=60_000)
+            page.locator('.tile input[aria-label="select image #1"]').wait_for(timeout=60_000)
+            _idle(page)
             page.locator('.tile input[aria-label="select image #1"]').click()
             page.get_by_text("Selection: 1 image").wait_for(timeout=30_000)
+            _idle(page)
             page.get_by_role("button", name="Exclude 1 from training").click()
             expect(page.get_by_text("Excluded 1 image(s) from training")).to_be_visible(timeout=30_000)
             expect(page.get_by_text("· excluded")).to_have_count(1)
             with ws.connect() as db:
                 assert store_training.excluded_image_ids(db) == {1}
+            _idle(page)
             page.locator('.tile input[aria-label="select image #1"]').click()
             page.get_by_text("Selection: 1 image").wait_for(timeout=30_000)
+            _idle(page)
             page.get_by_role("button", name="Include 1 again").click()
             expect(page.get_by_text("Included 1 image(s) again")).to_be_visible(timeout=30_000)
             expect(page.get_by_text("· excluded")).to_have_count(0)
