@@ -29,6 +29,38 @@ def offline() -> bool:
     return os.environ.get("REALCAL_OFFLINE", "").strip().lower() in _TRUTHY
 
 
+_MALLOC_TUNED = False
+
+
+def tune_malloc(force: bool = False) -> bool:
+    """glibc's allocator returns every large block (a model's activation buffers) to the system at once and
+    faults it in again on the next batch, which slows CPU inference markedly (bench/malloc_tuning.py). This
+    keeps large blocks in the heap instead: no mmap for them, no trimming. Linux/glibc only; off with
+    ``REALCAL_MALLOC=default``. Returns whether the settings are in effect."""
+    import ctypes
+    import ctypes.util
+    import sys
+
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    if not force and (os.environ.get("REALCAL_MALLOC", "tuned") == "default" or any(
+            k.startswith("MALLOC_") for k in os.environ)):       # the user's own allocator settings win
+        return False
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_max = -1, -2, -4
+    ok = (mallopt(m_mmap_max, 0) == 1 and mallopt(m_trim_threshold, 1 << 30) == 1
+          and mallopt(m_top_pad, 64 << 20) == 1)
+    _MALLOC_TUNED = bool(ok)
+    return _MALLOC_TUNED
+
+
 def configure() -> None:
     """Idempotent; call before importing torch, ultralytics, diffusers or transformers."""
     if offline():

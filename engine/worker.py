@@ -64,6 +64,9 @@ def run_worker(ws: Workspace, once: bool = False, poll_s: float = 1.0, log=None)
     ``log(message)``, by default the ``engine.worker`` logger (see ``engine.logs``)."""
     log = log or logger.info
     lock = acquire_lock(ws)
+    from engine import env
+
+    env.tune_malloc()          # the worker runs the models: no allocator page faults per batch
 
     def on_term(signum, frame):
         # once: a second signal must not interrupt the requeue the first one started (SIGKILL still ends it)

@@ -129,3 +129,23 @@ def test_interactive_commands_import_no_heavy_libraries(tmp_path):
 
     import_sqlite_utils()                    # a second call, or one after pandas is loaded, changes nothing
     assert sys.modules.get("pandas", 0) is not None
+
+
+def test_the_allocator_is_tuned_in_commands_unless_told_not_to(tmp_path):
+    """engine.env.tune_malloc (bench/malloc_tuning.py: ~1.4x faster embeddings): on in CLI commands on
+    Linux/glibc, off with REALCAL_MALLOC=default or when the user set glibc's own MALLOC_ variables."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from click.testing import CliRunner\nfrom engine.cli import main\nfrom engine import env\n"
+            f"CliRunner().invoke(main, ['-w', {str(tmp_path / 'w')!r}, 'init'])\nprint(env._MALLOC_TUNED)")
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "REALCAL_MALLOC"}
+
+    def tuned(**extra) -> str:
+        return subprocess.run([sys.executable, "-c", code], env={**base, **extra}, capture_output=True,
+                              text=True, check=True).stdout.strip()
+
+    assert tuned() == ("True" if sys.platform.startswith("linux") else "False")
+    assert tuned(REALCAL_MALLOC="default") == "False"
+    assert tuned(MALLOC_ARENA_MAX="2") == "False"

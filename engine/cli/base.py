@@ -55,6 +55,7 @@ class RealcalGroup(click.Group):
     Ctrl-C (the step in progress is rolled back, a foreground job is cancelled) and exit 128 + the signal."""
 
     def invoke(self, ctx: click.Context):
+        env.tune_malloc()          # CPU inference without allocator page faults (REALCAL_MALLOC=default: off)
         previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGHUP):
