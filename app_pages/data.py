@@ -1,12 +1,10 @@
 """Data: browse images with skeleton overlays; filter by kind, split, batch, review state and curation score;
 open one image with its labels, lineage, scores and review history; send a selection to review; delete a batch."""
-import io
 
-import numpy as np
 import streamlit as st
 from PIL import Image
 
-from engine import media, poses
+from engine import media
 from engine import review as engine_review
 from engine.batches import delete_batch
 from engine.errors import RealcalError
@@ -15,7 +13,7 @@ from store import browse as store_browse
 from store import curation as store_curation
 from store import images as store_images
 from store import training as store_training
-from ui.common import MACHINE_NOTE, overlay_thumbnail, persons_key, workspace
+from ui.common import MACHINE_NOTE, overlay_thumbnail, persons_key, skeleton_jpeg, workspace
 from ui.gallery import gallery
 
 PAGE_SIZE = 24
@@ -29,15 +27,7 @@ def detail_image(root: str, sha256: str, ext: str, key: tuple) -> bytes:
     scale = min(1.0, DETAIL_SIZE / max(im.width, im.height))
     if scale < 1.0:
         im = im.resize((round(im.width * scale), round(im.height * scale)))
-    labels = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in key if src != "predicted"]
-    machine = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in key if src == "predicted"]
-    if labels:
-        im = poses.draw_skeleton(im, labels, scale=scale, line_width=3, radius=3)
-    if machine:
-        im = poses.draw_skeleton(im, machine, scale=scale, line_width=3, radius=3, dashed=True)
-    buf = io.BytesIO()
-    im.convert("RGB").save(buf, "JPEG", quality=88)
-    return buf.getvalue()
+    return skeleton_jpeg(im, key, scale, line_width=3, quality=88)
 
 
 def current_name() -> str:

@@ -28,7 +28,9 @@ sys.path.insert(0, str(REPO))
 import engine  # noqa: E402,F401  (configures the offline environment)
 
 
-def build(root: Path, n: int):
+def build(root: Path, n: int, double_every: int = 0):
+    """A workspace of ``n`` small synthetic images (one conditioning person each), all queued for review
+    (every ``double_every``-th item with two slots), and a curation run with two stages' scores for each."""
     from PIL import Image
 
     from engine.io.common import ImageRecord, ParsedDataset, PersonRecord, run_import
@@ -52,7 +54,9 @@ def build(root: Path, n: int):
     with ws.connect() as db:
         ids = [im["id"] for im in store_images.list_images(db)]
         with db.conn:
-            store_review.add_items(db, [{"image_id": i, "rank": r + 1, "slots": 1} for r, i in enumerate(ids)])
+            store_review.add_items(db, [{"image_id": i, "rank": r + 1,
+                                         "slots": 2 if double_every and r % double_every == 0 else 1}
+                                        for r, i in enumerate(ids)])
         with db.conn:         # a curation run with two stages' scores for every image, as a real one leaves
             run_id = store_curation.create_run(db, None, {"stages": [{"name": "quality"}, {"name": "realism"}]})
             for stage in ("quality", "realism"):

@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/review_rerun.py [N_ITEMS]
 
-Builds a workspace of N small synthetic images with one conditioning person each, queues them,
+Builds a workspace of N small synthetic images with one conditioning person each, queues them
+(``bench/app_scale.py``'s builder, with a curation run),
 then accepts 20 items the way the review canvas's callback does (``ui.review_canvas.store_actions``)
 and reruns the page through Streamlit's AppTest, printing the times (decision + rerun).
 """
@@ -13,8 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import engine  # noqa: E402,F401
@@ -22,33 +21,12 @@ import engine  # noqa: E402,F401
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    from PIL import Image
+    from app_scale import build
     from streamlit.testing.v1 import AppTest
 
-    from engine.io.common import ImageRecord, ParsedDataset, PersonRecord, run_import
-    from engine.workspace import Workspace
-    from store import images as store_images
-    from store import review as store_review
-
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        rng = np.random.default_rng(0)
-        records = []
         t0 = time.perf_counter()
-        for i in range(n):
-            p = tmp / "src" / f"{i:05d}.png"
-            p.parent.mkdir(exist_ok=True)
-            Image.fromarray(rng.integers(0, 255, (96, 96, 3), np.uint8)).save(p)
-            k = np.zeros((17, 3))
-            k[:, 0], k[:, 1], k[:, 2] = rng.uniform(10, 86, 17), rng.uniform(10, 86, 17), 2
-            records.append(ImageRecord(p.name, p, [PersonRecord(keypoints=k, source="conditioning")]))
-        ws = Workspace.init(tmp / "ws")
-        run_import(ws, ParsedDataset("images", "bench", "bench", records), split="train", kind="synthetic")
-        with ws.connect() as db:
-            ids = [im["id"] for im in store_images.list_images(db)]
-            with db.conn:
-                store_review.add_items(db, [{"image_id": i, "rank": r + 1, "slots": 2 if r % 20 == 0 else 1}
-                                            for r, i in enumerate(ids)])
+        ws = build(Path(tmp), n, double_every=20)
         print(f"workspace with {n} queued items built in {time.perf_counter() - t0:.0f} s")
         os.environ["REALCAL_WORKSPACE"] = str(ws.root)
         page = str(Path(__file__).resolve().parents[1] / "app_pages" / "review.py")

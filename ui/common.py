@@ -37,16 +37,22 @@ def overlay_thumbnail(root: str, sha256: str, width: int, height: int,
                       persons_key: tuple) -> bytes:
     """The stored thumbnail with skeletons drawn: solid = labels, dashed = machine labels."""
     thumb = Image.open(media.thumb_path(root, sha256))
-    scale = thumb.width / float(width)
+    return skeleton_jpeg(thumb, persons_key, thumb.width / float(width), line_width=2, quality=85)
+
+
+def skeleton_jpeg(image: Image.Image, persons_key: tuple, scale: float, line_width: int = 2,
+                  quality: int = 85) -> bytes:
+    """``image`` (already scaled by ``scale`` from the original) with the skeletons of ``persons_key`` drawn,
+    as JPEG bytes: solid = labels, dashed = machine labels (``predicted``)."""
     labels = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src != "predicted"]
     machine = [np.asarray(k, dtype=float).reshape(17, 3) for src, k in persons_key if src == "predicted"]
-    out = thumb
+    out = image
     if labels:
-        out = poses.draw_skeleton(out, labels, scale=scale, line_width=2, radius=2)
+        out = poses.draw_skeleton(out, labels, scale=scale, line_width=line_width, radius=line_width)
     if machine:
-        out = poses.draw_skeleton(out, machine, scale=scale, line_width=2, radius=2, dashed=True)
+        out = poses.draw_skeleton(out, machine, scale=scale, line_width=line_width, radius=line_width, dashed=True)
     buf = io.BytesIO()
-    out.convert("RGB").save(buf, "JPEG", quality=85)
+    out.convert("RGB").save(buf, "JPEG", quality=quality)
     return buf.getvalue()
 
 
