@@ -4,6 +4,7 @@ from typing import Any
 import streamlit as st
 
 from engine import assets, config
+from engine.onnxrt import BACKENDS
 from ui.common import workspace
 
 ws = workspace()
@@ -18,6 +19,10 @@ with st.form("settings"):
         help_text = config.DESCRIPTIONS.get(key, "")
         if key == "device":
             options = ["auto", "cpu", "cuda", "cuda:0", "cuda:1"]
+            values[key] = st.selectbox(key, options, index=options.index(current[key])
+                                       if current[key] in options else 0, help=help_text)
+        elif key == "inference.backend":
+            options = list(BACKENDS)
             values[key] = st.selectbox(key, options, index=options.index(current[key])
                                        if current[key] in options else 0, help=help_text)
         elif key == "teacher.model":

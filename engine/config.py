@@ -13,7 +13,9 @@ DEFAULTS: dict[str, Any] = {
     # model weights: an asset name from engine.assets, or an explicit path in *.path
     "teacher.model": "yolo11n-pose",
     "teacher.path": "",
+    "teacher.imgsz": 640,                 # curation's teacher input size
     "device": "auto",                     # auto | cpu | cuda | cuda:N
+    "inference.backend": "auto",          # auto | onnxruntime | torch (engine.onnxrt)
     "pseudo_label.conf": 0.25,            # detection confidence threshold
     "pseudo_label.keypoint_conf": 0.5,    # a predicted joint counts as labelled (v=2) above this
     "pseudo_label.imgsz": 640,
@@ -23,7 +25,10 @@ DEFAULTS: dict[str, Any] = {
 DESCRIPTIONS: dict[str, str] = {
     "teacher.model": "Teacher pose model (asset name) used for pseudo-labels and pose checks.",
     "teacher.path": "Explicit teacher weights file (.pt); empty = the packaged yolo11n-pose.",
+    "teacher.imgsz": "Curation: the teacher's inference image size (pose consistency, uncertainty).",
     "device": "Where models run: auto (CUDA when available), cpu, cuda or cuda:N.",
+    "inference.backend": "How the embedder and the teacher run: auto (ONNX Runtime on the CPU, PyTorch on a "
+                         "GPU or if the export fails), onnxruntime, or torch.",
     "pseudo_label.conf": "Pseudo-labelling: minimum person detection confidence.",
     "pseudo_label.keypoint_conf": "Pseudo-labelling: minimum joint confidence to mark a joint labelled.",
     "pseudo_label.imgsz": "Pseudo-labelling: inference image size.",
@@ -36,6 +41,10 @@ def coerce(key: str, value: Any) -> Any:
     if key not in DEFAULTS:
         raise KeyError(f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}")
     default = DEFAULTS[key]
+    if key == "inference.backend":
+        from engine.onnxrt import check_backend
+
+        return check_backend(str(value))
     if isinstance(default, bool):
         return str(value).lower() in {"1", "true", "yes", "on"} if isinstance(value, str) else bool(value)
     if isinstance(default, int):

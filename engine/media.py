@@ -13,8 +13,10 @@ import io
 import os
 import secrets
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
@@ -172,3 +174,20 @@ def remove_files(root: Path, sha256: str, ext: str) -> list[Path]:
         except FileNotFoundError:
             pass
     return removed
+
+
+def prefetched(chunks: Sequence[Sequence[Any]], load: Callable[[Any], Any], workers: int = 2) -> Iterator[tuple[Any, list]]:
+    """``(chunk, [load(item) ...])`` for each chunk, the next chunk loading in threads while the caller works
+    on this one (OpenCV decodes without the GIL, so decoding overlaps the model). Holds at most two chunks
+    of loaded items; an error loading an item is raised when its chunk is reached."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not chunks:
+        return
+    with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="realcal-decode") as pool:
+        pending = pool.map(load, chunks[0])
+        for i, chunk in enumerate(chunks):
+            loaded = list(pending)
+            if i + 1 < len(chunks):
+                pending = pool.map(load, chunks[i + 1])
+            yield chunk, loaded

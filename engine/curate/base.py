@@ -33,7 +33,8 @@ class StageContext:
 
     def predict(self, rows: list[dict], flip: bool = False, chunk: int = 64) -> list[dict]:
         """The teacher's predictions for these images (mirrored left-right with ``flip``), decoded and
-        predicted ``chunk`` at a time, so memory holds one chunk of pixels whatever the number of images.
+        predicted ``chunk`` at a time (the next chunk decoding while the teacher runs), so memory holds two
+        chunks of pixels at most whatever the number of images.
         With a database and a teacher that names its predictions (``cache_key``), predictions are cached by
         image content: a second curation of the same images (new thresholds, the next loop round, the real
         anchors' calibration) does not run the teacher on them again."""
@@ -45,15 +46,16 @@ class StageContext:
             key += ":flip"
         have = store_curation.get_predictions(self.db, key, [r["sha256"] for r in rows]) if key else {}
         todo = [r for r in rows if r["sha256"] not in have]
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            images = [self.image(r) for r in part]
+        chunks = [todo[start:start + chunk] for start in range(0, len(todo), chunk)]
+        for part, images in media.prefetched(chunks, self.image):
             if flip:
                 images = [np.ascontiguousarray(im[:, ::-1]) for im in images]
             new = {r["sha256"]: p for r, p in zip(part, self.teacher(images))}
             if key:
+                # named again after the call: a teacher that fell back to another runtime says so now
+                put_key = getattr(self.teacher, "cache_key") + (":flip" if flip else "")
                 with write_transaction(self.db):
-                    store_curation.put_predictions(self.db, key, new)
+                    store_curation.put_predictions(self.db, put_key, new)
             have.update(new)
         return [have[r["sha256"]] for r in rows]
 

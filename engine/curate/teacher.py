@@ -13,7 +13,7 @@ def load_teacher(weights: str):
     """The teacher model (Ultralytics YOLO pose weights); refuses a model of another task."""
     from ultralytics import YOLO
 
-    model = YOLO(weights)
+    model = YOLO(weights, task="pose") if str(weights).endswith(".onnx") else YOLO(weights)
     if model.task != "pose":
         raise RealcalError(f"{weights} is a {model.task} model; the teacher must be a pose model")
     return model
@@ -38,28 +38,55 @@ def weights_hash(path: str) -> str:
     return _WEIGHTS_HASH[key]
 
 
-def prediction_key(weights: str, device: str, imgsz: int, conf: float) -> str:
-    """What decides a teacher's predictions on an image: its weights, input size, confidence threshold and
-    the device kind (CPU and GPU kernels differ in the last digits). Names cached predictions."""
+def prediction_key(weights: str, device: str, imgsz: int, conf: float, runtime: str = "torch") -> str:
+    """What decides a teacher's predictions on an image: its weights, input size, confidence threshold,
+    the device kind (CPU and GPU kernels differ in the last digits) and the runtime (ONNX Runtime differs
+    from PyTorch in the last digits too). Names cached predictions."""
     from engine.config import resolve_device
 
-    return f"{weights_hash(weights)}:{int(imgsz)}:{float(conf)}:{resolve_device(device).split(':')[0]}"
+    key = f"{weights_hash(weights)}:{int(imgsz)}:{float(conf)}:{resolve_device(device).split(':')[0]}"
+    return key if runtime == "torch" else f"{key}:{runtime}"
 
 
 class Teacher:
-    def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
+    """Ultralytics pose model inference on RGB images. ``backend`` (engine.onnxrt): ``auto`` runs an ONNX
+    Runtime export of the weights on the CPU (same pre- and post-processing, Ultralytics' own), PyTorch on
+    a GPU or when the export fails."""
+
+    def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25,
+                 backend: str = "auto"):
+        from engine.onnxrt import check_backend
+
         self.weights, self.device, self.imgsz, self.conf = weights, device, int(imgsz), float(conf)
+        self.backend = check_backend(backend)
         self.model: Any = None       # an Ultralytics YOLO model, loaded in setup()
+        self.runtime: str | None = None   # onnxruntime | torch, once chosen
 
     @property
     def cache_key(self) -> str:
-        return prediction_key(self.weights, self.device, self.imgsz, self.conf)
+        from engine import onnxrt
+
+        runtime = self.runtime or onnxrt.choose(self.backend, self.device)
+        return prediction_key(self.weights, self.device, self.imgsz, self.conf, runtime)
 
     def setup(self) -> None:
+        from engine import onnxrt
         from engine.config import resolve_device
 
-        self.model = load_teacher(self.weights)
         self.device = resolve_device(self.device)
+        self.runtime = onnxrt.choose(self.backend, self.device)
+        if self.runtime == "onnxruntime":
+            try:
+                path = onnxrt.exported("yolo-pose", self.weights, f"imgsz{self.imgsz}-dynamic",
+                                       lambda target: onnxrt.export_yolo(self.weights, self.imgsz, target))
+                self.model = load_teacher(str(path))
+                return
+            except Exception as exc:  # noqa: BLE001 - auto falls back to the reference, explicit fails
+                if self.backend == "onnxruntime":
+                    raise RealcalError(f"the teacher on ONNX Runtime failed: {exc}") from exc
+                onnxrt.fallback(f"teacher {self.weights}: {exc}")
+                self.runtime = "torch"
+        self.model = load_teacher(self.weights)
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict]:
         if self.model is None:
@@ -79,9 +106,9 @@ class Teacher:
         return out
 
 
-def teacher_fn(weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
+def teacher_fn(weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25, backend: str = "auto"):
     """Batch-function factory for executors: items are ``(index, RGB image)``; results keep the index."""
-    teacher = Teacher(weights, device, imgsz, conf)
+    teacher = Teacher(weights, device, imgsz, conf, backend)
 
     def run(items):
         preds = teacher([im for _, im in items])
@@ -92,16 +119,19 @@ def teacher_fn(weights: str, device: str = "auto", imgsz: int = 640, conf: float
 class MappedTeacher:
     """The teacher through an executor (e.g. Ray actors, one model load per actor), results in order."""
 
-    def __init__(self, executor, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25):
+    def __init__(self, executor, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25,
+                 backend: str = "auto"):
         self.executor = executor
-        self.kwargs = {"weights": weights, "device": device, "imgsz": imgsz, "conf": conf}
-        self._key = (weights, device, int(imgsz), float(conf))
+        self.kwargs = {"weights": weights, "device": device, "imgsz": imgsz, "conf": conf, "backend": backend}
+        self._key = (weights, device, int(imgsz), float(conf), backend)
 
     @property
     def cache_key(self) -> str:
-        # the workers resolve "auto" on their own machines: only an explicit device names their predictions
-        weights, device, imgsz, conf = self._key
-        return prediction_key(weights, device, imgsz, conf) + (":mapped" if device == "auto" else "")
+        # the workers resolve "auto" on their own machines: only an explicit device and backend name their
+        # predictions
+        weights, device, imgsz, conf, backend = self._key
+        explicit = device != "auto" and backend != "auto"
+        return prediction_key(weights, device, imgsz, conf, backend) + ("" if explicit else f":mapped-{backend}")
 
     def __call__(self, images: Sequence[np.ndarray]) -> list[dict]:
         out: list = [None] * len(images)
