@@ -7,8 +7,9 @@ teacher size: pose consistency calibrated on the train anchors as curation does 
 a random sample of the synthetic images, then the uncertainty score (with flip TTA) of the survivors.
 Prints the threshold, the pass rate, the agreement of pass/fail decisions with the first size (raw and
 Cohen's kappa), how well the teacher finds the annotated pose on the real anchors at each size (its
-OKS against the ground truth: the better checker is the one closer to the truth), the rank correlation of the OKS scores and of the uncertainty of images that pass at
-both sizes, the overlap of the 200 most uncertain, and the images/s.
+OKS against the ground truth: the better checker is the one closer to the truth), the rank
+correlation of the OKS scores and of the uncertainty of images that pass at both sizes, the overlap
+of the 200 most uncertain, and the images/s.
 """
 from __future__ import annotations
 

@@ -176,7 +176,8 @@ def remove_files(root: Path, sha256: str, ext: str) -> list[Path]:
     return removed
 
 
-def prefetched(chunks: Sequence[Sequence[Any]], load: Callable[[Any], Any], workers: int = 2) -> Iterator[tuple[Any, list]]:
+def prefetched(chunks: Sequence[Sequence[Any]], load: Callable[[Any], Any],
+               workers: int = 2) -> Iterator[tuple[Any, list]]:
     """``(chunk, [load(item) ...])`` for each chunk, the next chunk loading in threads while the caller works
     on this one (OpenCV decodes without the GIL, so decoding overlaps the model). Holds at most two chunks
     of loaded items; an error loading an item is raised when its chunk is reached."""

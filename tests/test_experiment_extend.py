@@ -122,6 +122,18 @@ def test_a_recipe_key_added_later_does_not_discard_finished_runs(ews, request, m
                                      "recipe": {"epochs": 2, "batch": 4, "nbs": 4, "checkpoint": "last"}})
 
 
+def test_a_config_stored_before_threads_trains_as_it_did():
+    """Runs made before `threads` existed trained with Ultralytics' choice (cores - 1), today's default: a
+    stored config without the key is today's config; asking for every core is another recipe."""
+    from engine.experiment import upgraded
+
+    base = {"name": "old", "seeds": [0], "arms": [{"name": "real-only", "real": 10}]}
+    today = resolve({**base, "recipe": {"epochs": 2}})
+    stored = {**today, "recipe": {k: v for k, v in today["recipe"].items() if k != "threads"}}
+    assert upgraded(stored) == today and today["recipe"]["threads"] == -1
+    assert upgraded(stored) != resolve({**base, "recipe": {"epochs": 2, "threads": 0}})
+
+
 def test_synthetic_label_is_checked():
     arms = [{"name": "real-only", "real": 5}]
     with pytest.raises(RealcalError, match="may name only"):

@@ -66,6 +66,17 @@ def test_tiny_training_job_end_to_end_offline(tws):
         rows = list(db.query("SELECT * FROM eval_images WHERE run_id = ?", [r["run_id"]]))
         assert len(rows) == met["persons"] and all(0 <= x["oks"] <= 1 for x in rows)
     assert Path(r["test_eval"]).exists()  # ground truth + detections kept for paired AP comparisons
+    # where the time went, and the threads it trained with (Ultralytics' choice by default)
+    import os
+
+    t = met["timings"]
+    from ultralytics.utils import torch_utils
+
+    assert t["cpu_threads"] == torch_utils.NUM_THREADS == min(8, max(1, os.cpu_count() - 1))
+    assert run["config"]["threads"] == -1
+    assert all(t[k] > 0 for k in ("prepare", "train", "evaluate", "total"))
+    assert 0 <= t["validate_and_save"] <= t["train"] and 0 < t["overhead_share"] < 1
+    assert abs(t["prepare"] + t["train"] + t["evaluate"] - t["total"]) < 0.05
     # the trained model as ONNX: runs in onnxruntime and matches the PyTorch model
     import numpy as np
     import onnxruntime as ort
@@ -87,6 +98,29 @@ def test_tiny_training_job_end_to_end_offline(tws):
     assert got.shape == want.shape and np.allclose(got, want, atol=1e-3, rtol=1e-3)
     with pytest.raises(RealcalError, match="no training run"):
         export_model(tws, 999, "onnx")
+
+
+def test_training_threads_are_set_for_the_run_and_put_back():
+    import os
+
+    import torch
+    from ultralytics.utils import torch_utils
+
+    from engine.train.recipe import Recipe
+    from engine.train.train import cpu_threads
+
+    before, before_torch = torch_utils.NUM_THREADS, torch.get_num_threads()
+    with cpu_threads(0) as n:
+        assert n == torch_utils.NUM_THREADS == os.cpu_count()
+        torch_utils.select_device("cpu", verbose=False)          # what Ultralytics does at train and predict
+        assert torch.get_num_threads() == os.cpu_count()
+    assert (torch_utils.NUM_THREADS, torch.get_num_threads()) == (before, before_torch)
+    with cpu_threads(-1) as n:
+        assert n == before                                      # Ultralytics' own choice, untouched
+    with cpu_threads(1) as n:
+        assert n == 1
+    with pytest.raises(RealcalError, match="threads must be"):
+        Recipe.from_dict({"threads": -2})
 
 
 def test_anchor_pool_restricts_generation_and_manifests(tws):

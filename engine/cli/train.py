@@ -85,6 +85,9 @@ def _parse_freeze(value):
               help="best: the epoch best on val (default); last: no validation during training, the last epoch.")
 @click.option("--val-period", type=int,
               help="checkpoint best: validate every k epochs and the last (default 1); best is chosen among those.")
+@click.option("--threads", type=int,
+              help="CPU threads for training and evaluation: -1 = Ultralytics' choice, cores - 1 (default); 0 = every "
+                   "core (faster on an idle machine, much slower on a busy one).")
 @click.option("--bn-stats", type=click.Choice(["train", "frozen"]),
               help="frozen: BatchNorm layers keep their pretrained running statistics.")
 @click.option("--schedule", "schedule_kind", type=click.Choice(["union", "weighted", "synthetic_first"]),
@@ -98,7 +101,7 @@ def _parse_freeze(value):
 @click.option("--json", "as_json", is_flag=True, help="Print the finished run's result as JSON.")
 @pass_state
 def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, seed, model, device, protocol,
-          checkpoint, val_period, bn_stats, schedule_kind, synthetic_fraction, pretrain_epochs, pretrain_lr0,
+          checkpoint, val_period, threads, bn_stats, schedule_kind, synthetic_fraction, pretrain_epochs, pretrain_lr0,
           background, as_json) -> None:
     """Fine-tune YOLO-pose on a manifest (low-data recipe by default); score the test split once."""
     from engine.cli.jobs import run_or_queue
@@ -113,7 +116,8 @@ def train(state: State, manifest_id, epochs, imgsz, batch, lr0, nbs, freeze, see
     params = resolve_params(ws, manifest_id, {"epochs": epochs, "imgsz": imgsz, "batch": batch, "lr0": lr0, "nbs": nbs,
                                               "freeze": freeze, "seed": seed, "model": model, "device": device,
                                               "protocol": protocol, "checkpoint": checkpoint, "bn_stats": bn_stats,
-                                              "val_period": val_period, "schedule": schedule or None})
+                                              "val_period": val_period, "threads": threads,
+                                              "schedule": schedule or None})
     from engine.train.train import load_manifest, manifest_step_plan
 
     with ws.connect() as db:

@@ -53,7 +53,7 @@ class StageContext:
             new = {r["sha256"]: p for r, p in zip(part, self.teacher(images))}
             if key:
                 # named again after the call: a teacher that fell back to another runtime says so now
-                put_key = getattr(self.teacher, "cache_key") + (":flip" if flip else "")
+                put_key = self.teacher.cache_key + (":flip" if flip else "")
                 with write_transaction(self.db):
                     store_curation.put_predictions(self.db, put_key, new)
             have.update(new)

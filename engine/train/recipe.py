@@ -89,6 +89,10 @@ class Recipe(component.Config):
     bn_stats: Literal["train", "frozen"] = "train"   # frozen: BatchNorm keeps the pretrained running statistics
     checkpoint: Literal["best", "last"] = "best"     # best: the epoch best on val; last: no per-epoch validation
     val_period: int = 1                # checkpoint best: validate every k epochs (and the last); best is among those
+    threads: int = -1                  # CPU threads for training and evaluation: -1 = Ultralytics' choice (cores - 1,
+    #                                    1..8: one thread on 2 cores; safe when anything else runs), 0 = every core
+    #                                    (1.57x on an idle 2-core machine, 5x slower if another process is busy:
+    #                                    bench/train_overhead.py), n = n threads
 
     def validate(self) -> None:
         if not 1 <= self.epochs <= 10_000:
@@ -103,6 +107,8 @@ class Recipe(component.Config):
             raise RealcalError("lr0 must be a positive learning rate")
         if not 1 <= self.val_period <= 10_000:
             raise RealcalError("val_period must be within 1..10,000 epochs")
+        if not -1 <= self.threads <= 1024:
+            raise RealcalError("threads must be 0 (every core), -1 (Ultralytics' choice) or a number of threads")
         if self.seed < 0 or self.patience < 0 or self.mosaic < 0 or self.warmup_epochs < 0:
             raise RealcalError("seed, patience, mosaic and warmup_epochs must be >= 0")
         check_freeze(self.freeze)

@@ -11,7 +11,9 @@ stops training there.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -121,8 +123,35 @@ def resolve_params(ws: Workspace, manifest_id: int, overrides: dict[str, Any] | 
     return params
 
 
+@contextlib.contextmanager
+def cpu_threads(threads: int):
+    """Training and evaluation on the CPU with ``threads`` threads (0: every core; -1: Ultralytics' own choice,
+    cores - 1 capped at 8, which is one thread on a 2-core machine). Ultralytics sets torch's thread count
+    whenever it selects a device (each ``train`` and ``predict``), so its setting is what is changed, and
+    both are put back afterwards. Yields the count in effect."""
+    import os
+
+    import torch
+    from ultralytics.utils import torch_utils
+
+    before, before_torch = torch_utils.NUM_THREADS, torch.get_num_threads()
+    if threads != -1:
+        torch_utils.NUM_THREADS = int(threads) if threads > 0 else (os.cpu_count() or 1)
+    try:
+        yield torch_utils.NUM_THREADS
+    finally:
+        torch_utils.NUM_THREADS = before
+        torch.set_num_threads(before_torch)
+
+
 @job_kind("train", title="Train YOLO-pose")
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
+    # a job queued before `threads` existed trains as it would have then (Ultralytics' choice)
+    with cpu_threads(int(params.get("threads", -1))) as threads:
+        return _run(ctx, params, threads)
+
+
+def _run(ctx: JobContext, params: dict[str, Any], threads: int) -> dict[str, Any]:
     from ultralytics import YOLO
 
     from engine import provenance
@@ -132,6 +161,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     from engine.train.schedule import repeats as schedule_repeats
 
     ws = ctx.ws
+    clock = {"start": time.perf_counter(), "epoch_end": 0.0, "between_epochs": 0.0}
     with ws.connect() as db:
         # what made this run, recorded where it trains (a queued job may run under other code than queued it)
         params = {**params, **provenance.record(),
@@ -165,6 +195,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         fit_data = [export_yolo(ws, params["manifest_id"], run_dir / "data", mask_regions=regions, repeats=copies)]
     device = config.resolve_device(params["device"])
     epochs = sum(st["epochs"] for st in stages)
+    clock["prepared"] = time.perf_counter()
     weights = params["weights"]
     curves: list[dict] = []
     for n, (st, data_yaml) in enumerate(zip(stages, fit_data)):
@@ -189,7 +220,16 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                 if not trainer.args.val:
                     trainer.fitness = None
 
+        def on_fit_epoch_end(trainer):
+            # between the end of an epoch's training and here: Ultralytics' validation and checkpoint saving
+            clock["between_epochs"] += time.perf_counter() - clock["epoch_end"]
+
+        def mark_epoch_end(trainer):
+            clock["epoch_end"] = time.perf_counter()
+
         model.add_callback("on_train_epoch_end", on_epoch_end)
+        model.add_callback("on_train_epoch_end", mark_epoch_end)
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
         if recipe.bn_stats == "frozen":
             model.add_callback("on_train_batch_start", _freeze_bn_stats)
         ctx.progress(offset, epochs, f"training ({st['stage']})" if len(stages) > 1 else "training", force=True)
@@ -223,6 +263,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                               for i, r in enumerate(stage_rows)]
             curves.extend(stage_rows)
         weights = str(stage_out / "weights" / "last.pt")
+    clock["trained"] = time.perf_counter()
     out = run_dir / "ultralytics"
     best = out / "weights" / ("last.pt" if recipe.checkpoint == "last" else "best.pt")
     if not best.exists():
@@ -256,6 +297,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             metrics.update({"AP_ci": ci["AP_ci"], "AP50_ci": ci["AP50_ci"], "n_boot": ci["n_boot"]})
     metrics["val"] = val_metrics
     metrics["masked_unannotated_regions"] = sum(len(v) for v in (regions or {}).values())
+    metrics["timings"] = {**run_timings(clock, time.perf_counter()), "cpu_threads": threads}
     with ws.connect() as db:
         with write_transaction(db):
             store_training.put_eval_rows(db, run_id, rows)
@@ -263,6 +305,21 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     return {"run_id": run_id, "weights": str(best), "metrics": metrics, "epochs": len(curves),
             "test_eval": str(test_eval) if test_eval else None,
             "val_eval": str(run_dir / "val_eval.json.gz") if splits["val"][0] else None}
+
+
+def run_timings(clock: dict[str, float], end: float) -> dict[str, float]:
+    """Where a run's wall time went (seconds): ``prepare`` (recording, ignore regions, dataset export),
+    ``train`` (Ultralytics' fit, including its ``validate_and_save`` share: per-epoch validation and
+    checkpoints), ``evaluate`` (val and test scoring, bootstrap) and ``overhead_share``: everything but the
+    optimisation itself (prepare + validate_and_save + evaluate) as a fraction of the whole."""
+    prepare = clock["prepared"] - clock["start"]
+    train = clock["trained"] - clock["prepared"]
+    evaluate = end - clock["trained"]
+    between = clock["between_epochs"]
+    total = end - clock["start"]
+    return {"prepare": round(prepare, 2), "train": round(train, 2), "validate_and_save": round(between, 2),
+            "evaluate": round(evaluate, 2), "total": round(total, 2),
+            "overhead_share": round((prepare + between + evaluate) / total, 4) if total > 0 else 0.0}
 
 
 def export_model(ws: Workspace, run_id: int, fmt: str = "pt") -> Path:
