@@ -28,9 +28,10 @@ sys.path.insert(0, str(REPO))
 import engine  # noqa: E402,F401  (configures the offline environment)
 
 
-def build(root: Path, n: int, double_every: int = 0):
+def build(root: Path, n: int, double_every: int = 0, queue: bool = True):
     """A workspace of ``n`` small synthetic images (one conditioning person each), all queued for review
-    (every ``double_every``-th item with two slots), and a curation run with two stages' scores for each."""
+    (every ``double_every``-th item with two slots; none with ``queue=False``), and a finished curation run
+    with two stages' scores and a selection order for each."""
     from PIL import Image
 
     from engine.io.common import ImageRecord, ParsedDataset, PersonRecord, run_import
@@ -53,16 +54,19 @@ def build(root: Path, n: int, double_every: int = 0):
 
     with ws.connect() as db:
         ids = [im["id"] for im in store_images.list_images(db)]
-        with db.conn:
-            store_review.add_items(db, [{"image_id": i, "rank": r + 1,
-                                         "slots": 2 if double_every and r % double_every == 0 else 1}
-                                        for r, i in enumerate(ids)])
+        if queue:
+            with db.conn:
+                store_review.add_items(db, [{"image_id": i, "rank": r + 1,
+                                             "slots": 2 if double_every and r % double_every == 0 else 1}
+                                            for r, i in enumerate(ids)])
         with db.conn:         # a curation run with two stages' scores for every image, as a real one leaves
             run_id = store_curation.create_run(db, None, {"stages": [{"name": "quality"}, {"name": "realism"}]})
             for stage in ("quality", "realism"):
                 store_curation.put_results(db, run_id, stage, [
                     {"image_id": i, "status": "pass", "value": float(v), "details": {"bench": True}}
                     for i, v in zip(ids, rng.uniform(0, 1, len(ids)))])
+            store_curation.put_selection(db, run_id, [{"image_id": i, "rank": r + 1, "priority": 1.0 - r / n,
+                                                       "components": {}} for r, i in enumerate(ids)])
             store_curation.finish_run(db, run_id, calibration={}, set_metrics={}, funnel=[
                 {"stage": s, "entered": n, "passed": n, "failed": 0, "unavailable": 0} for s in ("quality", "realism")])
     return ws

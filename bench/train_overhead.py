@@ -1,6 +1,7 @@
 """Where a training run's time goes, and what the CPU thread count buys.
 
     .venv/bin/python bench/train_overhead.py [--epochs 10] [--threads -1 0] [--real 100]
+        [--checkpoint last|best] [--val-period K] [--no-contention]
 
 Builds a workspace of LSPET images (``--real`` train anchors, 100 val, 200 test; ../shared), then trains
 the benchmark's recipe (imgsz 320, batch 8, a step per batch, AdamW 5e-5, checkpoint last) once per
@@ -45,7 +46,7 @@ def build(root: Path, n_real: int) -> str:
     return str(ws.root)
 
 
-def train(root: str, epochs: int, threads: int) -> dict:
+def train(root: str, epochs: int, threads: int, extra: dict) -> dict:
     from engine import env, jobs
     from engine.train.manifest import build_manifest
     from engine.train.train import resolve_params
@@ -54,7 +55,7 @@ def train(root: str, epochs: int, threads: int) -> dict:
     env.tune_malloc()
     ws = Workspace.open(Path(root))
     m = build_manifest(ws, {"real_train": {"count": None, "seed": 0}})
-    params = resolve_params(ws, m["id"], {**RECIPE, "epochs": epochs, "threads": threads})
+    params = resolve_params(ws, m["id"], {**RECIPE, **extra, "epochs": epochs, "threads": threads})
     t0 = time.perf_counter()
     final = jobs.run_foreground(ws, "train", params)
     if final["status"] != "done":
@@ -126,6 +127,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, nargs="+", default=[-1, 0])
     ap.add_argument("--real", type=int, default=100)
     ap.add_argument("--build", help=argparse.SUPPRESS)
+    ap.add_argument("--checkpoint", choices=["last", "best"], default="last",
+                    help="last (the benchmark's): no validation during training; best: validate every --val-period")
+    ap.add_argument("--val-period", type=int, default=1)
     ap.add_argument("--train", nargs=3, help=argparse.SUPPRESS)
     ap.add_argument("--forward", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--no-contention", action="store_true", help="skip the shared-machine measurement")
@@ -137,18 +141,21 @@ def main() -> None:
         print(json.dumps({"workspace": build(Path(args.build), args.real)}))
         return
     if args.train:
-        print(json.dumps(train(args.train[0], int(args.train[1]), int(args.train[2]))))
+        print(json.dumps(train(args.train[0], int(args.train[1]), int(args.train[2]),
+                               {"checkpoint": args.checkpoint, "val_period": args.val_period})))
         return
     if not LSPET.exists():
         raise SystemExit(f"{LSPET} is absent: this benchmark needs the LSPET images")
     print(f"load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} CPUs; {args.real} train images, "
-          f"{args.epochs} epochs, imgsz {RECIPE['imgsz']}, batch {RECIPE['batch']}")
+          f"{args.epochs} epochs, imgsz {RECIPE['imgsz']}, batch {RECIPE['batch']}, checkpoint {args.checkpoint}"
+          + (f", val_period {args.val_period}" if args.checkpoint == "best" else ""))
     print("threads | in effect | wall s | prepare | train | validate+save | evaluate | overhead | test AP50")
     trains = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = child(["--build", tmp, "--real", str(args.real)])["workspace"]
         for threads in args.threads:
-            r = child(["--train", root, str(args.epochs), str(threads)])
+            r = child(["--train", root, str(args.epochs), str(threads), "--checkpoint", args.checkpoint,
+                       "--val-period", str(args.val_period)])
             t = r["timings"]
             trains[threads] = t["train"]
             print(f"{threads:>7} | {t['cpu_threads']:>9} | {r['wall']:>6} | {t['prepare']:>7} | {t['train']:>5} | "
