@@ -60,3 +60,16 @@ def train_val_workspace(root: Path, dataset: Path, split_dir: Path, log=print):
             rep = run_import(ws, parsed, split=split, ids=read_ids_file(split_dir / f"{split}.txt"))
             log(f"imported {split}: {rep.images} images")
     return ws
+
+
+def run_script(script: str, args: list[str]) -> dict:
+    """Run ``script`` (a bench file) again in a fresh Python process with ``args`` and return the JSON object on
+    the last line of its output: one measurement per process (peak RSS, a cold start, thread settings)."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, script, *args], capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"{Path(script).name} {' '.join(args)} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
