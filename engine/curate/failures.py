@@ -137,6 +137,7 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any]) -> dict[str, Any]:
         cfg = config.resolve(db)
     params["teacher_weights"] = str(resolve_asset(cfg["teacher.model"], explicit=cfg["teacher.path"] or None))
     params["device"] = cfg["device"]
+    params["backend"] = cfg["inference.backend"]
     return params
 
 
@@ -178,8 +179,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             f"training set ({len(trained)} images) and there are no unlabelled real train images. Train the student "
             f"on fewer anchors than the pool, or import unlabelled images (realcal import --format images)")
     sctx = StageContext(ws=ws, db=None)
-    student = Teacher(params["student_weights"], params["device"], imgsz=params["imgsz"])
-    teacher = Teacher(params["teacher_weights"], params["device"], imgsz=params["imgsz"]) if unlabelled else None
+    student = Teacher(params["student_weights"], params["device"], imgsz=params["imgsz"],
+                      backend=params.get("backend", "torch"))
+    teacher = Teacher(params["teacher_weights"], params["device"], imgsz=params["imgsz"],
+                      backend=params.get("backend", "torch")) if unlabelled else None
     people: list[dict] = []
     todo = held_out + unlabelled
     for start in range(0, len(todo), 16):

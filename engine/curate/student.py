@@ -123,6 +123,7 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any]) -> dict[str, Any]:
     params["run_id"] = int(run_id)
     params["teacher_weights"] = str(resolve_asset(cfg["teacher.model"], explicit=cfg["teacher.path"] or None))
     params["device"] = cfg["device"]
+    params["backend"] = cfg["inference.backend"]
     return params
 
 
@@ -138,8 +139,10 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                    if r["status"] == "pass"}
         items = [it for it in load_items(db, None) if it["id"] in survivors]
         sctx = StageContext(ws=ws, db=db)
-        student = Teacher(params["student_weights"], params["device"], imgsz=params["imgsz"])
-        teacher = Teacher(params["teacher_weights"], params["device"], imgsz=params["imgsz"])
+        student = Teacher(params["student_weights"], params["device"], imgsz=params["imgsz"],
+                      backend=params.get("backend", "torch"))
+        teacher = Teacher(params["teacher_weights"], params["device"], imgsz=params["imgsz"],
+                      backend=params.get("backend", "torch"))
         rows: dict[str, list[dict]] = {s: [] for s in SIGNALS}
         chunk = 16
         for start in range(0, len(items), chunk):

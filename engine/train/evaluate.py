@@ -36,7 +36,8 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
     if todo:
         import cv2
 
-        teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf)
+        # PyTorch whatever inference.backend says: what a run trains on must not depend on the inference runtime
+        teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf, backend="torch")
         for start in range(0, len(todo), 16):
             chunk = todo[start:start + 16]
             rgb = []
