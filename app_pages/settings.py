@@ -4,7 +4,7 @@ from typing import Any
 import streamlit as st
 
 from engine import assets, config
-from engine.onnxrt import BACKENDS
+from engine.config import BACKENDS
 from ui.common import workspace
 
 ws = workspace()

@@ -36,14 +36,23 @@ DESCRIPTIONS: dict[str, str] = {
 }
 
 
+BACKENDS = ("auto", "onnxruntime", "torch")     # inference.backend (engine.onnxrt)
+
+
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        from engine.errors import RealcalError
+
+        raise RealcalError(f"unknown inference backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    return backend
+
+
 def coerce(key: str, value: Any) -> Any:
     """Convert a value (e.g. a CLI string) to the type of the key's default."""
     if key not in DEFAULTS:
         raise KeyError(f"unknown setting {key!r}; known: {', '.join(DEFAULTS)}")
     default = DEFAULTS[key]
     if key == "inference.backend":
-        from engine.onnxrt import check_backend
-
         return check_backend(str(value))
     if isinstance(default, bool):
         return str(value).lower() in {"1", "true", "yes", "on"} if isinstance(value, str) else bool(value)

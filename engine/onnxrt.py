@@ -26,17 +26,12 @@ from pathlib import Path
 from typing import Any
 
 from engine import env
+from engine.config import BACKENDS, check_backend
 from engine.errors import RealcalError
 
-BACKENDS = ("auto", "onnxruntime", "torch")
+__all__ = ["BACKENDS", "check_backend", "choose", "exported", "export_torch", "export_yolo", "fallback", "session"]
 log = logging.getLogger("realcal.onnxrt")
 _warned: set[str] = set()
-
-
-def check_backend(backend: str) -> str:
-    if backend not in BACKENDS:
-        raise RealcalError(f"unknown inference backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    return backend
 
 
 def choose(backend: str, device: str) -> str:
@@ -80,9 +75,12 @@ def fallback(reason: str) -> None:
 
 
 def file_digest(path: str | Path) -> str:
-    from engine.curate.teacher import weights_hash
-
-    return weights_hash(str(path))
+    """The sha256 of a weights file (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def exported(kind: str, source: str | Path, tag: str, build: Callable[[Path], None]) -> Path:

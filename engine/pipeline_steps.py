@@ -52,12 +52,13 @@ class StepContext:
 
 def _resolve_job(resolve_params: Callable[[Workspace, dict], dict], ws: Workspace, spec: dict,
                  executor: dict) -> dict:
-    """A job step's resolved parameters, with the pipeline's executor by default and without the machine-specific
-    ones (teacher weights, device), which are resolved again at run time."""
+    """A job step's resolved parameters, with the pipeline's executor by default and without those that come
+    from the machine or the workspace's settings (teacher weights and size, device, inference backend), which
+    are resolved again at run time."""
     spec.setdefault("executor", executor)
     params = resolve_params(ws, spec)
-    params.pop("teacher_weights", None)
-    params.pop("device", None)
+    for key in ("teacher_weights", "teacher_imgsz", "device", "backend"):
+        params.pop(key, None)
     return params
 
 

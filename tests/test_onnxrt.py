@@ -110,7 +110,7 @@ def test_runtime_choice(monkeypatch):
 
 def test_the_backend_setting_is_checked_and_reaches_curation(ws):
     from engine import config
-    from engine.curate.run import resolve_params
+    from engine.curate.run import embedder_params, resolve_params
 
     with ws.connect() as db:
         with pytest.raises(RealcalError, match="unknown inference backend"):
@@ -118,10 +118,11 @@ def test_the_backend_setting_is_checked_and_reaches_curation(ws):
         config.save(db, {"inference.backend": "torch", "teacher.imgsz": 320})
     params = resolve_params(ws)
     assert params["backend"] == "torch" and params["teacher_imgsz"] == 320
-    assert params["embedder"]["params"]["backend"] == "torch"
-    # an embedder's own setting wins over the workspace's
+    assert embedder_params(params) == {"backend": "torch"}
+    # an embedder's own setting wins over the workspace's; a run stored before the setting ran PyTorch
     params = resolve_params(ws, {"embedder": {"name": "effnet-lite0", "params": {"backend": "auto"}}})
-    assert params["embedder"]["params"]["backend"] == "auto"
+    assert embedder_params(params) == {"backend": "auto"}
+    assert embedder_params({"embedder": {"name": "effnet-lite0", "params": {}}}) == {"backend": "torch"}
 
 
 def test_exports_are_made_once_and_never_read_half_written(tmp_path, monkeypatch):

@@ -41,7 +41,7 @@ class EffNetLite0Embedder(Component):
         examples: ClassVar[dict[str, Any]] = {"backend": "torch"}
 
         def validate(self) -> None:
-            from engine.onnxrt import check_backend
+            from engine.config import check_backend
 
             if self.batch_size < 1:
                 raise RealcalError("effnet-lite0: batch_size must be at least 1")

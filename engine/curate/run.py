@@ -66,11 +66,17 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     params["device"] = cfg["device"]
     params["teacher_imgsz"] = int(cfg["teacher.imgsz"])
     params["backend"] = cfg["inference.backend"]
-    emb = params["embedder"]
-    if "backend" in registry.get("embedder", emb["name"]).Config.__dataclass_fields__ \
-            and "backend" not in (emb.get("params") or {}):
-        params["embedder"] = {**emb, "params": {**(emb.get("params") or {}), "backend": params["backend"]}}
     return params
+
+
+def embedder_params(params: dict[str, Any]) -> dict[str, Any]:
+    """The embedder's parameters for a curation run: its own, plus the run's inference backend where the
+    embedder takes one and was not given one (a run stored before the setting existed ran PyTorch)."""
+    spec = params["embedder"]
+    out = dict(spec.get("params") or {})
+    if "backend" in registry.get("embedder", spec["name"]).Config.__dataclass_fields__ and "backend" not in out:
+        out["backend"] = params.get("backend", "torch")
+    return out
 
 
 def _with_persons(db, images: list[dict]) -> list[dict]:
@@ -102,7 +108,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         real_all = store_images.list_images(db, kinds=["real"])
         real_train = _with_persons(db, [r for r in real_all if r["split"] == "train"])
         emb_spec = params["embedder"]
-        embedder = registry.build("embedder", emb_spec["name"], emb_spec.get("params") or {})
+        emb_params = embedder_params(params)
+        embedder = registry.build("embedder", emb_spec["name"], emb_params)
         # runs stored before these options existed ran the teacher at 640 in PyTorch
         imgsz, backend = int(params.get("teacher_imgsz", 640)), params.get("backend", "torch")
         teacher: Teacher | MappedTeacher = Teacher(params["teacher_weights"], params["device"], imgsz, backend=backend)
@@ -110,7 +117,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             from engine import executors
 
             exe = executors.build(params["executor"])
-            embedder.executor, embedder.spec = exe, {"name": emb_spec["name"], "params": emb_spec.get("params") or {}}
+            embedder.executor, embedder.spec = exe, {"name": emb_spec["name"], "params": emb_params}
             teacher = MappedTeacher(exe, params["teacher_weights"], params["device"], imgsz, backend=backend)
         sctx = StageContext(ws=ws, db=db, embedder=embedder, teacher=teacher, real_train=real_train, real_all=real_all)
         stages = [(s["name"], registry.build("stage", s["name"], s.get("params") or {})) for s in params["stages"]]

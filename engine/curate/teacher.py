@@ -55,7 +55,7 @@ class Teacher:
 
     def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25,
                  backend: str = "auto"):
-        from engine.onnxrt import check_backend
+        from engine.config import check_backend
 
         self.weights, self.device, self.imgsz, self.conf = weights, device, int(imgsz), float(conf)
         self.backend = check_backend(backend)
