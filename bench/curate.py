@@ -62,7 +62,7 @@ def main() -> None:
     from thop import profile
 
     from engine import assets, env, media
-    from engine.curate.embedders import EffNetLite0Embedder
+    from engine.curate.embedders import EffNetLite0Embedder, _features
     from engine.curate.teacher import Teacher
 
     env.tune_malloc()
@@ -121,12 +121,6 @@ def main() -> None:
                   f"(at most {ips * gflop:.1f} GFLOP/s = {100 * ips * gflop / peak:.0f}% of the matmul rate; "
                   f"bound {peak / gflop:.0f} images/s at {imgsz}x{imgsz})")
     print(f"peak RSS: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
-
-
-def _features(model):
-    from engine.curate.embedders import _features as features
-
-    return features(model)
 
 
 if __name__ == "__main__":

@@ -74,15 +74,6 @@ def fallback(reason: str) -> None:
         log.warning("running in PyTorch instead of ONNX Runtime: %s", reason)
 
 
-def file_digest(path: str | Path) -> str:
-    """The sha256 of a weights file (hex)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def exported(kind: str, source: str | Path, tag: str, build: Callable[[Path], None]) -> Path:
     """The ONNX file for ``source`` weights, built by ``build(target)`` once and cached.
 
@@ -91,7 +82,9 @@ def exported(kind: str, source: str | Path, tag: str, build: Callable[[Path], No
     import onnx
     import torch
 
-    key = hashlib.sha256(f"{file_digest(source)}|{tag}|torch {torch.__version__}|onnx {onnx.__version__}"
+    from engine.assets import sha256_of
+
+    key = hashlib.sha256(f"{sha256_of(Path(source))}|{tag}|torch {torch.__version__}|onnx {onnx.__version__}"
                          f"|{_ultralytics_version()}".encode()).hexdigest()[:16]
     folder = env.cache_dir() / "onnx"
     target = folder / f"{kind}-{key}.onnx"

@@ -19,23 +19,13 @@ def load_teacher(weights: str):
     return model
 
 
-_WEIGHTS_HASH: dict[tuple[str, float, int], str] = {}
-
-
 def weights_hash(path: str) -> str:
     """The first 16 hex digits of the weights file's sha256 (computed once per file version)."""
-    import hashlib
-    import os
+    from pathlib import Path
 
-    st = os.stat(path)
-    key = (os.path.realpath(path), st.st_mtime, st.st_size)
-    if key not in _WEIGHTS_HASH:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        _WEIGHTS_HASH[key] = h.hexdigest()[:16]
-    return _WEIGHTS_HASH[key]
+    from engine.assets import sha256_of
+
+    return sha256_of(Path(path))[:16]
 
 
 def prediction_key(weights: str, device: str, imgsz: int, conf: float, runtime: str = "torch") -> str:
