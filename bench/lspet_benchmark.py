@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -60,6 +62,13 @@ def run_job(ws: Workspace, kind: str, params: dict, label: str) -> dict:
     return final["result"]
 
 
+def experiment_params(args, exp_cfg: dict, t_all: float) -> dict:
+    params = {"config": exp_cfg, "device": args.device, "allow_mixed_code": args.allow_mixed_code}
+    if args.max_minutes:
+        params["deadline"] = time.time() - (time.perf_counter() - t_all) + 60 * args.max_minutes
+    return params
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one seed, fewer arms, 20 epochs (< 30 min on 2 CPU cores)")
@@ -74,7 +83,19 @@ def main() -> None:
                          "rerun continues (for sessions of limited length)")
     ap.add_argument("--allow-mixed-code", action="store_true",
                     help="keep finished runs made by other code (the report lists the versions)")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes that train the experiment's runs side by side, each taking the next run no "
+                         "other holds (default 1). On a CPU each uses the recipe's threads (-1: cores - 1), so "
+                         "use threads: 1 per worker, or one worker per GPU with --device")
+    ap.add_argument("--join", action="store_true",
+                    help="only train runs of an experiment that another invocation prepared and is running "
+                         "(what --workers starts); writes no report")
     args = ap.parse_args()
+    if args.workers < 1:
+        sys.exit("--workers must be at least 1")
+    if args.join and (args.fresh or args.quick or args.workers > 1):
+        sys.exit("--join takes no --fresh, --quick or --workers: it joins the invocation that has them "
+                 "(pass its --config and --workspace)")
 
     cfg_name = "lspet_lowdata_quick.yaml" if args.quick else "lspet_lowdata.yaml"
     cfg_path = args.config or ROOT / "experiments" / cfg_name
@@ -98,7 +119,17 @@ def main() -> None:
         state_path.write_text(json.dumps(state, indent=2))
 
     t_all = time.perf_counter()
-    log(f"workspace {ws_root}, config {cfg_path.name}")
+    log(f"workspace {ws_root}, config {cfg_path.name}" + (" (joining)" if args.join else ""))
+    if args.join:
+        from engine.experiment import resolve as resolve_experiment
+
+        if "curate" not in state["timings"]:
+            sys.exit("--join: this benchmark has not been prepared (import, generation, curation) in "
+                     f"{ws_root}; run it without --join first")
+        result = run_job(ws, "experiment", experiment_params(args, resolve_experiment(config), t_all),
+                         f"experiment [pid {os.getpid()}]")
+        log(f"done; {result.get('runs_left', 0)} run(s) not finished in this experiment")
+        return
 
     # 1. the fixed split, one import per split file (re-imports skip identical images)
     if "import" not in state["timings"]:
@@ -180,10 +211,23 @@ def main() -> None:
                  "synthetic images:\n  " + "\n  ".join(problems))
 
     # 5. the experiment (resumable job: finished arm x seed runs are skipped)
-    exp_params = {"config": exp_cfg, "device": args.device, "allow_mixed_code": args.allow_mixed_code}
-    if args.max_minutes:
-        exp_params["deadline"] = time.time() - (time.perf_counter() - t_all) + 60 * args.max_minutes
+    exp_params = experiment_params(args, exp_cfg, t_all)
+    helpers = []
+    for _ in range(args.workers - 1):       # they share the runs through the experiment's claims
+        cmd = [sys.executable, __file__, "--join", "--config", str(cfg_path), "--workspace", str(ws_root)]
+        cmd += (["--device", args.device] if args.device else []) + (["--allow-mixed-code"] if args.allow_mixed_code
+                                                                     else [])
+        if args.max_minutes:
+            cmd += ["--max-minutes", str(max(0.01, args.max_minutes - (time.perf_counter() - t_all) / 60))]
+        helpers.append(subprocess.Popen(cmd))
     result = run_job(ws, "experiment", exp_params, "experiment")
+    if helpers:
+        log(f"waiting for {len(helpers)} other worker(s) to finish their runs")
+        failed = [p.args for p in helpers if p.wait() != 0]
+        if failed:
+            log(f"{len(failed)} worker(s) failed (see their lines above); their runs are left for the next invocation")
+        # the summary again, now that every worker's runs are stored (a deadline in the past trains nothing)
+        result = run_job(ws, "experiment", {**exp_params, "deadline": 1}, "experiment (summary)")
     if result.get("runs_left"):
         log(f"{result['runs_left']} arm x seed run(s) left: run the same command again to continue")
     state["timings"].pop("experiment (this invocation)", None)

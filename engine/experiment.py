@@ -30,6 +30,8 @@ val is flagged as a recipe problem.
 """
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Any
 
@@ -268,19 +270,17 @@ def _code_check(finished: list[dict], params: dict) -> set[tuple[str, int]]:
 
 @job_kind("experiment", title="Run an experiment", resumable=True)
 def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
-    from engine import provenance
-    from engine.train.manifest import build_manifest, train_images
     from engine.train.recipe import Recipe
-    from engine.train.schedule import Schedule
-    from engine.train.schedule import fit as schedule_fit
-    from engine.train.train import resolve_params as train_params
 
     ws, cfg = ctx.ws, params["config"]
+    carried: tuple[int, list[str]] | None = None
     with ws.connect() as db:
-        exp = store_training.experiment_by_name(db, cfg["name"])
-        if exp is None or upgraded(exp["config"]) != cfg:
-            keep = carried_over(upgraded(exp["config"]), cfg) if exp is not None else []
-            with write_transaction(db):
+        # one process at a time decides whether the file changed: processes started together to share the
+        # experiment's runs (see _claim) must all land in the same experiment
+        with write_transaction(db):
+            exp = store_training.experiment_by_name(db, cfg["name"])
+            if exp is None or upgraded(exp["config"]) != cfg:
+                keep = carried_over(upgraded(exp["config"]), cfg) if exp is not None else []
                 exp_id = store_training.create_experiment(db, cfg["name"], cfg)
                 if exp is not None and keep:
                     # arms added (or removed), the rest unchanged: their finished runs carry over, each with the
@@ -288,11 +288,12 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     n = store_training.copy_experiment_runs(db, exp["id"], exp_id, keep, cfg["seeds"])
                     store_events.log(db, "experiment.carry_over", {"from": exp["id"], "to": exp_id, "arms": keep,
                                                                    "runs": n})
-            if exp is not None and keep:
-                ctx.progress(0, None, f"the experiment file changed; {', '.join(keep)} unchanged: their finished "
-                                      f"runs carry over from experiment {exp['id']}", force=True)
-        else:
-            exp_id = exp["id"]
+                    carried = (exp["id"], keep)
+            else:
+                exp_id = exp["id"]
+        if carried:
+            ctx.progress(0, None, f"the experiment file changed; {', '.join(carried[1])} unchanged: their finished "
+                                  f"runs carry over from experiment {carried[0]}", force=True)
         finished = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
     redo = _code_check(finished, params)
     done = {(r["arm"], r["seed"]) for r in finished} - redo
@@ -309,6 +310,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     recipe = Recipe.from_dict(cfg["recipe"])
     protocol = cfg.get("protocol", "auto")
     base_steps: dict[int, int] = {}      # per seed: the real-only arm's optimizer steps
+    elsewhere: list[str] = []            # runs another process holds (see _claim)
     for n, (arm, seed) in enumerate(pairs):
         if not gate_announced and arm not in gate_arms:
             gate_announced = True
@@ -322,60 +324,23 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             ctx.progress(n, len(pairs), f"time budget reached: {stopped} run(s) left for the next invocation",
                          force=True)
             break
-        left = time_left([a for a, sd in pairs[n:] if (a["name"], sd) not in done], seconds)
-        ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""),
-                     force=True)
-        t0 = time.perf_counter()
-        real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
-        run_id: int | None
-        if arm["kind"] == "loop":
-            twin = next((a["name"] for a in cfg["arms"] if a["kind"] == "train" and a.get("real") == arm["real"]
-                         and not a.get("synthetic") and not a.get("replica")), None)
+        holder = _claim(ws, exp_id, cfg, arm, seed, ctx.job_id, redo)
+        if holder == "done":          # another process finished it since this one started
+            done.add((arm["name"], seed))
+            continue
+        if holder:
+            elsewhere.append(f"{arm['name']} seed {seed} ({holder})")
+            continue
+        try:
+            _run_pair(ctx, ws, cfg, exp_id, arm, seed, n, pairs, done, seconds, recipe, protocol, base_steps,
+                      params)
+        finally:
             with ws.connect() as db:
-                twin_run = next((r for r in store_training.experiment_runs(db, exp_id)
-                                 if r["arm"] == twin and r["seed"] == seed and r["status"] == "done"), None)
-            m, run_id, result = _loop_arm(ws, cfg, arm, seed, params.get("device"),
-                                          (twin_run or {}).get("training_run_id"))
-        else:
-            m = build_manifest(ws, manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
-                                                 cfg.get("anchor_pool")))
-        n_train = train_images(m["counts"])
-        if arm["kind"] == "loop":
-            pass
-        elif arm["kind"] == "zero_shot":
-            result = _zero_shot(ws, m["id"], recipe.imgsz, params.get("device", "auto"),
-                                ws.root / "experiments" / f"{exp_id:05d}", seed, protocol)
-            run_id = None
-        else:
-            if seed not in base_steps:
-                base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
-                base_steps[seed] = recipe.plan(train_images(base_m["counts"]))["steps"]
-            train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
-            run_recipe, run_schedule, plan = schedule_fit(
-                Schedule.from_dict(arm.get("schedule") or {}), recipe.replace(seed=train_seed),
-                int(m["counts"].get("train_real", 0)), int(m["counts"].get("train_synthetic", 0)),
-                steps=base_steps[seed] if cfg["step_matching"] else None)
-            tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": params.get("device"),
-                                            "protocol": protocol, "schedule": run_schedule})
-            final = jobs.run_foreground(ws, "train", tp)
-            if final["status"] != "done":
-                raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
-                                   f"{(final.get('error') or '').splitlines()[0] if final.get('error') else ''}")
-            run_id = final["result"]["run_id"]
-            test, val, rows = _scores(ws, run_id, f"arm {arm['name']} seed {seed}")
-            result = {"test": test, "val": val, "rows": rows, "epochs": plan["epochs"], "steps": plan["steps"],
-                      "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
-                      "val_eval": final["result"].get("val_eval")}
-            if run_schedule:
-                result.update({"schedule": plan["text"], "stages": plan["stages"]})
-        result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
-                       "manifest_hash": m["hash"], **provenance.record()})
-        seconds.setdefault(arm["name"], []).append(result["seconds"])
-        done.add((arm["name"], seed))
-        with ws.connect() as db:
-            with write_transaction(db):
-                store_training.put_experiment_run(db, exp_id, arm["name"], seed, manifest_id=m["id"],
-                                                  training_run_id=run_id, status="done", result=result)
+                with write_transaction(db):
+                    store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id)
+    if elsewhere:
+        ctx.progress(len(pairs), len(pairs), f"{len(elsewhere)} run(s) held by other processes, not waited for: "
+                                             f"{'; '.join(elsewhere)}", force=True)
     ctx.progress(len(pairs), len(pairs), "two-stage bootstrap over seeds and test images", force=True)
     with ws.connect() as db:
         runs = store_training.experiment_runs(db, exp_id)
@@ -385,7 +350,105 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             store_training.set_experiment_ap50(db, exp_id, comparisons)
     summary = summarise(runs, cfg, comparisons)
     missing = len(pairs) - len({(r["arm"], r["seed"]) for r in runs if r["status"] == "done"})
-    return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing}
+    return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing,
+            "held_elsewhere": elsewhere}
+
+
+def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: int,
+           redo: set[tuple[str, int]]) -> str | None:
+    """Take the (arm, seed) run for this job, so that several processes (``experiment run`` started twice,
+    two workers, ``lspet_benchmark.py --workers``) share an experiment's runs instead of repeating them.
+    Returns None when taken, ``"done"`` when another process finished it meanwhile, or who holds it. A claim
+    lives as long as its job: one left by a process that died (or whose heartbeat went stale) is taken over.
+    A loop's rounds of one seed share their loop, so only one of them runs at a time."""
+    from engine import provenance
+
+    name = arm["name"]
+    with ws.connect() as db:
+        with write_transaction(db):
+            row = store_training.experiment_run(db, exp_id, name, seed)
+            if row is not None and row["status"] == "done" and (
+                    (name, seed) not in redo or ((row["result"] or {}).get("code") or {}).get("source_hash")
+                    == provenance.code_version()["source_hash"]):
+                return "done"
+            rivals = [name]
+            if arm["kind"] == "loop":
+                rivals += [a["name"] for a in cfg["arms"] if a["kind"] == "loop" and a["name"] != name
+                           and a.get("real") == arm.get("real")]
+            for other in rivals:
+                c = store_training.experiment_claim(db, exp_id, other, seed)
+                if c is not None and c["job_id"] != job_id and jobs.job_alive(db, c["job_id"]):
+                    return f"job {c['job_id']}" + ("" if other == name else f", running {other}")
+            store_training.put_experiment_claim(db, exp_id, name, seed, job_id=job_id,
+                                                worker=f"{socket.gethostname()}:{os.getpid()}")
+    return None
+
+
+def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict, seed: int, n: int,
+              pairs: list, done: set, seconds: dict[str, list[float]], recipe, protocol: str,
+              base_steps: dict[int, int], params: dict[str, Any]) -> None:
+    """Train (or score) one arm for one seed and store its result."""
+    from engine import provenance
+    from engine.train.manifest import build_manifest, train_images
+    from engine.train.schedule import Schedule
+    from engine.train.schedule import fit as schedule_fit
+    from engine.train.train import resolve_params as train_params
+
+    left = time_left([a for a, sd in pairs[n:] if (a["name"], sd) not in done], seconds)
+    ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""),
+                 force=True)
+    t0 = time.perf_counter()
+    real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
+    run_id: int | None
+    if arm["kind"] == "loop":
+        twin = next((a["name"] for a in cfg["arms"] if a["kind"] == "train" and a.get("real") == arm["real"]
+                     and not a.get("synthetic") and not a.get("replica")), None)
+        with ws.connect() as db:
+            twin_run = next((r for r in store_training.experiment_runs(db, exp_id)
+                             if r["arm"] == twin and r["seed"] == seed and r["status"] == "done"), None)
+        m, run_id, result = _loop_arm(ws, cfg, arm, seed, params.get("device"),
+                                      (twin_run or {}).get("training_run_id"))
+    else:
+        m = build_manifest(ws, manifest_spec(real_only if arm["kind"] == "zero_shot" else arm, seed,
+                                             cfg.get("anchor_pool")))
+    n_train = train_images(m["counts"])
+    if arm["kind"] == "loop":
+        pass
+    elif arm["kind"] == "zero_shot":
+        result = _zero_shot(ws, m["id"], recipe.imgsz, params.get("device", "auto"),
+                            ws.root / "experiments" / f"{exp_id:05d}", seed, protocol)
+        run_id = None
+    else:
+        if seed not in base_steps:
+            base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
+            base_steps[seed] = recipe.plan(train_images(base_m["counts"]))["steps"]
+        train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
+        run_recipe, run_schedule, plan = schedule_fit(
+            Schedule.from_dict(arm.get("schedule") or {}), recipe.replace(seed=train_seed),
+            int(m["counts"].get("train_real", 0)), int(m["counts"].get("train_synthetic", 0)),
+            steps=base_steps[seed] if cfg["step_matching"] else None)
+        tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": params.get("device"),
+                                        "protocol": protocol, "schedule": run_schedule})
+        final = jobs.run_foreground(ws, "train", tp)
+        if final["status"] != "done":
+            raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
+                               f"{(final.get('error') or '').splitlines()[0] if final.get('error') else ''}")
+        run_id = final["result"]["run_id"]
+        test, val, rows = _scores(ws, run_id, f"arm {arm['name']} seed {seed}")
+        result = {"test": test, "val": val, "rows": rows, "epochs": plan["epochs"], "steps": plan["steps"],
+                  "train_seed": train_seed, "test_eval": final["result"].get("test_eval"),
+                  "val_eval": final["result"].get("val_eval")}
+        if run_schedule:
+            result.update({"schedule": plan["text"], "stages": plan["stages"]})
+    result.update({"train_images": n_train, "seconds": round(time.perf_counter() - t0, 1),
+                   "manifest_hash": m["hash"], **provenance.record()})
+    seconds.setdefault(arm["name"], []).append(result["seconds"])
+    done.add((arm["name"], seed))
+    with ws.connect() as db:
+        with write_transaction(db):
+            store_training.put_experiment_run(db, exp_id, arm["name"], seed, manifest_id=m["id"],
+                                              training_run_id=run_id, status="done", result=result)
+            store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id)
 
 
 def _scores(ws: Workspace, run_id: int, what: str) -> tuple[dict, dict, list[dict]]:

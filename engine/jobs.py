@@ -288,20 +288,32 @@ def pid_alive(pid: int | None) -> bool:
         return True
 
 
+def _dead(db, job: dict, host: str) -> str | None:
+    """Why a job recorded as running is not (its process is gone, or its heartbeat stale); None if it is."""
+    job_host, _, _ = (job.get("worker") or "").partition(":")
+    if job_host == host and not pid_alive(job.get("worker_pid")):
+        return f"its process (pid {job.get('worker_pid')}) is no longer running"
+    since = store_jobs.seconds_since_heartbeat(db, job["id"])
+    if since is not None and since > STALE_S:
+        return f"no heartbeat for {since:.0f} s"
+    return None
+
+
+def job_alive(db, job_id: int) -> bool:
+    """Whether the job is running in a live process (the rule :func:`recover` applies)."""
+    job = store_jobs.get(db, job_id)
+    return job is not None and job["status"] == "running" and _dead(db, job, socket.gethostname()) is None
+
+
 def recover(ws: Workspace) -> list[tuple[int, str]]:
     """Fail (or requeue, when resumable) running jobs whose process is gone."""
     host = socket.gethostname()
     actions = []
     with ws.connect() as db:
         for job in store_jobs.running(db):
-            job_host, _, _ = (job.get("worker") or "").partition(":")
-            since = store_jobs.seconds_since_heartbeat(db, job["id"])
-            dead_pid = job_host == host and not pid_alive(job.get("worker_pid"))
-            stale = since is not None and since > STALE_S
-            if not (dead_pid or stale):
+            why = _dead(db, job, host)
+            if why is None:
                 continue
-            why = (f"its process (pid {job.get('worker_pid')}) is no longer running" if dead_pid
-                   else f"no heartbeat for {since:.0f} s")
             try:
                 resumable = get_kind(job["kind"]).resumable
             except RealcalError:

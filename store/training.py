@@ -206,6 +206,36 @@ def put_experiment_run(db: sqlite_utils.Database, experiment_id: int, arm: str, 
                [experiment_id, arm, seed, manifest_id, training_run_id, status, json.dumps(result, default=str)])
 
 
+def experiment_run(db: sqlite_utils.Database, experiment_id: int, arm: str, seed: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM experiment_runs WHERE experiment_id = ? AND arm = ? AND seed = ?",
+                         [experiment_id, arm, seed]))
+    return {**rows[0], "result": json.loads(rows[0]["result"])} if rows else None
+
+
+def experiment_claim(db: sqlite_utils.Database, experiment_id: int, arm: str, seed: int) -> dict | None:
+    rows = list(db.query("SELECT * FROM experiment_claims WHERE experiment_id = ? AND arm = ? AND seed = ?",
+                         [experiment_id, arm, seed]))
+    return dict(rows[0]) if rows else None
+
+
+def experiment_claims(db: sqlite_utils.Database, experiment_id: int) -> list[dict]:
+    return [dict(r) for r in db.query("SELECT * FROM experiment_claims WHERE experiment_id = ? ORDER BY arm, seed",
+                                      [experiment_id])]
+
+
+def put_experiment_claim(db: sqlite_utils.Database, experiment_id: int, arm: str, seed: int, *, job_id: int,
+                         worker: str) -> None:
+    db.execute("INSERT OR REPLACE INTO experiment_claims (experiment_id, arm, seed, job_id, worker) "
+               "VALUES (?, ?, ?, ?, ?)", [experiment_id, arm, seed, job_id, worker])
+
+
+def release_experiment_claim(db: sqlite_utils.Database, experiment_id: int, arm: str, seed: int,
+                             job_id: int) -> int:
+    """Drop the claim if this job still holds it; returns how many rows went (0 or 1)."""
+    return db.execute("DELETE FROM experiment_claims WHERE experiment_id = ? AND arm = ? AND seed = ? "
+                      "AND job_id = ?", [experiment_id, arm, seed, job_id]).rowcount
+
+
 def latest_experiment(db: sqlite_utils.Database) -> dict | None:
     rows = list(db.query("SELECT * FROM experiments ORDER BY id DESC LIMIT 1"))
     if not rows:

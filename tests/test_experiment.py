@@ -251,3 +251,72 @@ def test_a_time_budget_stops_between_runs_and_the_next_invocation_continues(ews)
     again = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
     assert again["status"] == "done" and again["result"]["runs_left"] == 0
     assert not any("have finished" in f for f in again["result"]["summary"]["flags"])
+
+
+def _other_job(db, pid: int) -> int:
+    import socket
+
+    from store import jobs as store_jobs
+    return store_jobs.start(db, "experiment", {}, f"{socket.gethostname()}:{pid}", pid)["id"]
+
+
+def test_processes_share_an_experiments_runs_through_claims(ews):
+    """A run another live process holds is skipped (and said so), a claim left by a dead process is taken over,
+    and a rerun after the holder has gone finishes the experiment: each run is trained once."""
+    import os
+    import subprocess
+
+    from store import jobs as store_jobs
+    cfg = resolve({**CONFIG, "name": "shared", "seeds": [0]})
+    first = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "deadline": 1})
+    assert first["status"] == "done" and first["result"]["runs_left"] == 3       # made the experiment, ran nothing
+    exp_id = first["result"]["experiment_id"]
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with ews.connect() as db:
+        live_job, dead_job = _other_job(db, os.getpid()), _other_job(db, dead.pid)
+        store_training.put_experiment_claim(db, exp_id, "mixed", 0, job_id=live_job, worker="elsewhere")
+        store_training.put_experiment_claim(db, exp_id, "real-only", 0, job_id=dead_job, worker="gone")
+        db.conn.commit()
+    messages = []
+    final = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"},
+                                lambda done, total, msg: msg and messages.append(msg))
+    assert final["status"] == "done", final["error"]
+    assert final["result"]["held_elsewhere"] == [f"mixed seed 0 (job {live_job})"]
+    assert final["result"]["runs_left"] == 1
+    assert any(m.startswith("1 run(s) held by other processes, not waited for: mixed seed 0") for m in messages)
+    with ews.connect() as db:
+        done = {r["arm"] for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
+        assert done == {"zero-shot", "real-only"}                  # the dead process's claim was taken over
+        assert [(c["arm"], c["job_id"]) for c in store_training.experiment_claims(db, exp_id)] == [("mixed", live_job)]
+        assert store_jobs.finish(db, live_job, "failed", error="gone", claim=store_jobs.get(db, live_job)["claim"])
+    again = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
+    assert again["status"] == "done" and again["result"]["runs_left"] == 0 and not again["result"]["held_elsewhere"]
+    with ews.connect() as db:
+        assert store_training.experiment_claims(db, exp_id) == []
+        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == 2    # real-only, mixed: once each
+
+
+def test_a_claim_sees_runs_finished_meanwhile_and_a_seeds_loop_rounds_run_one_at_a_time(ws):
+    import os
+
+    from engine.experiment import _claim
+    cfg = {"arms": [{"name": "real-only", "kind": "train", "real": 8},
+                    {"name": "loop-1", "kind": "loop", "real": 8, "round": 1},
+                    {"name": "loop-2", "kind": "loop", "real": 8, "round": 2}]}
+    with ws.connect() as db:
+        exp_id = store_training.create_experiment(db, "claims", cfg)
+        other = _other_job(db, os.getpid())
+        mine = _other_job(db, os.getpid())
+        store_training.put_experiment_run(db, exp_id, "real-only", 0, manifest_id=None, training_run_id=None,
+                                          status="done", result={"code": {"source_hash": "x"}})
+        store_training.put_experiment_claim(db, exp_id, "loop-1", 0, job_id=other, worker="w")
+        db.conn.commit()
+    arms = {a["name"]: a for a in cfg["arms"]}
+    assert _claim(ws, exp_id, cfg, arms["real-only"], 0, mine, set()) == "done"
+    # a run of other code that this job was told to redo is not "done" until redone
+    assert _claim(ws, exp_id, cfg, arms["real-only"], 0, mine, {("real-only", 0)}) is None
+    assert _claim(ws, exp_id, cfg, arms["loop-2"], 0, mine, set()) == f"job {other}, running loop-1"
+    assert _claim(ws, exp_id, cfg, arms["loop-2"], 1, mine, set()) is None      # another seed's loop is free
+    assert _claim(ws, exp_id, cfg, arms["loop-1"], 0, mine, set()) == f"job {other}"
+    assert _claim(ws, exp_id, cfg, arms["loop-1"], 1, other, set()) == f"job {mine}, running loop-2"

@@ -210,6 +210,9 @@ def build_manifest(ws: Workspace, spec: dict[str, Any]) -> dict[str, Any]:
         if existing:
             return {"id": existing["id"], "hash": digest, "counts": existing["counts"], "new": False}
         with write_transaction(db):
+            existing = store_training.manifest_by_hash(db, digest)     # made meanwhile by another process
+            if existing:
+                return {"id": existing["id"], "hash": digest, "counts": existing["counts"], "new": False}
             mid = store_training.insert_manifest(db, digest, spec, counts, items)
         return {"id": mid, "hash": digest, "counts": counts, "new": True}
 

@@ -98,3 +98,21 @@ def m004_excluded_images(db):
         );
         """,
     )
+
+
+@migrations()
+def m005_experiment_claims(db):
+    run_script(
+        db,
+        """
+        CREATE TABLE experiment_claims (          -- an (arm, seed) run in progress, so that processes share the work
+            experiment_id INTEGER NOT NULL REFERENCES experiments(id),
+            arm TEXT NOT NULL,
+            seed INTEGER NOT NULL,
+            job_id INTEGER NOT NULL,              -- the experiment job running it; the claim lives while the job does
+            worker TEXT,                          -- host:pid
+            claimed_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+            PRIMARY KEY (experiment_id, arm, seed)
+        );
+        """,
+    )
