@@ -10,6 +10,7 @@ from streamlit.delta_generator import DeltaGenerator
 
 from engine import jobs
 from engine.errors import RealcalError
+from engine.experiment import in_progress
 from engine.train.manifest import POOLS
 from engine.train.train import RECIPE
 from engine.worker import ensure_worker
@@ -31,6 +32,7 @@ with ws.connect() as db:
     runs = store_training.list_runs(db)
     experiments = store_training.list_experiments(db)
     exp_runs = {e["id"]: store_training.experiment_runs(db, e["id"]) for e in experiments}
+    exp_running = {e["id"]: in_progress(db, e["id"]) for e in experiments}
     labelled = store_images.labelled_real_images_by_split(db)
 
 c: Sequence[DeltaGenerator] = st.columns(4)
@@ -94,6 +96,7 @@ with tab_exp:
             "id": e["id"], "name": e["name"], "arms": len(e["config"]["arms"]), "seeds": len(e["config"]["seeds"]),
             "runs done": f"{sum(r['status'] == 'done' for r in exp_runs[e['id']])} / "
                          f"{len(e['config']['arms']) * len(e['config']['seeds'])}",
+            "running now": "; ".join(exp_running[e["id"]]),
             "steps": "matched" if e["config"].get("step_matching", True) else "equal epochs",
             "created": e["created_at"][:19]} for e in experiments]), hide_index=True, width="stretch")
         st.page_link("app_pages/results.py", label="Open the Results page", icon=":material/insights:")

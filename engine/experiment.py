@@ -384,6 +384,12 @@ def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: 
     return None
 
 
+def in_progress(db, exp_id: int) -> list[str]:
+    """The experiment's runs that live processes hold now, e.g. ``"mixed seed 2 (job 14)"``."""
+    return [f"{c['arm']} seed {c['seed']} (job {c['job_id']})" for c in store_training.experiment_claims(db, exp_id)
+            if jobs.job_alive(db, c["job_id"])]
+
+
 def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict, seed: int, n: int,
               pairs: list, done: set, seconds: dict[str, list[float]], recipe, protocol: str,
               base_steps: dict[int, int], params: dict[str, Any]) -> None:

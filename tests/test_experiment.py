@@ -266,6 +266,7 @@ def test_processes_share_an_experiments_runs_through_claims(ews):
     import os
     import subprocess
 
+    from engine.experiment import in_progress
     from store import jobs as store_jobs
     cfg = resolve({**CONFIG, "name": "shared", "seeds": [0]})
     first = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "deadline": 1})
@@ -289,11 +290,12 @@ def test_processes_share_an_experiments_runs_through_claims(ews):
         done = {r["arm"] for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
         assert done == {"zero-shot", "real-only"}                  # the dead process's claim was taken over
         assert [(c["arm"], c["job_id"]) for c in store_training.experiment_claims(db, exp_id)] == [("mixed", live_job)]
+        assert in_progress(db, exp_id) == [f"mixed seed 0 (job {live_job})"]      # what the Train page shows
         assert store_jobs.finish(db, live_job, "failed", error="gone", claim=store_jobs.get(db, live_job)["claim"])
     again = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
     assert again["status"] == "done" and again["result"]["runs_left"] == 0 and not again["result"]["held_elsewhere"]
     with ews.connect() as db:
-        assert store_training.experiment_claims(db, exp_id) == []
+        assert store_training.experiment_claims(db, exp_id) == [] and in_progress(db, exp_id) == []
         assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == 2    # real-only, mixed: once each
 
 
