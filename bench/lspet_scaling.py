@@ -11,6 +11,9 @@ seeds and the val images (``engine.stats.two_stage_bootstrap``).
     python bench/lspet_scaling.py                         # sizes 25 50 100 200 300, seeds 0 1 2 (in that order)
     python bench/lspet_scaling.py --sizes 50 100 --seeds 0 1 2 3 4 --max-minutes 120
     python bench/lspet_scaling.py --report-only           # statistics and report from what has finished
+    python bench/lspet_scaling.py --sizes 150 300 --steps 1520 --out docs/results/lspet-scaling-steps
+                                                          # every N at the same optimizer steps (is 2N worth more
+                                                          # than N at equal compute?); sizes are also compared
 
 Writes ``docs/results/lspet-scaling/{report.md,scaling.csv,scaling.html}`` (``--out``).
 """
@@ -58,6 +61,9 @@ def main() -> None:
     ap.add_argument("--max-minutes", type=float, help="start no new run after this many minutes")
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--steps", type=int,
+                    help="train every N for this many optimizer steps (the nearest whole number of epochs) instead "
+                         "of the recipe's epochs; the report then also gives each size minus the next smaller one")
     args = ap.parse_args()
 
     config = yaml.safe_load(args.config.read_text())
@@ -72,6 +78,14 @@ def main() -> None:
 
     recipe, protocol = cfg["recipe"], cfg["protocol"]
     real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
+    from engine.train.recipe import Recipe
+
+    def recipe_for(n: int) -> dict:
+        """The recipe N trains with: the file's, or with the epochs that make --steps optimizer steps."""
+        if not args.steps:
+            return recipe
+        return {**recipe, "epochs": Recipe.from_dict(recipe).epochs_for_steps(n, args.steps)}
+
     results_path = args.workspace / "scaling.jsonl"
     done = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
     from engine.train.train import RECIPE
@@ -104,7 +118,7 @@ def main() -> None:
         for n in args.sizes:
             if args.report_only:
                 break
-            if any(key(r) == (n, seed, norm(recipe), protocol) for r in done):
+            if any(key(r) == (n, seed, norm(recipe_for(n)), protocol) for r in done):
                 continue
             if args.max_minutes and (time.perf_counter() - t_start) / 60 > args.max_minutes:
                 log(f"--max-minutes {args.max_minutes} reached; rerun to continue")
@@ -112,9 +126,9 @@ def main() -> None:
             m = build_manifest(ws, manifest_spec({**real_only, "real": n}, seed, None))
             if m["counts"]["test"]:
                 sys.exit("this workspace holds test images; the scaling curve must not (use a fresh --workspace)")
-            params = resolve_params(ws, m["id"], {**recipe, "seed": int(seed), "device": args.device,
+            params = resolve_params(ws, m["id"], {**recipe_for(n), "seed": int(seed), "device": args.device,
                                                   "protocol": protocol})
-            log(f"N={n} seed {seed}: training real-only ({recipe['epochs']} epochs)")
+            log(f"N={n} seed {seed}: training real-only ({recipe_for(n)['epochs']} epochs)")
             t0 = time.perf_counter()
             final = jobs.run_foreground(ws, "train", params)
             if final["status"] != "done":
@@ -122,7 +136,8 @@ def main() -> None:
             val = final["result"]["metrics"]["val"]
             with ws.connect() as db:
                 run = store_training.run(db, final["result"]["run_id"])
-            row = {"n": n, "seed": seed, "recipe": recipe, "protocol": protocol, "run_id": final["result"]["run_id"],
+            row = {"n": n, "seed": seed, "recipe": recipe_for(n), "protocol": protocol,
+                   "run_id": final["result"]["run_id"],
                    "val_eval": final["result"]["val_eval"], "AP50": val.get("AP50"), "AP": val.get("AP"),
                    "PCK@0.2": val.get("PCK@0.2"), "mean OKS": val.get("mean OKS"),
                    "seconds": round(time.perf_counter() - t0, 1), "epochs": len(run["curves"] or []),
@@ -136,7 +151,7 @@ def main() -> None:
     if not zs_path.exists():
         sys.exit("no zero-shot evaluation yet")
     zs = load_coco(zs_path)
-    rows = [r for r in done if r["protocol"] == protocol and norm(r["recipe"]) == norm(recipe)]
+    rows = [r for r in done if r["protocol"] == protocol and norm(r["recipe"]) == norm(recipe_for(r["n"]))]
     if not rows:
         sys.exit("no finished run for this recipe and protocol yet")
     image_ids = [im["id"] for im in zs["gt"]["images"]]
@@ -147,7 +162,7 @@ def main() -> None:
                 "per-person OKS": stats.PersonArrays(image_ids, person_rows, "oks")}
 
     zs_arr = arrays(zs, zs["rows"])
-    table = []
+    table, per_size = [], {}
     for n in sorted({r["n"] for r in rows}):
         runs = [r for r in rows if r["n"] == n]
         arm: dict[str, dict] = {m: {} for m in zs_arr}
@@ -155,7 +170,9 @@ def main() -> None:
             coco = load_coco(r["val_eval"])      # val rows are not stored per person: derive them
             for m, a in arrays(coco, protocols.person_rows(coco["gt"], coco["dets"])).items():
                 arm[m][r["seed"]] = a
-        entry = {"real anchors": n, "seeds": len(runs),
+        per_size[n] = arm
+        entry = {"real anchors": n, "seeds": len(runs), "epochs": recipe_for(n)["epochs"],
+                 "steps": Recipe.from_dict(recipe_for(n)).plan(n)["steps"],
                  "seconds per run": float(np.mean([r["seconds"] for r in runs]))}
         for metric in ("AP50", "PCK@0.2", "per-person OKS"):
             c = stats.two_stage_bootstrap(arm[metric], {s: zs_arr[metric] for s in arm[metric]}, metric,
@@ -187,7 +204,10 @@ def main() -> None:
           f"PCK@0.2 {fmt(zs_m['PCK@0.2'])}, mean OKS {fmt(zs_m['mean OKS'])}. Differences: two-stage bootstrap over "
           f"seeds and val images ({args.n_boot} resamples), 95% percentile intervals.", "",
           f"- Date: {time.strftime('%Y-%m-%d')}", f"- Code: {'; '.join(codes)}",
-          f"- Protocol: {protocol}", f"- Recipe: {json.dumps(recipe)}",
+          f"- Protocol: {protocol}", f"- Recipe: {json.dumps(recipe)}" + (
+              f"; epochs per N set so that every N trains ~{args.steps} optimizer steps: "
+              + ", ".join(f"N = {t['real anchors']}: {t['epochs']} epochs, {t['steps']} steps" for t in table)
+              if args.steps else ""),
           f"- Split: real anchors drawn per seed from the 300-image train pool (nested: a smaller N is a prefix of "
           f"a larger one), val = 200 images "
           f"(`{split_dir.relative_to(ROOT) if split_dir.is_relative_to(ROOT) else split_dir}`); "
@@ -200,11 +220,26 @@ def main() -> None:
                   f"{ci(t['PCK@0.2 95% CI'])} | {t['per-person OKS - zero-shot']:+.3f} "
                   f"{ci(t['per-person OKS 95% CI'])} | "
                   f"{t['seconds per run']:.0f} |")
+    if args.steps and len(table) > 1:
+        md += ["", f"## Each size against the next smaller one (both at ~{args.steps} optimizer steps)", "",
+               "Two-stage bootstrap over the seeds both sizes have (paired: a seed's smaller draw is a prefix of "
+               "its larger one) and the val images.", "",
+               "| sizes | seeds | AP50 [95% CI] | PCK@0.2 [95% CI] | mean OKS [95% CI] |", "|---|---|---|---|---|"]
+        for small, big in zip(table, table[1:]):
+            a, b = per_size[big["real anchors"]], per_size[small["real anchors"]]
+            cs = {m: stats.two_stage_bootstrap(a[m], b[m], m, n_boot=args.n_boot)
+                  for m in ("AP50", "PCK@0.2", "per-person OKS")}
+            md.append(f"| {big['real anchors']} - {small['real anchors']} | {cs['AP50']['seeds']} | "
+                      + " | ".join(f"{cs[m]['mean_diff']:+.3f} {ci(cs[m]['ci'])}"
+                                   for m in ("AP50", "PCK@0.2", "per-person OKS")) + " |")
     md += ["", "Per seed (difference from zero-shot, AP50 / PCK@0.2):", ""]
     for t in table:
         md.append(f"- N = {t['real anchors']}: " + ", ".join(
             f"seed {s} {t['AP50 per seed'][s]:+.3f} / {t['PCK@0.2 per seed'][s]:+.3f}" for s in t["AP50 per seed"]))
-    md += ["", "Rerun: `python bench/lspet_scaling.py` (resumable; `--report-only` rewrites this page).", ""]
+    rerun = " ".join(["python bench/lspet_scaling.py", "--sizes", *map(str, args.sizes)]
+                     + (["--steps", str(args.steps)] if args.steps else [])
+                     + ([f"--out {args.out.relative_to(ROOT)}"] if args.out.is_relative_to(ROOT) else []))
+    md += ["", f"Rerun: `{rerun}` (resumable; `--report-only` rewrites this page).", ""]
     (args.out / "report.md").write_text("\n".join(md) + "\n")
     with open(args.out / "scaling.csv", "w", newline="") as fh:
         w = csv.writer(fh)
