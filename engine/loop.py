@@ -273,7 +273,8 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     save()
                 if "curation_run_id" not in state:
                     step(f"curating the {state['generated']} new images")
-                    res = _run_job(ws, "curate", curate_params(ws, {**cfg["curate"], "batches": [state["batch_id"]]}),
+                    res = _run_job(ws, "curate", curate_params(ws, {**cfg["curate"], "batches": [state["batch_id"]],
+                                                                "calibrate_on": anchors}),
                                    f"round {k}")
                     state.update({"curation_run_id": res["run_id"], "survivors": res["kept"]})
                     save()

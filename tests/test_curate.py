@@ -142,6 +142,17 @@ def test_curation_job_funnel_unavailable_clip_and_select(cur_ws):
     assert r.exit_code == 0 and "selected" in r.output
     status = json.loads(CliRunner().invoke(main, ["-w", str(cur_ws.root), "status", "--json"]).output)
     assert status["funnel"]["stages"][0]["stage"] == "quality" and status["funnel"]["selected"] <= 2
+    # thresholds learnt from some train images only (a loop's anchors): the calibration names how many
+    from store import images as store_images
+    with cur_ws.connect() as db:
+        train = [im["id"] for im in store_images.list_images(db, kinds=["real"]) if im["split"] == "train"]
+    assert len(train) == 30
+    for cal, n in ((None, 30), (train[:10], 10)):
+        again = jobs.run_foreground(cur_ws, "curate", curate_params(cur_ws, {
+            "stages": [{"name": "quality", "params": {"sharpness": {"real_percentile": 2}}}], "calibrate_on": cal}))
+        assert again["status"] == "done", again["error"]
+        with cur_ws.connect() as db:
+            assert store_curation.latest_run(db)["calibration"]["quality"]["sharpness"]["calibration_images"] == n
 
 
 def test_a_second_curation_reuses_the_teachers_predictions_and_decides_the_same(cur_ws, monkeypatch):
@@ -179,6 +190,17 @@ def test_bad_curation_config(cur_ws):
         curate_params(cur_ws, {"stages": [{"name": "qualty"}]})
     with pytest.raises(RealcalError, match="unknown curation option"):
         curate_params(cur_ws, {"budget": 3})
+    for bad in ([], "1,2", [1, "2"]):
+        with pytest.raises(RealcalError, match="calibrate_on is a non-empty list"):
+            curate_params(cur_ws, {"calibrate_on": bad})
+    # images that are not real train images (a val image, an id that does not exist) stop the job, naming them
+    from store import images as store_images
+    with cur_ws.connect() as db:
+        val = [im["id"] for im in store_images.list_images(db, kinds=["real"]) if im["split"] != "train"][:1]
+    final = jobs.run_foreground(cur_ws, "curate", curate_params(cur_ws, {"calibrate_on": [*val, 10 ** 6]}))
+    assert final["status"] == "failed"
+    assert f"calibrate_on: 2 of the 2 images are not real train images (e.g. {sorted([*val, 10 ** 6])[:5]})" \
+        in final["error"]
 
 
 def _tiny_clip_checkpoint(tmp_path):

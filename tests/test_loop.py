@@ -12,7 +12,9 @@ from engine.errors import RealcalError
 from engine.io import parse
 from engine.io.common import run_import
 from engine.loop import _should_stop, check, resolve, summary
+from engine.train.manifest import anchor_pool
 from store import batches as store_batches
+from store import curation as store_curation
 from store import loops as store_loops
 from store import training as store_training
 from store.db import write_transaction
@@ -83,6 +85,9 @@ def test_a_loop_runs_its_rounds_stores_them_and_resumes(lws, tmp_path):
         assert rounds[0]["state"]["steps"] == 2 and st2["steps"] == 3
         # generation was targeted at the anchors of the worst pose groups, and the lineage says who asked
         assert st1["mined"]["targets"] and st1["mined"]["against_labels"] == st1["mined"]["people"] > 0
+        # its curation learns thresholds from the loop's 8 anchors only, not the 4 other labelled train images
+        cur = store_curation.latest_run(db)
+        assert sorted(cur["config"]["calibrate_on"]) == sorted(anchor_pool(lws, 8, 0))
         batch = store_batches.get(db, st1["batch_id"])
         assert batch["params"]["label"] == "loop tiny round 1" and batch["params"]["pose_source"]["targets"]
         assert batch["params"]["pose_source"]["target_label"].startswith("loop tiny round 1: student of round 0")

@@ -36,6 +36,7 @@ DEFAULTS: dict[str, Any] = {
     "stages": DEFAULT_STAGES,
     "selection": {"weights": DEFAULT_WEIGHTS, "flip_tta": True},
     "executor": None,                      # None/"local", or {name: ray, address, actors, ...}
+    "calibrate_on": None,                  # real train image ids the thresholds learn from; None = all of them
 }
 
 
@@ -56,6 +57,10 @@ def resolve_params(ws: Workspace, overrides: dict[str, Any] | None = None) -> di
     if unknown_sel:
         raise RealcalError(f"unknown selection option(s) {', '.join(sorted(unknown_sel))}; valid: weights, flip_tta")
     registry.config_of("selector", "greedy", selection.get("weights", DEFAULT_WEIGHTS))
+    cal = params.get("calibrate_on")
+    if cal is not None and (not isinstance(cal, list | tuple) or not cal
+                            or not all(isinstance(i, int) and not isinstance(i, bool) for i in cal)):
+        raise RealcalError("calibrate_on is a non-empty list of real train image ids (or absent: every one)")
     for s in params["stages"]:
         if not isinstance(s, dict) or "name" not in s:
             raise RealcalError("each curation stage is {name: ..., params: {...}}")
@@ -102,11 +107,20 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 
     ws = ctx.ws
     with ws.connect() as db:
+        real_all = store_images.list_images(db, kinds=["real"])
+        real_train = [r for r in real_all if r["split"] == "train"]
+        if params.get("calibrate_on") is not None:
+            # e.g. a loop's own anchors: the images (and labels) of a larger reference arm stay unread
+            wanted = {int(i) for i in params["calibrate_on"]}
+            outside = wanted - {r["id"] for r in real_train}
+            if outside:
+                raise RealcalError(f"calibrate_on: {len(outside)} of the {len(wanted)} images are not real train "
+                                   f"images (e.g. {sorted(outside)[:5]})")
+            real_train = [r for r in real_train if r["id"] in wanted]
+        real_train = _with_persons(db, real_train)
         items = load_items(db, params.get("batches"))
         if not items:
             raise RealcalError("nothing to curate: no synthetic images (generate some first)")
-        real_all = store_images.list_images(db, kinds=["real"])
-        real_train = _with_persons(db, [r for r in real_all if r["split"] == "train"])
         emb_spec = params["embedder"]
         emb_params = embedder_params(params)
         embedder = registry.build("embedder", emb_spec["name"], emb_params)
