@@ -43,8 +43,10 @@ clean:
 	rm -rf $(VENV) .pytest_cache
 
 # The LSPET low-data benchmark (needs ../shared/data/lspet): full (hours on 2 CPU cores) or --quick.
+# BENCH_ARGS passes options on, e.g. make benchmark BENCH_ARGS="--workers 2 --max-minutes 150"
+BENCH_ARGS ?=
 benchmark: $(VENV)/.installed
-	$(PY) bench/lspet_benchmark.py
+	$(PY) bench/lspet_benchmark.py $(BENCH_ARGS)
 
 benchmark-quick: $(VENV)/.installed
-	$(PY) bench/lspet_benchmark.py --quick
+	$(PY) bench/lspet_benchmark.py --quick $(BENCH_ARGS)
