@@ -209,6 +209,18 @@ with tab_train:
                                        disabled=schedule != "synthetic_first")
         pre_lr0 = c[3].number_input("Pre-training lr0 (0 = lr0)", 0.0, 1.0, 0.0, format="%.5f", key="train_pre_lr0",
                                     disabled=schedule != "synthetic_first")
+        c = st.columns(4)
+        checkpoint = c[0].selectbox("Keep the checkpoint", ["last", "best"],
+                                    index=["last", "best"].index(str(RECIPE.get("checkpoint", "last"))),
+                                    key="train_checkpoint",
+                                    help="last: the final epoch's weights (val is read once, at the end); best: the "
+                                         "epoch that scored best on val (val then also chooses the model)")
+        val_period = c[1].number_input("Validate every (epochs)", 1, 10_000, int(RECIPE.get("val_period", 1)),
+                                       key="train_val_period", disabled=checkpoint != "best",
+                                       help="With best: validate every k epochs and the last; best is among those")
+        threads = c[2].number_input("CPU threads", -1, 1024, int(RECIPE.get("threads", -1)), key="train_threads",
+                                    help="-1: Ultralytics' choice (cores - 1); 0: every core, fastest on a machine "
+                                         "the run has to itself but much slower beside another busy process; n: n")
         from engine.train.train import manifest_step_plan, parse_freeze, resolve_params
 
         params = None
@@ -216,7 +228,8 @@ with tab_train:
             params = resolve_params(ws, int(mid), {
                 "epochs": int(epochs), "imgsz": int(imgsz), "batch": int(batch), "seed": int(seed),
                 "lr0": float(lr0), "nbs": int(nbs), "optimizer": optimizer, "freeze": parse_freeze(freeze),
-                "mosaic": float(mosaic),
+                "mosaic": float(mosaic), "checkpoint": checkpoint, "val_period": int(val_period),
+                "threads": int(threads),
                 "model": model.strip(), "device": device, "protocol": protocol,
                 "schedule": {"union": None,
                              "weighted": {"kind": "weighted", "synthetic_fraction": float(fraction)},

@@ -93,6 +93,9 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     next(n for n in at.number_input if n.label == "Epochs").set_value(1)
     next(t for t in at.text_input if t.label == "Freeze").set_value("keypoint-branch")
     next(n for n in at.number_input if n.label == "Nominal batch (nbs)").set_value(16).run()
+    next(s for s in at.selectbox if s.label == "Keep the checkpoint").set_value("last").run()
+    assert next(n for n in at.number_input if n.label == "Validate every (epochs)").disabled   # only with best
+    next(n for n in at.number_input if n.label == "CPU threads").set_value(0).run()
     assert not next(b for b in at.button if b.label == "Queue training").disabled
     next(b for b in at.button if b.label == "Queue training").click().run()
     assert not at.exception and any("Queued job" in s.value for s in at.success)
@@ -102,6 +105,7 @@ def test_train_page_builds_manifests_and_queues_training_and_experiments(app_ws,
     with app_ws.connect() as db:
         params = json.loads(db.execute("SELECT params FROM jobs WHERE kind = 'train'").fetchone()[0])
         assert params["freeze"] == "keypoint-branch" and params["epochs"] == 1 and params["nbs"] == 16
+        assert params["checkpoint"] == "last" and params["threads"] == 0
     # experiments: a broken file is refused with the reason, the example one is queued
     area = next(t for t in at.text_area if t.label == "Experiment (YAML)")
     assert "real-only" in area.value
