@@ -89,6 +89,9 @@ with st.expander("Every comparison in full, with each seed's own difference"):
     for c in summary["comparisons"]:
         per = ", ".join(f"s{d['seed']} {d['diff']:+.3f}" for d in c.get("per_seed") or [])
         st.markdown(f"- {c['verdict']} *({c.get('seeds')} seeds x {c['n']} test images; per seed: {per})*")
+if summary.get("contrasts"):
+    st.markdown("**Declared contrasts** (the pairs the experiment file lists: arm minus other arm, Holm-adjusted)\n"
+                + "\n".join(f"- {c['verdict']}" for c in summary["contrasts"]))
 st.markdown("**Noise floor** (arms equal in expectation)")
 if summary.get("noise_floor"):
     for c in summary["noise_floor"]:

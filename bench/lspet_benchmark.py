@@ -259,7 +259,7 @@ def main() -> None:
         log(f"  {row['arm']:<22} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
             f"val AP50 {row['val AP50'] or 0:.3f}  ({row['seeds']} seeds)")
     log(summary["headline"])
-    for c in summary["comparisons"] + summary["ablation"] + summary["noise_floor"]:
+    for c in summary["comparisons"] + summary["ablation"] + summary.get("contrasts", []) + summary["noise_floor"]:
         log(f"  {c['verdict']}")
     for f in summary["flags"]:
         log(f"  WARNING: {f}")

@@ -154,6 +154,18 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
         loop_config(cfg, loop_arms[0], cfg["seeds"][0])      # the loop section checked now, not hours later
     if not cfg["seeds"]:
         raise RealcalError("an experiment needs at least one seed")
+    contrasts = config.get("contrasts")
+    if contrasts:       # recorded only when given, so older experiments compare equal
+        arm_names = {a["name"] for a in cfg["arms"]}
+        if not isinstance(contrasts, list) or not all(
+                isinstance(c, list | tuple) and len(c) == 2 and all(isinstance(x, str) for x in c) for c in contrasts):
+            raise RealcalError("contrasts is a list of [arm, other arm] pairs, e.g. [[mixed-posewarp-200, "
+                               "mixed-random-200]]: each is compared as arm minus other arm")
+        for a, b in contrasts:
+            if a == b or not {a, b} <= arm_names:
+                raise RealcalError(f"contrast [{a}, {b}]: two different arms of this experiment are needed "
+                                   f"(arms: {', '.join(sorted(arm_names))})")
+        cfg["contrasts"] = [[a, b] for a, b in contrasts]
     return cfg
 
 
@@ -197,6 +209,12 @@ def upgraded(old: dict) -> dict:
     defaults = Recipe().as_dict()
     defaults.pop("model")
     return {**old, "recipe": {**{k: v for k, v in defaults.items() if k not in recipe}, **recipe}}
+
+
+def runs_config(cfg: dict) -> dict:
+    """The part of an experiment config that decides its runs (not ``contrasts``, which only says what the
+    report compares)."""
+    return {k: v for k, v in cfg.items() if k != "contrasts"}
 
 
 def carried_over(old: dict, new: dict) -> list[str]:
@@ -279,6 +297,11 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         # experiment's runs (see _claim) must all land in the same experiment
         with write_transaction(db):
             exp = store_training.experiment_by_name(db, cfg["name"])
+            if exp is not None and upgraded(exp["config"]) != cfg and runs_config(upgraded(exp["config"])) \
+                    == runs_config(cfg):
+                # only what is compared changed (contrasts): the same experiment, its config brought up to date
+                store_training.set_experiment_config(db, exp["id"], cfg)
+                exp = {**exp, "config": cfg}
             if exp is None or upgraded(exp["config"]) != cfg:
                 keep = carried_over(upgraded(exp["config"]), cfg) if exp is not None else []
                 exp_id = store_training.create_experiment(db, cfg["name"], cfg)
@@ -602,6 +625,8 @@ def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
     * ``vs_baseline``: each arm minus real-only on AP50, PCK@0.2 and per-person OKS (Holm across them);
     * ``ablation``: each curated (or human-accepted) arm minus each random or unfiltered arm with the same
       real and synthetic counts (AP50 and PCK@0.2);
+    * ``contrast``: each pair the file lists under ``contrasts`` (arm minus other arm, AP50, PCK@0.2 and
+      per-person OKS, Holm across them);
     * ``noise_floor``: arms that should not differ — an arm with ``replica`` minus its twin (same data,
       other training noise), and random minus unfiltered at the same volume (equal in expectation before
       curation) — the size of difference the benchmark produces by chance."""
@@ -635,6 +660,14 @@ def compare(runs: list[dict], cfg: dict, n_boot: int = 1000) -> list[dict]:
                 for metric in ("AP50", "PCK@0.2"):
                     if c := _compare(arrays, a["name"], b["name"], metric, n_boot, "noise_floor"):
                         out.append(c)
+    # the contrasts the file declares (e.g. a generation ablation: one generator's arm minus another's), with
+    # Holm's correction across them
+    declared = [c for a, b in cfg.get("contrasts") or [] for metric in METRICS
+                if (c := _compare(arrays, a, b, metric, n_boot, "contrast"))]
+    for c, p in zip(declared, stats.holm([c["p"] for c in declared]) if declared else []):
+        c["p_holm"] = p
+        c["verdict"] = stats.verdict(c["arm"], c["baseline"], c["metric"], c["mean_diff"], c["ci"], p)
+    out += declared
     ref = next((a for a in arms if a.get("reference")), None)
     if ref is not None and BASELINE in arrays:
         for a in arms:
@@ -766,6 +799,7 @@ def summarise(runs: list[dict], cfg: dict, comparisons: list[dict] | None = None
     return {"table": table, "comparisons": [c for c in comparisons if c["kind"] == "vs_baseline"],
             "ap50": [c for c in comparisons if c["kind"] == "vs_baseline" and c["metric"] == "AP50"],
             "ablation": [c for c in comparisons if c["kind"] == "ablation"],
+            "contrasts": [c for c in comparisons if c["kind"] == "contrast"],
             "noise_floor": [c for c in comparisons if c["kind"] == "noise_floor"],
             "gap_closed": [c for c in comparisons if c["kind"] == "gap_closed"],
             "val_gate_intervals": [c for c in comparisons if c["kind"] == "val_gate"],

@@ -172,6 +172,10 @@ def set_experiment_ap50(db: sqlite_utils.Database, experiment_id: int, compariso
     db.execute("UPDATE experiments SET ap50_comparisons = ? WHERE id = ?", [json.dumps(comparisons), experiment_id])
 
 
+def set_experiment_config(db: sqlite_utils.Database, experiment_id: int, config: dict) -> None:
+    db.execute("UPDATE experiments SET config = ? WHERE id = ?", [json.dumps(config, default=str), experiment_id])
+
+
 def create_experiment(db: sqlite_utils.Database, name: str, config: dict) -> int:
     db.execute("INSERT INTO experiments (name, config) VALUES (?, ?)", [name, json.dumps(config, default=str)])
     return db.execute("SELECT last_insert_rowid()").fetchone()[0]

@@ -322,3 +322,34 @@ def test_a_claim_sees_runs_finished_meanwhile_and_a_seeds_loop_rounds_run_one_at
     assert _claim(ws, exp_id, cfg, arms["loop-2"], 1, mine, set()) is None      # another seed's loop is free
     assert _claim(ws, exp_id, cfg, arms["loop-1"], 0, mine, set()) == f"job {other}"
     assert _claim(ws, exp_id, cfg, arms["loop-1"], 1, other, set()) == f"job {mine}, running loop-2"
+
+
+def test_declared_contrasts_are_compared_and_adding_them_keeps_the_experiment(ews, tmp_path):
+    for bad, match in [({"contrasts": [["mixed", "nope"]]}, "two different arms of this experiment"),
+                       ({"contrasts": [["mixed", "mixed"]]}, "two different arms"),
+                       ({"contrasts": ["mixed"]}, "a list of \\[arm, other arm\\] pairs")]:
+        with pytest.raises(RealcalError, match=match):
+            resolve({**CONFIG, **bad})
+    assert "contrasts" not in resolve(CONFIG)                 # absent unless given: older experiments compare equal
+    cfg = resolve({**CONFIG, "name": "contrasts", "seeds": [0]})
+    first = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
+    assert first["status"] == "done", first["error"]
+    assert first["result"]["summary"]["contrasts"] == []
+    with ews.connect() as db:
+        n_runs = db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0]
+    with_contrast = resolve({**CONFIG, "name": "contrasts", "seeds": [0], "contrasts": [["mixed", "zero-shot"]]})
+    again = jobs.run_foreground(ews, "experiment", {"config": with_contrast, "device": "cpu"})
+    assert again["status"] == "done", again["error"]
+    assert again["result"]["experiment_id"] == first["result"]["experiment_id"]     # the same experiment
+    with ews.connect() as db:
+        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs   # nothing retrained
+        assert store_training.experiment_by_name(db, "contrasts")["config"]["contrasts"] == [["mixed", "zero-shot"]]
+    got = again["result"]["summary"]["contrasts"]
+    assert [(c["arm"], c["baseline"], c["metric"]) for c in got] == [
+        ("mixed", "zero-shot", m) for m in ("AP50", "PCK@0.2", "per-person OKS")]
+    assert all("p_holm" in c and c["verdict"] for c in got)
+    r = CliRunner().invoke(main, ["-w", str(ews.root), "report", "--experiment", "contrasts",
+                                  "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    md = (tmp_path / "rep/report.md").read_text()
+    assert "## Declared contrasts" in md and "mixed vs zero-shot" in md
