@@ -69,6 +69,15 @@ def experiment_params(args, exp_cfg: dict, t_all: float) -> dict:
     return params
 
 
+def finished_runs(ws: Workspace, name: str) -> int:
+    """How many (arm, seed) runs of the experiment have finished."""
+    from store import training as store_training
+
+    with ws.connect() as db:
+        exp = store_training.experiment_by_name(db, name)
+        return 0 if exp is None else sum(r["status"] == "done" for r in store_training.experiment_runs(db, exp["id"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="one seed, fewer arms, 20 epochs (< 30 min on 2 CPU cores)")
@@ -212,6 +221,7 @@ def main() -> None:
 
     # 5. the experiment (resumable job: finished arm x seed runs are skipped)
     exp_params = experiment_params(args, exp_cfg, t_all)
+    runs_before, t_exp = finished_runs(ws, exp_cfg["name"]), time.perf_counter()
     helpers = []
     for _ in range(args.workers - 1):       # they share the runs through the experiment's claims
         cmd = [sys.executable, __file__, "--join", "--config", str(cfg_path), "--workspace", str(ws_root)]
@@ -230,6 +240,14 @@ def main() -> None:
         result = run_job(ws, "experiment", {**exp_params, "deadline": 1}, "experiment (summary)")
     if result.get("runs_left"):
         log(f"{result['runs_left']} arm x seed run(s) left: run the same command again to continue")
+    finished_now = finished_runs(ws, exp_cfg["name"]) - runs_before
+    if finished_now > 0:      # what a sitting achieved: with several workers the wall time is below the runs' sum
+        wall = time.perf_counter() - t_exp
+        state.setdefault("invocations", []).append({
+            "started": time.strftime("%Y-%m-%d %H:%M", time.localtime(time.time() - wall)), "workers": args.workers,
+            "runs finished": finished_now, "wall s": round(wall, 1), "wall s per run": round(wall / finished_now, 1)})
+        log(f"this invocation: {finished_now} run(s) in {wall:.0f} s with {args.workers} worker(s) "
+            f"({wall / finished_now:.0f} s per run)")
     state["timings"].pop("experiment (this invocation)", None)
     # the experiment's wall time is the sum of its arm x seed runs (each timed when it finished, whichever
     # invocation ran it; a run cut off by an interruption is redone and only the finished one counts)
@@ -250,6 +268,8 @@ def main() -> None:
                "platform": platform.platform(), "device": args.device or "auto", "peak_rss_mb": round(rss)}
     extra = {"wall times (s)": state["timings"], "machine": machine, "funnel": state.get("funnel"),
              "split": split_files(split_dir)}
+    if state.get("invocations"):
+        extra["invocations that trained (wall clock)"] = state["invocations"]
     paths = write_experiment_report(ws, out, exp_cfg["name"], extra_fn=lambda exp: extra)
     summary = paths["summary"]
     (Path(out) / "benchmark.json").write_text(json.dumps({"summary": summary, **extra}, indent=2, default=str))
