@@ -95,7 +95,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1,
                     help="processes that train the experiment's runs side by side, each taking the next run no "
                          "other holds (default 1). On a CPU each uses the recipe's threads (-1: cores - 1), so "
-                         "use threads: 1 per worker, or one worker per GPU with --device")
+                         "use threads: 1 per worker; every worker gets the same --device (for one process per GPU, "
+                         "start more with --join --device cuda:N)")
     ap.add_argument("--join", action="store_true",
                     help="only train runs of an experiment that another invocation prepared and is running "
                          "(what --workers starts); writes no report")
@@ -230,12 +231,18 @@ def main() -> None:
         if args.max_minutes:
             cmd += ["--max-minutes", str(max(0.01, args.max_minutes - (time.perf_counter() - t_all) / 60))]
         helpers.append(subprocess.Popen(cmd))
-    result = run_job(ws, "experiment", exp_params, "experiment")
+    try:
+        result = run_job(ws, "experiment", exp_params, "experiment")
+    finally:
+        # the other workers finish the runs they hold (a run that failed here stops none of theirs; Ctrl-C reaches
+        # them too), so no process outlives this one
+        if helpers:
+            log(f"waiting for {len(helpers)} other worker(s) to finish their runs")
+            failed = [p.args for p in helpers if p.wait() != 0]
+            if failed:
+                log(f"{len(failed)} worker(s) failed (see their lines above); their runs are left for the next "
+                    f"invocation")
     if helpers:
-        log(f"waiting for {len(helpers)} other worker(s) to finish their runs")
-        failed = [p.args for p in helpers if p.wait() != 0]
-        if failed:
-            log(f"{len(failed)} worker(s) failed (see their lines above); their runs are left for the next invocation")
         # the summary again, now that every worker's runs are stored (a deadline in the past trains nothing)
         result = run_job(ws, "experiment", {**exp_params, "deadline": 1}, "experiment (summary)")
     if result.get("runs_left"):

@@ -65,6 +65,8 @@ def main() -> None:
                     help="train every N for this many optimizer steps (the nearest whole number of epochs) instead "
                          "of the recipe's epochs; the report then also gives each size minus the next smaller one")
     args = ap.parse_args()
+    if args.steps is not None and args.steps < 1:
+        sys.exit("--steps must be a positive number of optimizer steps")
 
     config = yaml.safe_load(args.config.read_text())
     try:
@@ -236,7 +238,8 @@ def main() -> None:
     for t in table:
         md.append(f"- N = {t['real anchors']}: " + ", ".join(
             f"seed {s} {t['AP50 per seed'][s]:+.3f} / {t['PCK@0.2 per seed'][s]:+.3f}" for s in t["AP50 per seed"]))
-    rerun = " ".join(["python bench/lspet_scaling.py", "--sizes", *map(str, args.sizes)]
+    rerun = " ".join(["python bench/lspet_scaling.py", "--sizes", *map(str, args.sizes),
+                      "--seeds", *map(str, sorted({r["seed"] for r in rows}))]
                      + (["--steps", str(args.steps)] if args.steps else [])
                      + ([f"--out {args.out.relative_to(ROOT)}"] if args.out.is_relative_to(ROOT) else []))
     md += ["", f"Rerun: `{rerun}` (resumable; `--report-only` rewrites this page).", ""]

@@ -42,6 +42,7 @@ from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
 from engine.workspace import Workspace
 from store import events as store_events
+from store import jobs as store_jobs
 from store import training as store_training
 from store.db import write_transaction
 
@@ -161,6 +162,8 @@ def resolve(config: dict[str, Any]) -> dict[str, Any]:
                 isinstance(c, list | tuple) and len(c) == 2 and all(isinstance(x, str) for x in c) for c in contrasts):
             raise RealcalError("contrasts is a list of [arm, other arm] pairs, e.g. [[mixed-posewarp-200, "
                                "mixed-random-200]]: each is compared as arm minus other arm")
+        if len({tuple(sorted(c)) for c in contrasts}) < len(contrasts):
+            raise RealcalError("contrasts lists a pair twice (a pair and its reverse count as one)")
         for a, b in contrasts:
             if a == b or not {a, b} <= arm_names:
                 raise RealcalError(f"contrast [{a}, {b}]: two different arms of this experiment are needed "
@@ -347,7 +350,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             ctx.progress(n, len(pairs), f"time budget reached: {stopped} run(s) left for the next invocation",
                          force=True)
             break
-        holder = _claim(ws, exp_id, cfg, arm, seed, ctx.job_id, redo)
+        holder = _claim(ws, exp_id, cfg, arm, seed, ctx.job_id, ctx.claim, redo)
         if holder == "done":          # another process finished it since this one started
             done.add((arm["name"], seed))
             continue
@@ -360,7 +363,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         finally:
             with ws.connect() as db:
                 with write_transaction(db):
-                    store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id)
+                    store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id, ctx.claim)
     if elsewhere:
         ctx.progress(len(pairs), len(pairs), f"{len(elsewhere)} run(s) held by other processes, not waited for: "
                                              f"{'; '.join(elsewhere)}", force=True)
@@ -368,22 +371,24 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     with ws.connect() as db:
         runs = store_training.experiment_runs(db, exp_id)
     comparisons = compare(runs, cfg, n_boot=int(params.get("n_boot", 1000)))
-    with ws.connect() as db:
-        with write_transaction(db):
-            store_training.set_experiment_ap50(db, exp_id, comparisons)
+    if not elsewhere:     # a process that knows others still train stores nothing: the last one's is complete
+        with ws.connect() as db:
+            with write_transaction(db):
+                store_training.set_experiment_ap50(db, exp_id, comparisons)
     summary = summarise(runs, cfg, comparisons)
     missing = len(pairs) - len({(r["arm"], r["seed"]) for r in runs if r["status"] == "done"})
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing,
             "held_elsewhere": elsewhere}
 
 
-def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: int,
+def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: int, token: str | None,
            redo: set[tuple[str, int]]) -> str | None:
     """Take the (arm, seed) run for this job, so that several processes (``experiment run`` started twice,
     two workers, ``lspet_benchmark.py --workers``) share an experiment's runs instead of repeating them.
     Returns None when taken, ``"done"`` when another process finished it meanwhile, or who holds it. A claim
     lives as long as its job: one left by a process that died (or whose heartbeat went stale) is taken over.
-    A loop's rounds of one seed share their loop, so only one of them runs at a time."""
+    A loop's rounds of one seed share their loop, so only one of them runs at a time, and none while the seed's
+    real-only run (the loop's round 0) is being trained elsewhere."""
     from engine import provenance
 
     name = arm["name"]
@@ -396,13 +401,14 @@ def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: 
                 return "done"
             rivals = [name]
             if arm["kind"] == "loop":
-                rivals += [a["name"] for a in cfg["arms"] if a["kind"] == "loop" and a["name"] != name
-                           and a.get("real") == arm.get("real")]
+                rivals += [a["name"] for a in cfg["arms"] if a.get("real") == arm.get("real") and a["name"] != name
+                           and (a["kind"] == "loop" or (a["kind"] == "train" and _is_twin(a)))]
             for other in rivals:
                 c = store_training.experiment_claim(db, exp_id, other, seed)
-                if c is not None and c["job_id"] != job_id and jobs.job_alive(db, c["job_id"]):
+                mine = c is not None and c["job_id"] == job_id and c["token"] == token
+                if c is not None and not mine and jobs.job_alive(db, c["job_id"], c["token"]):
                     return f"job {c['job_id']}" + ("" if other == name else f", running {other}")
-            store_training.put_experiment_claim(db, exp_id, name, seed, job_id=job_id,
+            store_training.put_experiment_claim(db, exp_id, name, seed, job_id=job_id, token=token,
                                                 worker=f"{socket.gethostname()}:{os.getpid()}")
     return None
 
@@ -410,7 +416,12 @@ def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: 
 def in_progress(db, exp_id: int) -> list[str]:
     """The experiment's runs that live processes hold now, e.g. ``"mixed seed 2 (job 14)"``."""
     return [f"{c['arm']} seed {c['seed']} (job {c['job_id']})" for c in store_training.experiment_claims(db, exp_id)
-            if jobs.job_alive(db, c["job_id"])]
+            if jobs.job_alive(db, c["job_id"], c["token"])]
+
+
+def _is_twin(arm: dict) -> bool:
+    """A real-only train arm (no synthetic images, not a replica): the twin whose run a loop's round 0 reuses."""
+    return not arm.get("synthetic") and not arm.get("replica") and not arm.get("reference")
 
 
 def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict, seed: int, n: int,
@@ -431,7 +442,7 @@ def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict,
     run_id: int | None
     if arm["kind"] == "loop":
         twin = next((a["name"] for a in cfg["arms"] if a["kind"] == "train" and a.get("real") == arm["real"]
-                     and not a.get("synthetic") and not a.get("replica")), None)
+                     and _is_twin(a)), None)
         with ws.connect() as db:
             twin_run = next((r for r in store_training.experiment_runs(db, exp_id)
                              if r["arm"] == twin and r["seed"] == seed and r["status"] == "done"), None)
@@ -475,9 +486,11 @@ def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict,
     done.add((arm["name"], seed))
     with ws.connect() as db:
         with write_transaction(db):
+            if not store_jobs.holds(db, ctx.job_id, ctx.claim):    # requeued and taken elsewhere: write nothing
+                raise jobs.ClaimLost(ctx.job_id)
             store_training.put_experiment_run(db, exp_id, arm["name"], seed, manifest_id=m["id"],
                                               training_run_id=run_id, status="done", result=result)
-            store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id)
+            store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id, ctx.claim)
 
 
 def _scores(ws: Workspace, run_id: int, what: str) -> tuple[dict, dict, list[dict]]:

@@ -299,10 +299,12 @@ def _dead(db, job: dict, host: str) -> str | None:
     return None
 
 
-def job_alive(db, job_id: int) -> bool:
-    """Whether the job is running in a live process (the rule :func:`recover` applies)."""
+def job_alive(db, job_id: int, claim: str | None = None) -> bool:
+    """Whether the job is running in a live process (the rule :func:`recover` applies) and, when ``claim`` is
+    given, is still held with that claim token (not requeued and taken by another process since)."""
     job = store_jobs.get(db, job_id)
-    return job is not None and job["status"] == "running" and _dead(db, job, socket.gethostname()) is None
+    return (job is not None and job["status"] == "running" and (claim is None or job.get("claim") == claim)
+            and _dead(db, job, socket.gethostname()) is None)
 
 
 def recover(ws: Workspace) -> list[tuple[int, str]]:

@@ -228,16 +228,16 @@ def experiment_claims(db: sqlite_utils.Database, experiment_id: int) -> list[dic
 
 
 def put_experiment_claim(db: sqlite_utils.Database, experiment_id: int, arm: str, seed: int, *, job_id: int,
-                         worker: str) -> None:
-    db.execute("INSERT OR REPLACE INTO experiment_claims (experiment_id, arm, seed, job_id, worker) "
-               "VALUES (?, ?, ?, ?, ?)", [experiment_id, arm, seed, job_id, worker])
+                         token: str | None, worker: str) -> None:
+    db.execute("INSERT OR REPLACE INTO experiment_claims (experiment_id, arm, seed, job_id, token, worker) "
+               "VALUES (?, ?, ?, ?, ?, ?)", [experiment_id, arm, seed, job_id, token, worker])
 
 
 def release_experiment_claim(db: sqlite_utils.Database, experiment_id: int, arm: str, seed: int,
-                             job_id: int) -> int:
-    """Drop the claim if this job still holds it; returns how many rows went (0 or 1)."""
+                             job_id: int, token: str | None) -> int:
+    """Drop the claim if this job, with this claim token, still holds it; returns how many rows went (0 or 1)."""
     return db.execute("DELETE FROM experiment_claims WHERE experiment_id = ? AND arm = ? AND seed = ? "
-                      "AND job_id = ?", [experiment_id, arm, seed, job_id]).rowcount
+                      "AND job_id = ? AND token IS ?", [experiment_id, arm, seed, job_id, token]).rowcount
 
 
 def latest_experiment(db: sqlite_utils.Database) -> dict | None:

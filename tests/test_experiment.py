@@ -253,53 +253,62 @@ def test_a_time_budget_stops_between_runs_and_the_next_invocation_continues(ews)
     assert not any("have finished" in f for f in again["result"]["summary"]["flags"])
 
 
-def _other_job(db, pid: int) -> int:
+def _other_job(db, pid: int) -> dict:
+    """A job recorded as running in process ``pid`` (with its claim token)."""
     import socket
 
     from store import jobs as store_jobs
-    return store_jobs.start(db, "experiment", {}, f"{socket.gethostname()}:{pid}", pid)["id"]
+    return store_jobs.start(db, "experiment", {}, f"{socket.gethostname()}:{pid}", pid)
 
 
 def test_processes_share_an_experiments_runs_through_claims(ews):
-    """A run another live process holds is skipped (and said so), a claim left by a dead process is taken over,
-    and a rerun after the holder has gone finishes the experiment: each run is trained once."""
+    """A run another live process holds is skipped (and said so); claims left by a dead process, by a job whose
+    heartbeat went stale and by a job that was requeued and taken by another process since are taken over; a rerun
+    after the holder has gone finishes the experiment: each run is trained once."""
     import os
     import subprocess
 
     from engine.experiment import in_progress
     from store import jobs as store_jobs
-    cfg = resolve({**CONFIG, "name": "shared", "seeds": [0]})
+    cfg = resolve({**CONFIG, "name": "shared", "seeds": [0, 1]})
     first = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "deadline": 1})
-    assert first["status"] == "done" and first["result"]["runs_left"] == 3       # made the experiment, ran nothing
+    assert first["status"] == "done" and first["result"]["runs_left"] == 6       # made the experiment, ran nothing
     exp_id = first["result"]["experiment_id"]
     dead = subprocess.Popen(["true"])
     dead.wait()
     with ews.connect() as db:
-        live_job, dead_job = _other_job(db, os.getpid()), _other_job(db, dead.pid)
-        store_training.put_experiment_claim(db, exp_id, "mixed", 0, job_id=live_job, worker="elsewhere")
-        store_training.put_experiment_claim(db, exp_id, "real-only", 0, job_id=dead_job, worker="gone")
+        live, gone, stale, retaken = (_other_job(db, os.getpid()), _other_job(db, dead.pid),
+                                      _other_job(db, os.getpid()), _other_job(db, os.getpid()))
+        db.execute("UPDATE jobs SET heartbeat_at = '2000-01-01T00:00:00.000Z' WHERE id = ?", [stale["id"]])
+        for arm, seed, job, token in [("mixed", 0, live, live["claim"]), ("real-only", 0, gone, gone["claim"]),
+                                      ("zero-shot", 1, stale, stale["claim"]), ("real-only", 1, retaken, "before")]:
+            store_training.put_experiment_claim(db, exp_id, arm, seed, job_id=job["id"], token=token, worker="w")
         db.conn.commit()
     messages = []
     final = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"},
                                 lambda done, total, msg: msg and messages.append(msg))
     assert final["status"] == "done", final["error"]
-    assert final["result"]["held_elsewhere"] == [f"mixed seed 0 (job {live_job})"]
+    assert final["result"]["held_elsewhere"] == [f"mixed seed 0 (job {live['id']})"]
     assert final["result"]["runs_left"] == 1
     assert any(m.startswith("1 run(s) held by other processes, not waited for: mixed seed 0") for m in messages)
     with ews.connect() as db:
-        done = {r["arm"] for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
-        assert done == {"zero-shot", "real-only"}                  # the dead process's claim was taken over
-        assert [(c["arm"], c["job_id"]) for c in store_training.experiment_claims(db, exp_id)] == [("mixed", live_job)]
-        assert in_progress(db, exp_id) == [f"mixed seed 0 (job {live_job})"]      # what the Train page shows
-        assert store_jobs.finish(db, live_job, "failed", error="gone", claim=store_jobs.get(db, live_job)["claim"])
+        done = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
+        assert done == {("zero-shot", 0), ("real-only", 0), ("zero-shot", 1), ("real-only", 1), ("mixed", 1)}
+        assert [(c["arm"], c["job_id"]) for c in store_training.experiment_claims(db, exp_id)] == [
+            ("mixed", live["id"])]
+        assert in_progress(db, exp_id) == [f"mixed seed 0 (job {live['id']})"]      # what the Train page shows
+        # a process that knows another still trains stores no comparisons (the last one's are complete)
+        assert store_training.experiment_by_name(db, "shared")["ap50_comparisons"] == []     # still the empty pass's
+        assert store_jobs.finish(db, live["id"], "failed", error="gone", claim=live["claim"])
     again = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"})
     assert again["status"] == "done" and again["result"]["runs_left"] == 0 and not again["result"]["held_elsewhere"]
     with ews.connect() as db:
         assert store_training.experiment_claims(db, exp_id) == [] and in_progress(db, exp_id) == []
-        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == 2    # real-only, mixed: once each
+        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == 4    # each trained run once
+        assert store_training.experiment_by_name(db, "shared")["ap50_comparisons"]
 
 
-def test_a_claim_sees_runs_finished_meanwhile_and_a_seeds_loop_rounds_run_one_at_a_time(ws):
+def test_a_claim_sees_runs_finished_meanwhile_and_a_seeds_loop_waits_for_its_round_0(ws):
     import os
 
     from engine.experiment import _claim
@@ -308,26 +317,37 @@ def test_a_claim_sees_runs_finished_meanwhile_and_a_seeds_loop_rounds_run_one_at
                     {"name": "loop-2", "kind": "loop", "real": 8, "round": 2}]}
     with ws.connect() as db:
         exp_id = store_training.create_experiment(db, "claims", cfg)
-        other = _other_job(db, os.getpid())
-        mine = _other_job(db, os.getpid())
+        other, me = _other_job(db, os.getpid()), _other_job(db, os.getpid())
         store_training.put_experiment_run(db, exp_id, "real-only", 0, manifest_id=None, training_run_id=None,
                                           status="done", result={"code": {"source_hash": "x"}})
-        store_training.put_experiment_claim(db, exp_id, "loop-1", 0, job_id=other, worker="w")
+        store_training.put_experiment_claim(db, exp_id, "loop-1", 0, job_id=other["id"], token=other["claim"],
+                                            worker="w")
+        store_training.put_experiment_claim(db, exp_id, "real-only", 2, job_id=other["id"], token=other["claim"],
+                                            worker="w")
+        store_training.put_experiment_claim(db, exp_id, "loop-1", 3, job_id=other["id"], token="requeued since",
+                                            worker="w")
         db.conn.commit()
     arms = {a["name"]: a for a in cfg["arms"]}
-    assert _claim(ws, exp_id, cfg, arms["real-only"], 0, mine, set()) == "done"
+
+    def claim(arm, seed, job=me, redo=frozenset()):
+        return _claim(ws, exp_id, cfg, arms[arm], seed, job["id"], job["claim"], set(redo))
+
+    assert claim("real-only", 0) == "done"
     # a run of other code that this job was told to redo is not "done" until redone
-    assert _claim(ws, exp_id, cfg, arms["real-only"], 0, mine, {("real-only", 0)}) is None
-    assert _claim(ws, exp_id, cfg, arms["loop-2"], 0, mine, set()) == f"job {other}, running loop-1"
-    assert _claim(ws, exp_id, cfg, arms["loop-2"], 1, mine, set()) is None      # another seed's loop is free
-    assert _claim(ws, exp_id, cfg, arms["loop-1"], 0, mine, set()) == f"job {other}"
-    assert _claim(ws, exp_id, cfg, arms["loop-1"], 1, other, set()) == f"job {mine}, running loop-2"
+    assert claim("real-only", 0, redo={("real-only", 0)}) is None
+    assert claim("loop-2", 0) == f"job {other['id']}, running loop-1"       # one loop per seed, one round at a time
+    assert claim("loop-2", 1) is None                                       # another seed's loop is free
+    assert claim("loop-1", 0) == f"job {other['id']}"
+    assert claim("loop-1", 1, job=other) == f"job {me['id']}, running loop-2"
+    assert claim("loop-1", 2) == f"job {other['id']}, running real-only"    # round 0 is the seed's real-only run
+    assert claim("loop-1", 3) is None          # the holder's job was requeued and retaken: its old claim is dead
 
 
 def test_declared_contrasts_are_compared_and_adding_them_keeps_the_experiment(ews, tmp_path):
     for bad, match in [({"contrasts": [["mixed", "nope"]]}, "two different arms of this experiment"),
                        ({"contrasts": [["mixed", "mixed"]]}, "two different arms"),
-                       ({"contrasts": ["mixed"]}, "a list of \\[arm, other arm\\] pairs")]:
+                       ({"contrasts": ["mixed"]}, "a list of \\[arm, other arm\\] pairs"),
+                       ({"contrasts": [["mixed", "real-only"], ["real-only", "mixed"]]}, "a pair twice")]:
         with pytest.raises(RealcalError, match=match):
             resolve({**CONFIG, **bad})
     assert "contrasts" not in resolve(CONFIG)                 # absent unless given: older experiments compare equal
@@ -353,3 +373,11 @@ def test_declared_contrasts_are_compared_and_adding_them_keeps_the_experiment(ew
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep/report.md").read_text()
     assert "## Declared contrasts" in md and "mixed vs zero-shot" in md
+    # an arm changed as well: a new experiment, the unchanged arms' runs carried over
+    changed = resolve({**CONFIG, "name": "contrasts", "seeds": [0], "contrasts": [["mixed", "zero-shot"]],
+                       "arms": [*CONFIG["arms"], {"name": "mixed-2", "real": 8, "pool": "random", "synthetic": 4}]})
+    third = jobs.run_foreground(ews, "experiment", {"config": changed, "device": "cpu"})
+    assert third["status"] == "done", third["error"]
+    assert third["result"]["experiment_id"] != first["result"]["experiment_id"]
+    with ews.connect() as db:
+        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs + 1   # only the new arm

@@ -116,3 +116,10 @@ def m005_experiment_claims(db):
         );
         """,
     )
+
+
+@migrations()
+def m006_experiment_claim_token(db):
+    # the job's claim token when it took the run: a job requeued and taken by another process holds a new token,
+    # so the old process's claim is dead and it can no longer release the new holder's
+    run_script(db, "ALTER TABLE experiment_claims ADD COLUMN token TEXT;")
