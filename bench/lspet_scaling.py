@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
-from _paths import bench_dir, offline, train_val_workspace  # noqa: E402
+from _paths import bench_dir, offline, shown_path, train_val_workspace  # noqa: E402
 
 offline()
 
@@ -44,6 +43,7 @@ def main() -> None:
     import yaml
 
     from engine import jobs, provenance, stats
+    from engine.config import resolve_device as rc_device
     from engine.errors import RealcalError
     from engine.experiment import BASELINE, manifest_spec, resolve
     from engine.train import protocols
@@ -87,6 +87,12 @@ def main() -> None:
         if not args.steps:
             return recipe
         return {**recipe, "epochs": Recipe.from_dict(recipe).epochs_for_steps(n, args.steps)}
+
+    def where(device: str) -> str:
+        """The machine a run trained on, as the report names it (rows from older code lack it: this machine)."""
+        m = provenance.machine()
+        gpu = device.startswith("cuda") and m.get("cuda")
+        return f"{gpu} ({m['cores']} CPU cores)" if gpu else f"{m['cpu']}, {m['cores']} cores (CPU)"
 
     results_path = args.workspace / "scaling.jsonl"
     done = [json.loads(line) for line in results_path.read_text().splitlines()] if results_path.exists() else []
@@ -143,7 +149,8 @@ def main() -> None:
                    "val_eval": final["result"]["val_eval"], "AP50": val.get("AP50"), "AP": val.get("AP"),
                    "PCK@0.2": val.get("PCK@0.2"), "mean OKS": val.get("mean OKS"),
                    "seconds": round(time.perf_counter() - t0, 1), "epochs": len(run["curves"] or []),
-                   "code": provenance.code_version(), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
+                   "code": provenance.code_version(), "machine": where(rc_device(params.get("device") or "auto")),
+                   "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
             with open(results_path, "a") as fh:
                 fh.write(json.dumps(row) + "\n")
             done.append(row)
@@ -213,7 +220,8 @@ def main() -> None:
           f"- Split: real anchors drawn per seed from the 300-image train pool (nested: a smaller N is a prefix of "
           f"a larger one), val = 200 images "
           f"(`{split_dir.relative_to(ROOT) if split_dir.is_relative_to(ROOT) else split_dir}`); "
-          f"test never imported", f"- Machine: {provenance.machine().get('cpu')}, {os.cpu_count()} cores", "",
+          f"test never imported",
+          f"- Machine: {'; '.join(sorted({r.get('machine') or where('cpu') for r in rows}))}", "",
           "| real anchors | seeds | val AP50 | AP50 - zero-shot [95% CI] | val PCK@0.2 | PCK - zero-shot [95% CI] | "
           "mean OKS - zero-shot [95% CI] | s per run |", "|---|---|---|---|---|---|---|---|"]
     for t in table:
@@ -238,10 +246,15 @@ def main() -> None:
     for t in table:
         md.append(f"- N = {t['real anchors']}: " + ", ".join(
             f"seed {s} {t['AP50 per seed'][s]:+.3f} / {t['PCK@0.2 per seed'][s]:+.3f}" for s in t["AP50 per seed"]))
-    rerun = " ".join(["python bench/lspet_scaling.py", "--sizes", *map(str, args.sizes),
-                      "--seeds", *map(str, sorted({r["seed"] for r in rows}))]
+    default_config = ROOT / "experiments" / "lspet_lowdata.yaml"
+    rerun = " ".join(["python bench/lspet_scaling.py"]
+                     + ([f"--config {shown_path(args.config, ROOT)}"]
+                        if args.config.resolve() != default_config.resolve() else [])
+                     + ["--sizes", *map(str, args.sizes), "--seeds", *map(str, sorted({r["seed"] for r in rows}))]
                      + (["--steps", str(args.steps)] if args.steps else [])
-                     + ([f"--out {args.out.relative_to(ROOT)}"] if args.out.is_relative_to(ROOT) else []))
+                     + ([f"--workspace {shown_path(args.workspace, ROOT)}"]
+                        if args.workspace.resolve() != (bench_dir() / "lspet-scaling").resolve() else [])
+                     + [f"--out {shown_path(args.out, ROOT)}"])
     md += ["", f"Rerun: `{rerun}` (resumable; `--report-only` rewrites this page).", ""]
     (args.out / "report.md").write_text("\n".join(md) + "\n")
     with open(args.out / "scaling.csv", "w", newline="") as fh:
