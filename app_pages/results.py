@@ -12,6 +12,8 @@ from engine.report import (
     grouped_verdicts,
     learning_curves_figure,
     legend_below,
+    loop_rounds,
+    loop_rounds_figure,
     steps_note,
 )
 from store import curation as store_curation
@@ -104,6 +106,14 @@ if summary.get("gap_closed"):
                 "images that each arm closes; 95% interval from the same two-stage resamples)")
     for c in summary["gap_closed"]:
         st.markdown(f"- {c['verdict']}")
+rounds = loop_rounds(summary, exp["config"], runs)
+if rounds:
+    st.markdown("**Loop rounds** (round 0 = real-only, the loop's first student; each later round adds images "
+                "generated around the student's mined failures and chosen with its signals)")
+    st.table(display_rows(rounds))
+    rounds_fig = loop_rounds_figure(summary, exp["config"], runs)
+    if rounds_fig is not None:
+        st.plotly_chart(rounds_fig, width="stretch")
 if summary.get("per_seed"):
     with st.expander("Per seed (every arm x seed, test and val)"):
         st.table(display_rows(summary["per_seed"]))

@@ -163,6 +163,12 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                "images) that each arm closes: (arm - real-only) / (reference - real-only), means over seeds, 95% "
                "interval from the same two-stage resamples:", ""]
         md += [f"- {c['verdict']}" for c in summary["gap_closed"]]
+    rounds = loop_rounds(summary, experiment.get("config") or {}, runs)
+    if rounds:
+        md += ["", "## Loop rounds", "", "Round 0 is real-only (the loop's first student); each later round adds "
+               "images generated around the student's mined failures and chosen with its signals. Means over seeds; "
+               "differences and gap shares with two-stage 95% intervals (the chart is in report.html):", ""]
+        md += _md_table(display_rows(rounds), list(rounds[0]))
     md += ["", "## Noise floor", ""]
     if summary.get("noise_floor"):
         md += ["Arms that are equal in expectation (an arm and its replica with other training noise; random and "
@@ -273,6 +279,13 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         page += ["<h2>Gap closed</h2><p>(arm - real-only) / (reference - real-only), means over seeds, 95% interval "
                  "from the same two-stage resamples.</p><ul>",
                  *[f"<li>{html.escape(c['verdict'])}</li>" for c in summary["gap_closed"]], "</ul>"]
+    if rounds:
+        page += ["<h2>Loop rounds</h2><p>Round 0 is real-only (the loop's first student); each later round adds "
+                 "images generated around the student's mined failures and chosen with its signals.</p>",
+                 _html_table(display_rows(rounds), list(rounds[0]))]
+        rfig = loop_rounds_figure(summary, experiment.get("config") or {}, runs)
+        if rfig is not None:
+            figs.append(rfig)
     page += ["<h2>Noise floor</h2>", ("<ul>" + "".join(items(summary["noise_floor"])) + "</ul>"
                                        if summary.get("noise_floor") else "<p>Not measured (no A/A pair).</p>")]
     page += [f.to_html(full_html=False, include_plotlyjs=(i == 0)) for i, f in enumerate(figs)]
@@ -310,6 +323,92 @@ def write_experiment_report(ws, out: Path, name: str | None = None, extra_fn=Non
     extra = extra_fn(exp) if extra_fn else None
     paths = write_report(out, exp, summary, runs, cost, extra=extra, curves=curves)
     return {**paths, "experiment": exp, "runs": runs, "summary": summary}
+
+
+def loop_rounds(summary: dict, config: dict, runs: list[dict]) -> list[dict]:
+    """An experiment's loop arms as rounds of one curve: round 0 is real-only (the loop's first student), then each
+    loop arm by its round, with the synthetic images its runs trained on (mean over seeds), val and test figures,
+    the difference from real-only and the share of the N -> 2N gap closed (when the experiment has a reference
+    arm), both with their two-stage 95 % intervals. Empty when the experiment has no loop arm."""
+    arms = config.get("arms") or []
+    loops = sorted((a for a in arms if a.get("kind") == "loop"), key=lambda a: a["round"])
+    if not loops:
+        return []
+    table = {r["arm"]: r for r in summary["table"]}
+    comp = {(c["arm"], c["metric"]): c for c in summary["comparisons"]}
+    gap = {(c["arm"], c["metric"]): c for c in summary.get("gap_closed") or []}
+
+    def synthetic(name: str) -> float | int | None:
+        n = [((r["result"] or {}).get("loop") or {}).get("synthetic") for r in runs
+             if r["arm"] == name and r.get("status", "done") == "done" and r.get("result")]
+        counts = [float(x) for x in n if x is not None]
+        if not counts:
+            return 0 if name == "real-only" else None
+        mean = sum(counts) / len(counts)
+        return int(mean) if float(mean).is_integer() else round(mean, 1)
+
+    out = []
+    for rnd, name in [(0, "real-only")] + [(a["round"], a["name"]) for a in loops]:
+        r = table.get(name)
+        if r is None:
+            continue
+        row: dict[str, Any] = {"round": rnd, "arm": name, "seeds": r["seeds"], "synthetic images": synthetic(name),
+                               "val AP50": r.get("val AP50"), "test AP50": r.get("AP50"),
+                               "test PCK@0.2": r.get("PCK@0.2")}
+        for metric in ("AP50", "PCK@0.2"):
+            c, g = comp.get((name, metric)), gap.get((name, metric))
+            row[f"{metric} - real-only"] = (f"{c['mean_diff']:+.3f} [{c['ci'][0]:+.3f}, {c['ci'][1]:+.3f}]"
+                                            if c and c.get("ci")
+                                            and all(map(_finite, c["ci"])) else None)
+            if gap:
+                row[f"{metric} gap closed"] = (f"{g['fraction']:+.2f} {_ci_frac(g['ci'])}" if g and
+                                               g.get("fraction") is not None else None)
+        out.append(row)
+    return out
+
+
+def _ci_frac(ci) -> str:
+    return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci and all(map(_finite, ci)) else ""
+
+
+def loop_rounds_figure(summary: dict, config: dict, runs: list[dict]):
+    """Test AP50 and PCK@0.2 per loop round (round 0 = real-only; mean over seeds, bars = real-only plus the 95 %
+    interval of the round's difference from it), with the reference arm (2N) and the untouched model as lines."""
+    from plotly.subplots import make_subplots
+
+    rows = loop_rounds(summary, config, runs)
+    if len(rows) < 2:
+        return None
+    table = {r["arm"]: r for r in summary["table"]}
+    comp = {(c["arm"], c["metric"]): c for c in summary["comparisons"]}
+    ref = next((a["name"] for a in config.get("arms") or [] if a.get("reference")), None)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test AP50", "test PCK@0.2"))
+    base = table.get("real-only") or {}
+    for col, metric in ((1, "AP50"), (2, "PCK@0.2")):
+        xs = [r["round"] for r in rows]
+        ys = [table[r["arm"]].get(metric) for r in rows]
+        hi, lo = [], []
+        for r, y in zip(rows, ys):
+            c = comp.get((r["arm"], metric)) or {}
+            ci = c.get("ci")
+            if ci and all(map(_finite, ci)) and base.get(metric) is not None and y is not None:
+                hi.append(base[metric] + ci[1] - y)
+                lo.append(y - base[metric] - ci[0])
+            else:
+                hi.append(0)
+                lo.append(0)
+        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name="loop rounds", showlegend=col == 1,
+                        line={"color": PALETTE[0]},
+                        error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo}, row=1, col=col)
+        for name, colour, dash in ((ref, PALETTE[2], "dash"), ("zero-shot", PALETTE[3], "dot")):
+            v = (table.get(name) or {}).get(metric) if name else None
+            if v is not None:
+                fig.add_scatter(x=[min(xs), max(xs)], y=[v, v], mode="lines", name=name, showlegend=col == 1,
+                                line={"color": colour, "dash": dash}, row=1, col=col)
+        fig.update_xaxes(title_text="round (0 = real-only)", dtick=1, row=1, col=col)
+    fig.update_layout(title="Loop rounds: test figures per round (mean over seeds; bars: 95% interval of the "
+                            "difference from real-only)", height=420, legend={"orientation": "h", "y": -0.25})
+    return fig
 
 
 # ----------------------------------------------------------------------------- shared by the report and the page

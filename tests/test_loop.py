@@ -1,6 +1,7 @@
 """The model in the loop (engine/loop.py): rounds that mine failures, generate around them, curate and select with
 the student's signals and train the next student; stored round by round, resumable, stopped by val."""
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -152,7 +153,7 @@ def test_a_loop_can_mine_without_reading_labels_outside_its_anchors(lws):
         resolve({**LOOP, "mine": {"k": 2, "labels": "no"}})
 
 
-def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path):
+def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path, monkeypatch):
     """Loop rounds as experiment arms (one loop per seed, each round's student an arm) beside real-only N and
     the reference 2N; the report states the share of the N -> 2N gap each arm closes."""
     from engine.experiment import resolve as resolve_experiment
@@ -197,3 +198,19 @@ def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path)
     write_experiment_report(lws, tmp_path / "rep", "le")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "## Gap closed" in md and "loop-2" in md
+    rounds_md = md.split("## Loop rounds", 1)[1].split("## ", 1)[0]
+    assert [line.split(" | ")[1] for line in rounds_md.splitlines() if line.startswith("| ") and " | " in line
+            and not line.startswith("| round")] == ["real-only", "loop-1", "loop-2"]
+    assert "Loop rounds: test figures per round" in (tmp_path / "rep" / "report.html").read_text()
+    # the Results page shows the same rounds with their chart
+    from streamlit.testing.v1 import AppTest
+
+    import engine.worker
+
+    monkeypatch.setenv("REALCAL_WORKSPACE", str(lws.root))
+    monkeypatch.setattr(engine.worker, "ensure_worker", lambda ws: None)
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages" / "results.py"),
+                           default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("Loop rounds" in m.value for m in at.markdown)

@@ -137,6 +137,51 @@ def test_appearance_swap_placement_and_seamless_compositing_are_recorded(tmp_pat
     assert np.array_equal(again.image, res.image)                       # same seed, same sample
 
 
+def _only(anchor, names):
+    """The anchor with only ``names`` labelled (the picture keeps the whole body and every dot)."""
+    k = poses.as_keypoints(anchor["keypoints"]).copy()
+    k[[j for j, n in enumerate(poses.KEYPOINT_NAMES) if n not in names], 2] = 0
+    return {**anchor, "keypoints": k.reshape(-1).tolist()}
+
+
+def _dots_land(res, src):
+    out = cv2.cvtColor(res.image, cv2.COLOR_RGB2BGR)
+    k, mirrored, n = res.persons[0].keypoints, res.lineage["appearance"]["mirrored"], 0
+    for j in np.nonzero(k[:, 2] == 2)[0]:
+        painted = poses.FLIP_IDX[j] if mirrored else j
+        assert poses.as_keypoints(src["keypoints"])[painted, 2] > 0      # only the appearance's labelled joints
+        found = _find_dot(out, COLOURS[painted], k[j, :2])
+        assert found is not None and np.hypot(found[0] - k[j, 0], found[1] - k[j, 1]) <= 1.5
+        n += 1
+    return n
+
+
+def test_a_pose_that_shares_too_few_joints_with_the_appearance_is_mirrored_or_replaced(tmp_path):
+    right = [n for n in poses.KEYPOINT_NAMES if n.startswith("right_")]
+    left = [n for n in poses.KEYPOINT_NAMES if n.startswith("left_")]
+    gen = _generator()
+    cfg = PoseSourceConfig(mirror_p=0.0, perturb_p=0.0, interpolate_p=0.0)
+    # a side view labelled on its right side only, in a pose labelled on the left side only: the mirrored
+    # appearance carries it (it used to fail the whole generation job)
+    a = _only(_anchor(tmp_path, 1), right)
+    pose = sample_pose([_only(_anchor(tmp_path, 2, name="b.png"), left)], np.random.default_rng(0), cfg, 320, 320)
+    res = gen.generate([GenerationRequest(0, 3, 320, 320, pose=pose, anchors=[a])])[0]
+    assert res.lineage["appearance"]["mirrored"] and res.lineage["pose"]["fallback"] is None
+    assert _dots_land(res, a) >= 5
+    # legs only against arms only: nothing in common either way, so the appearance's own pose is placed
+    legs = _only(_anchor(tmp_path, 3, name="c.png"), [n for n in poses.KEYPOINT_NAMES if n.endswith(
+        ("_hip", "_knee", "_ankle"))])
+    arms = _only(_anchor(tmp_path, 4, name="d.png"), [n for n in poses.KEYPOINT_NAMES if n.endswith(
+        ("_shoulder", "_elbow", "_wrist"))])
+    pose = sample_pose([arms], np.random.default_rng(1), cfg, 320, 320)
+    res = gen.generate([GenerationRequest(0, 5, 320, 320, pose=pose, anchors=[legs])])[0]
+    assert "its own pose was placed instead" in res.lineage["pose"]["fallback"]
+    assert res.lineage["pose"]["anchors"] == [3]
+    assert set(np.nonzero(res.persons[0].keypoints[:, 2] > 0)[0]) <= set(
+        np.nonzero(poses.as_keypoints(legs["keypoints"])[:, 2] > 0)[0])
+    assert _dots_land(res, legs) >= 4
+
+
 def test_bad_parameters_and_missing_inputs_are_named():
     with pytest.raises(RealcalError, match="swap_p must be within 0..1"):
         registry.build("generator", "pose_warp", {"swap_p": 2})

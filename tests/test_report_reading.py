@@ -1,4 +1,6 @@
 """The report's reading aids: steps said truthfully, verdicts grouped per comparison, no raw None, whole epochs."""
+import pytest
+
 from engine import report
 
 
@@ -93,3 +95,32 @@ def test_report_starts_with_the_summary_and_groups_verdicts(tmp_path):
     assert page.index("class='summary'") < page.index("<table>")
     assert "<details><summary>Every arm x seed" in page and "The metrics disagree" in page
     assert "Learning curves" in page and '"dtick":1' in page.replace(" ", "")
+
+
+def test_loop_rounds_read_as_one_curve_with_intervals_and_gap_shares():
+    config = {"arms": [{"name": "zero-shot", "kind": "zero_shot"}, {"name": "real-only", "kind": "train"},
+                       {"name": "real-only-2N", "kind": "train", "reference": True},
+                       {"name": "loop-round-2", "kind": "loop", "round": 2},
+                       {"name": "loop-round-1", "kind": "loop", "round": 1}]}
+    table = [{"arm": a, "seeds": 2, "AP50": v, "PCK@0.2": v / 2, "val AP50": v + 0.1}
+             for a, v in (("zero-shot", 0.30), ("real-only", 0.40), ("real-only-2N", 0.46),
+                          ("loop-round-1", 0.43), ("loop-round-2", 0.41))]
+    comparisons = [{"arm": a, "metric": m, "mean_diff": d, "ci": [d - 0.02, d + 0.02]}
+                   for a, d in (("loop-round-1", 0.03), ("loop-round-2", 0.01)) for m in ("AP50", "PCK@0.2")]
+    gap = [{"arm": "loop-round-1", "metric": "AP50", "fraction": 0.5, "ci": [0.1, 0.9]},
+           {"arm": "loop-round-2", "metric": "AP50", "fraction": None, "ci": None}]
+    runs = [{"arm": "loop-round-1", "status": "done", "result": {"loop": {"synthetic": n}}} for n in (150, 151)]
+    runs += [{"arm": "loop-round-2", "status": "done", "result": {"loop": {"synthetic": 300}}}]
+    summary = {"table": table, "comparisons": comparisons, "gap_closed": gap}
+    rows = report.loop_rounds(summary, config, runs)
+    assert [(r["round"], r["arm"]) for r in rows] == [(0, "real-only"), (1, "loop-round-1"), (2, "loop-round-2")]
+    assert [r["synthetic images"] for r in rows] == [0, 150.5, 300]
+    assert rows[0]["AP50 - real-only"] is None and rows[1]["AP50 - real-only"] == "+0.030 [+0.010, +0.050]"
+    assert rows[1]["AP50 gap closed"] == "+0.50 [+0.10, +0.90]" and rows[2]["AP50 gap closed"] is None
+    fig = report.loop_rounds_figure(summary, config, runs)
+    names = [t.name for t in fig.data]
+    assert names.count("loop rounds") == 2 and "real-only-2N" in names and "zero-shot" in names
+    ap = next(t for t in fig.data if t.name == "loop rounds")
+    assert list(ap.x) == [0, 1, 2] and list(ap.y) == [0.40, 0.43, 0.41]
+    assert ap.error_y.array[1] == pytest.approx(0.40 + 0.05 - 0.43)      # real-only + the interval's top
+    assert report.loop_rounds(summary, {"arms": config["arms"][:3]}, runs) == []

@@ -130,6 +130,14 @@ def head_points(k: np.ndarray, extra: dict) -> tuple[np.ndarray, np.ndarray] | N
     return None
 
 
+def _shared(ks: np.ndarray, kt: np.ndarray, patch_width: int) -> int:
+    """How many labelled joints an appearance (``ks``) and a target pose (``kt``) have in common, the better of
+    the appearance as it is and mirrored (which is how the warp may use it)."""
+    plain = int(((ks[:, 2] > 0) & (kt[:, 2] > 0)).sum())
+    flipped = poses.flip_keypoints(ks, patch_width)
+    return max(plain, int(((flipped[:, 2] > 0) & (kt[:, 2] > 0)).sum()))
+
+
 @register("generator", "pose_warp")
 class PoseWarpGenerator(Generator):
     """An anchor's appearance re-rendered in a sampled pose by part-based warping. See the module docstring."""
@@ -286,6 +294,25 @@ class PoseWarpGenerator(Generator):
         patch, pmask, ks, sx, how = self.cutout(person)
         kt = poses.as_keypoints(req.pose.keypoints).copy()
         tx = {n: list(map(float, j)) for n, j in (req.pose.extra or {}).items()}
+        pose_anchors, pose_transform = list(req.pose.anchor_person_ids), req.pose.transform
+        fallback = None
+        if _shared(ks, kt, patch.shape[1]) < 2 and swapped:
+            # another person's appearance shares too few labelled joints with this pose: the pose's own person
+            person, swapped = own, False
+            patch, pmask, ks, sx, how = self.cutout(person)
+            fallback = "appearance: the swapped person shares fewer than 2 labelled joints with the pose"
+        if _shared(ks, kt, patch.shape[1]) < 2:
+            # e.g. a side view labelled on one side, interpolated or mirrored into the other side's joints: the
+            # sampled pose cannot carry this appearance, so the appearance's own pose is placed instead (the label
+            # is still exactly what is drawn)
+            from engine.generate.pose_sources import PoseSourceConfig, sample_pose
+
+            own_pose = sample_pose([person], rng, PoseSourceConfig(mirror_p=0.0, perturb_p=0.0, interpolate_p=0.0,
+                                                                   min_keypoints=2), w, h)
+            kt, tx = poses.as_keypoints(own_pose.keypoints).copy(), dict(own_pose.extra)
+            pose_anchors, pose_transform = list(own_pose.anchor_person_ids), own_pose.transform
+            fallback = (f"pose: the sampled pose (from people {req.pose.anchor_person_ids}) shares fewer than 2 "
+                        f"labelled joints with person {person['id']}; its own pose was placed instead")
         placement: dict[str, Any] = {}
         if self.placement == "anchors":
             kt, tx, placement = self._placement(kt, tx, req, rng)
@@ -293,7 +320,9 @@ class PoseWarpGenerator(Generator):
         # mirror the appearance when the target torso faces the other way
         both = [j for j in TORSO if ks[j, 2] > 0 and kt[j, 2] > 0]
         mirrored = False
-        if len(both) >= 3 and signed_area(ks[both, :2]) * signed_area(kt[both, :2]) < 0:
+        shared_plain = int(((ks[:, 2] > 0) & (kt[:, 2] > 0)).sum())
+        if (len(both) >= 3 and signed_area(ks[both, :2]) * signed_area(kt[both, :2]) < 0) or (
+                len(both) < 3 and shared_plain < 2):   # the torso cannot tell, and only the mirror fits the pose
             pw = patch.shape[1]
             patch, pmask = patch[:, ::-1].copy(), pmask[:, ::-1].copy()
             ks = poses.flip_keypoints(ks, pw)
@@ -425,8 +454,8 @@ class PoseWarpGenerator(Generator):
         lineage = {"generator": "pose_warp", "params": self.params(), "seed": req.seed,
                    "appearance": {"person_id": person["id"], "image_id": person["image_id"], "mask": how,
                                   "swapped": swapped, "mirrored": mirrored, "label_source": person.get("source")},
-                   "pose": {"anchors": req.pose.anchor_person_ids, "transform": req.pose.transform,
-                            "target": getattr(req.pose, "target", None)},
+                   "pose": {"anchors": pose_anchors, "transform": pose_transform,
+                            "target": getattr(req.pose, "target", None), "fallback": fallback},
                    "parts": parts, "rigid": rigid, "draw_order": drawn, "torso_refit_px": round(torso_refit, 3),
                    "placement": placement, "clothing_hue_deg": jitter, "compositing": comp,
                    "background": bg_info, "occluders": occluders}
