@@ -9,21 +9,12 @@ from engine.io import parse
 from engine.io.common import run_import
 from engine.train.manifest import build_manifest
 from store import training as store_training
+from tests.test_controlnet import _pose
 
 torch = pytest.importorskip("torch")
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU: none is visible here")]
-
-
-def _pose(w=64, h=64):
-    from engine.generate.pose_sources import PoseSample
-
-    k = np.zeros((17, 3))
-    k[:, 0] = np.linspace(10, w - 10, 17)
-    k[:, 1] = np.linspace(8, h - 8, 17)
-    k[:, 2] = 2
-    return PoseSample(k, {}, [1], [1], {"rotate_deg": 0})
 
 
 @pytest.mark.parametrize("dtype, want", [("auto", "float16"), ("bfloat16", "bfloat16")])
