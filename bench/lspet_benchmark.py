@@ -55,6 +55,48 @@ def split_files(split_dir: Path) -> dict[str, str]:
     return {s: shown_path(split_dir / f"{s}.txt", ROOT) for s in ("train", "val", "test")}
 
 
+def save_rounds_png(summary: dict, config: dict, runs: list[dict], path: Path) -> bool:
+    """The loop rounds chart as a picture beside the report (test AP50 and PCK@0.2 per round, bars: real-only plus
+    the 95 % interval of the round's difference from it; the reference arm and the untouched model as lines).
+    False when the experiment has fewer than two rounds to draw."""
+    from engine.report import loop_rounds
+
+    rows = loop_rounds(summary, config, runs)
+    if len(rows) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = {r["arm"]: r for r in summary["table"]}
+    comp = {(c["arm"], c["metric"]): c for c in summary["comparisons"]}
+    ref = next((a["name"] for a in config.get("arms") or [] if a.get("reference")), None)
+    base = table["real-only"]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("AP50", "PCK@0.2")):
+        xs = [r["round"] for r in rows]
+        ys = [table[r["arm"]][metric] for r in rows]
+        lo, hi = [], []
+        for r, y in zip(rows, ys):
+            ci = (comp.get((r["arm"], metric)) or {}).get("ci")
+            lo.append(y - (base[metric] + ci[0]) if ci else 0)
+            hi.append(base[metric] + ci[1] - y if ci else 0)
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, color="#0072B2", label="loop rounds")
+        for name, colour, style in ((ref, "#009E73", "--"), ("zero-shot", "#D55E00", ":")):
+            if name and name in table and table[name].get(metric) is not None:
+                ax.axhline(table[name][metric], color=colour, linestyle=style, label=name)
+        ax.set_xticks(xs)
+        ax.set_xlabel("round (0 = real-only)")
+        ax.set_title(f"test {metric}")
+    axes[0].legend(loc="best", fontsize=8)
+    fig.suptitle("Loop rounds (mean over seeds; bars: 95% interval of the difference from real-only)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def run_job(ws: Workspace, kind: str, params: dict, label: str) -> dict:
     final = jobs.run_foreground(ws, kind, params, progress(label))
     if final["status"] != "done":
@@ -282,6 +324,8 @@ def main() -> None:
     (Path(out) / "benchmark.json").write_text(json.dumps({"summary": summary, **extra}, indent=2, default=str))
     state_path.write_text(json.dumps(state, indent=2))
     log(f"report: {paths['markdown']} and {paths['html']}")
+    if save_rounds_png(summary, paths["experiment"]["config"], paths["runs"], Path(out) / "loop_rounds.png"):
+        log(f"loop rounds chart: {Path(out) / 'loop_rounds.png'}")
     for row in summary["table"]:
         log(f"  {row['arm']:<22} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
             f"val AP50 {row['val AP50'] or 0:.3f}  ({row['seeds']} seeds)")

@@ -33,3 +33,21 @@ def test_shown_path(tmp_path):
         sys.path.remove(str(REPO / "bench"))
     assert shown_path(REPO / "a" / ".." / "b.txt", REPO) == "b.txt"
     assert shown_path(tmp_path / "c.txt", REPO) == str(tmp_path.resolve() / "c.txt")
+
+
+def test_the_loop_rounds_chart_is_drawn_only_for_experiments_with_rounds(tmp_path):
+    bench = _benchmark()
+    arms = [{"name": "zero-shot", "kind": "zero_shot"}, {"name": "real-only", "kind": "train"},
+            {"name": "real-only-2N", "kind": "train", "reference": True},
+            {"name": "loop-round-1", "kind": "loop", "round": 1}]
+    table = [{"arm": a, "seeds": 1, "AP50": v, "PCK@0.2": v} for a, v in
+             (("zero-shot", 0.3), ("real-only", 0.4), ("real-only-2N", 0.45), ("loop-round-1", 0.42))]
+    summary = {"table": table, "gap_closed": [],
+               "comparisons": [{"arm": "loop-round-1", "metric": m, "mean_diff": 0.02, "ci": [-0.01, 0.05]}
+                               for m in ("AP50", "PCK@0.2")]}
+    runs = [{"arm": "loop-round-1", "status": "done", "result": {"loop": {"synthetic": 150}}}]
+    png = tmp_path / "rounds.png"
+    assert bench.save_rounds_png(summary, {"arms": arms}, runs, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert not bench.save_rounds_png(summary, {"arms": arms[:3]}, runs, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
