@@ -90,3 +90,19 @@ def test_evaluation_on_cuda_agrees_with_the_cpu(lspet_ws):
     assert abs(cpu["AP50"] - gpu["AP50"]) <= 0.02 and abs(cpu["PCK@0.2"] - gpu["PCK@0.2"]) <= 0.02
     assert cpu_oks.keys() == gpu_oks.keys()
     assert max(abs(cpu_oks[k] - gpu_oks[k]) for k in cpu_oks) <= 0.02
+
+
+def test_a_loop_round_runs_on_cuda(lspet_ws):
+    """Mining, targeted generation, curation with the student's signals and the next student, all on the GPU."""
+    from engine.loop import resolve
+    from tests.test_loop import LOOP
+
+    ws = lspet_ws
+    final = jobs.run_foreground(ws, "loop", {"config": resolve({**LOOP, "rounds": 1}), "device": "cuda:0"})
+    assert final["status"] == "done", final["error"]
+    rows = final["result"]["rounds"]
+    assert [r["round"] for r in rows] == [0, 1] and all(r["status"] == "done" for r in rows)
+    assert rows[1]["synthetic"] == 2 and rows[1]["targets"] > 0 and all(r["val AP50"] is not None for r in rows)
+    with ws.connect() as db:
+        for r in rows:
+            assert store_training.run(db, r["training run"])["config"]["device"] == "cuda:0"
