@@ -14,6 +14,7 @@ from engine.report import (
     legend_below,
     loop_rounds,
     loop_rounds_figure,
+    loop_shortfalls,
     steps_note,
 )
 from store import curation as store_curation
@@ -111,6 +112,8 @@ if rounds:
     st.markdown("**Loop rounds** (round 0 = real-only, the loop's first student; each later round adds images "
                 "generated around the student's mined failures and chosen with its signals)")
     st.table(display_rows(rounds))
+    for line in loop_shortfalls(runs):
+        st.warning(f"Not at matched volume: {line}")
     rounds_fig = loop_rounds_figure(summary, exp["config"], runs)
     if rounds_fig is not None:
         st.plotly_chart(rounds_fig, width="stretch")

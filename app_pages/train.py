@@ -108,7 +108,7 @@ with tab_loop:
                 "poses -> curate -> score with the student -> select -> train the next student**. Val decides "
                 "when to stop; every round is stored and a stopped loop resumes where it was.")
     yaml_job_form("loop", "example_loop.yaml", "name: my-loop\n", 260,
-                  "name, rounds, seed, real, recipe, schedule, add_per_round, mine, target, generate, curate, "
+                  "name, rounds, seed, real, recipe, schedule, add_per_round, mine, target, generate, fill, curate, "
                   "select, review, stop (engine/loop.py)")
     from engine.loop import figure as loop_figure
     from engine.loop import summary as loop_summary
@@ -124,6 +124,9 @@ with tab_loop:
                        if ls["best_round"] is not None else ""))
         if any(r["status"] == "done" for r in ls["rounds"]):
             st.plotly_chart(loop_figure(ls), width="stretch")
+        for r in ls["rounds"]:
+            if r.get("short"):
+                st.warning(r["short"])
         st.dataframe(pd.DataFrame(ls["rounds"]), hide_index=True, width="stretch")
     else:
         st.info("No loop has run yet.")

@@ -223,15 +223,17 @@ def runs_config(cfg: dict) -> dict:
 def carried_over(old: dict, new: dict) -> list[str]:
     """Arms whose finished runs a changed experiment file may keep: everything that decides a run (recipe,
     protocol, anchor pool, step matching, the arm itself and, for step matching, the real-only arm) is
-    unchanged; seeds may be added. Empty when anything else changed."""
-    if any(old.get(k) != new.get(k) for k in CARRY_KEYS if k != "seeds"):
+    unchanged; seeds may be added. A changed loop section redoes the loop arms only. Empty when anything else
+    changed."""
+    changed = [k for k in CARRY_KEYS if k != "seeds" and old.get(k) != new.get(k)]
+    if changed and changed != ["loop"]:
         return []
     old_arms = {a["name"]: a for a in old.get("arms", [])}
     if new.get("step_matching", True):
         base_new = next((a for a in new["arms"] if a["name"] == BASELINE), None)
         if old_arms.get(BASELINE) != base_new:
             return []
-    return [a["name"] for a in new["arms"] if old_arms.get(a["name"]) == a]
+    return [a["name"] for a in new["arms"] if old_arms.get(a["name"]) == a and not (changed and a["kind"] == "loop")]
 
 
 def _zero_shot(ws: Workspace, manifest_id: int, imgsz: int, device: str, eval_dir, seed: int,
@@ -505,12 +507,35 @@ def _scores(ws: Workspace, run_id: int, what: str) -> tuple[dict, dict, list[dic
     return test, val, rows
 
 
+def _own_loop_name(db, lcfg: dict) -> dict:
+    """The seed's loop keeps its plain name while the stored loop of that name has this configuration; a changed
+    loop section gets a name of its own (the plain name plus a digest of the configuration), so the rounds an
+    earlier configuration made stay stored and are never resumed with other settings."""
+    import hashlib
+    import json
+
+    from engine import loop
+    from store import loops as store_loops
+
+    stored = store_loops.by_name(db, lcfg["name"])
+    if stored is None or loop.upgraded(stored["config"]) == lcfg:
+        return lcfg
+    body = json.dumps({k: v for k, v in lcfg.items() if k != "name"}, sort_keys=True, default=str)
+    named = {**lcfg, "name": f"{lcfg['name']} ({hashlib.sha256(body.encode()).hexdigest()[:8]})"}
+    again = store_loops.by_name(db, named["name"])
+    if again is not None and loop.upgraded(again["config"]) != named:
+        raise RealcalError(f"loop {named['name']!r} is stored with another configuration; rename the experiment")
+    return named
+
+
 def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None,
               round0: int | None = None) -> tuple[dict, int, dict]:
     """Run (or resume) this seed's loop up to the arm's round; the round's student is the arm's run."""
     from store import loops as store_loops
 
     lcfg = loop_config(cfg, arm, seed)
+    with ws.connect() as db:
+        lcfg = _own_loop_name(db, lcfg)
     # round 0 is a real-only student on the loop's anchors: the experiment's real-only run of this seed when it has
     # the same images (the loop checks manifest and recipe before it takes it instead of training again)
     final = jobs.run_foreground(ws, "loop", {"config": lcfg, "device": device, "until_round": arm["round"],
@@ -533,7 +558,7 @@ def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None
     result = {"test": test, "val": val, "rows": rows, "epochs": st.get("epochs"), "steps": st["steps"],
               "train_seed": int(seed), "test_eval": st.get("test_eval"), "val_eval": st.get("val_eval"),
               "loop": {"name": lcfg["name"], "round": arm["round"], "synthetic": st["synthetic"],
-                       "training_run_id": run_id}}
+                       "training_run_id": run_id, **({"short": st["short"]} if st.get("short") else {})}}
     return {"id": man["id"], "hash": man["hash"], "counts": man["counts"]}, run_id, result
 
 

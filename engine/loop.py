@@ -15,6 +15,8 @@ A loop file (``realcal loop run LOOP.yaml``; every key but ``name`` optional)::
                                # no label outside the anchors (their images count as unlabelled)
     target: {groups: 2, target_p: 0.7}   # generation re-poses the anchors of the worst groups
     generate: {generator: pose_warp, count: 300, generator_params: {...}, pose_source: {...}}
+    fill: {survivors: 100, max_batches: 4}   # generate further batches of generate.count until this many
+                               # images survive curation (default add_per_round), at most max_batches a round
     curate: {}                 # curation options (engine.curate.run)
     select: {student: 1.0, uncertainty: 1.0, diversity: 0.5}   # selector weights
     review: {queue: false}     # true: each round's selection is also queued for human review
@@ -24,9 +26,13 @@ A loop file (``realcal loop run LOOP.yaml``; every key but ``name`` optional)::
 Round ``k >= 1`` mines where student ``k - 1`` fails (train data only: labelled train images outside its
 training set, or unlabelled real train images against the teacher), generates ``generate.count`` images from
 the anchors with a share ``target.target_p`` re-posed around the anchors whose pose falls in the worst
-``target.groups`` pose groups (the lineage names the round and the groups), curates them, scores the survivors
-with student ``k - 1`` (hardness, disagreement, flip instability), selects ``add_per_round`` of them and trains
-student ``k`` on the real images plus every image selected so far. The loop stops when val ``stop.metric`` has
+``target.groups`` pose groups (the lineage names the round and the groups), curates them, and generates and
+curates further batches until ``fill.survivors`` images survive or ``fill.max_batches`` batches were made
+(curation keeps only a share of what a generator makes, so one batch can leave fewer survivors than the round
+adds); it scores the survivors with student ``k - 1`` (hardness, disagreement, flip instability), selects
+``add_per_round`` of them and trains student ``k`` on the real images plus every image selected so far. A round
+that still has fewer survivors than ``add_per_round`` adds what survived and says so (``short`` in its state,
+the summary and the progress line). The loop stops when val ``stop.metric`` has
 not beaten the best earlier round by more than ``min_delta`` for ``patience`` rounds, or after ``rounds``.
 
 Every step's output is stored with its round (``loop_rounds``); running the loop again resumes at the first
@@ -46,7 +52,8 @@ from store import loops as store_loops
 from store.db import write_transaction
 
 KEYS = ("name", "rounds", "seed", "real", "recipe", "schedule", "step_matching", "add_per_round", "mine", "target",
-        "generate", "curate", "select", "review", "stop", "protocol")
+        "generate", "fill", "curate", "select", "review", "stop", "protocol")
+DEFAULT_MAX_BATCHES = 4
 METRICS = ("AP50", "PCK@0.2", "AP")
 DEFAULT_GENERATE = {"generator": "pose_warp", "count": 300,
                     "generator_params": {"width": 256, "height": 256, "background": "mixed"},
@@ -106,16 +113,26 @@ def resolve(config: Any) -> dict[str, Any]:
     if clash:
         raise RealcalError(f"loop file: generate may not set {', '.join(sorted(clash))} (each round sets them)")
     schedule = from_arm(config.get("schedule"), "loop file: schedule")
+    add = _number(config.get("add_per_round", 100), "add_per_round", 1, 1_000_000)
+    fill = {"survivors": add, "max_batches": DEFAULT_MAX_BATCHES, **_mapping(config.get("fill"), "fill")}
+    if set(fill) - {"survivors", "max_batches"}:
+        raise RealcalError("loop file: fill takes survivors (images that should survive curation before the "
+                           "student selects) and max_batches (generation batches per round at most)")
+    fill = {"survivors": _number(fill["survivors"], "fill.survivors", 1, 10_000_000),
+            "max_batches": _number(fill["max_batches"], "fill.max_batches", 1, 100)}
+    if fill["survivors"] < add:
+        raise RealcalError(f"loop file: fill.survivors ({fill['survivors']}) must be at least add_per_round "
+                           f"({add}): the student selects the round's images from the survivors")
     cfg = {
         "name": name.strip(), "rounds": _number(config.get("rounds", 3), "rounds", 1, 50),
         "seed": _number(config.get("seed", 0), "seed", 0, 2**31 - 1), "real": real,
         "recipe": Recipe.from_dict(config.get("recipe") or {}).as_dict(),
         "schedule": schedule.as_dict(), "step_matching": bool(config.get("step_matching", True)),
-        "add_per_round": _number(config.get("add_per_round", 100), "add_per_round", 1, 1_000_000),
+        "add_per_round": add,
         "mine": {"k": _number(mine["k"], "mine.k", 1, 50), "labels": mine["labels"]},
         "target": {"groups": _number(target["groups"], "target.groups", 1, 50),
                    "target_p": _number(target["target_p"], "target.target_p", 0.0, 1.0, float)},
-        "generate": generate, "curate": _mapping(config.get("curate"), "curate"),
+        "generate": generate, "fill": fill, "curate": _mapping(config.get("curate"), "curate"),
         "select": {k: _number(v, f"select.{k}", 0.0, 100.0, float) for k, v in select.items()},
         "review": review,
         "stop": {"metric": stop["metric"], "min_delta": _number(stop["min_delta"], "stop.min_delta", 0.0, 1.0, float),
@@ -125,10 +142,19 @@ def resolve(config: Any) -> dict[str, Any]:
     from engine import registry
 
     registry.config_of("selector", "greedy", cfg["select"])     # checks the weights' names
-    if cfg["generate"]["count"] < cfg["add_per_round"]:
-        raise RealcalError(f"loop file: generate.count ({cfg['generate']['count']}) must be at least add_per_round "
-                           f"({cfg['add_per_round']}): a round selects from what it generated")
+    if cfg["generate"]["count"] * cfg["fill"]["max_batches"] < cfg["fill"]["survivors"]:
+        raise RealcalError(f"loop file: generate.count x fill.max_batches ({cfg['generate']['count']} x "
+                           f"{cfg['fill']['max_batches']}) must be at least fill.survivors "
+                           f"({cfg['fill']['survivors']}): a round selects from what it generated")
     return cfg
+
+
+def upgraded(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored loop config read with today's keys: a loop stored before ``fill`` existed made one batch a round
+    and selected from its survivors, whatever their number."""
+    if "fill" in stored:
+        return stored
+    return {**stored, "fill": {"survivors": int(stored.get("add_per_round", 100)), "max_batches": 1}}
 
 
 def check(ws: Workspace, cfg: dict[str, Any]) -> dict[str, Any]:
@@ -197,7 +223,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     name = cfg["name"]
     with ws.connect() as db:
         lp = store_loops.by_name(db, name)
-        if lp is not None and lp["config"] != cfg:
+        if lp is not None and upgraded(lp["config"]) != cfg:
             raise RealcalError(f"loop {name!r} already ran with another loop file; give the changed loop a new name "
                                f"(the stored rounds belong to the first one)")
         with write_transaction(db):
@@ -257,8 +283,26 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                                                  for c in worst],
                                       "targets": targets}
                     save()
-                if "batch_id" not in state:
-                    step(f"generating {cfg['generate']['count']} images around the worst pose groups")
+                if "batch_id" in state and "batch_ids" not in state:      # a round stored before fill existed
+                    state.update({"batch_ids": [state["batch_id"]], "curated_batches": 1 if "curation_run_id" in state
+                                  else 0})
+                state.setdefault("batch_ids", [])
+                fill = upgraded(cfg)["fill"]
+                while True:
+                    b = len(state["batch_ids"])
+                    if b and state.get("curated_batches") != b:
+                        step(f"curating the {state['generated']} new images"
+                             + (f" ({b} batches)" if b > 1 else ""))
+                        res = _run_job(ws, "curate", curate_params(ws, {**cfg["curate"],
+                                                                        "batches": list(state["batch_ids"]),
+                                                                        "calibrate_on": anchors}),
+                                       f"round {k}")
+                        state.update({"curation_run_id": res["run_id"], "survivors": res["kept"],
+                                      "curated_batches": b})
+                        save()
+                        continue
+                    if b and (state["survivors"] >= fill["survivors"] or b >= fill["max_batches"]):
+                        break
                     mined = state["mined"]
                     source = dict(cfg["generate"].get("pose_source") or {})
                     if mined["targets"]:
@@ -266,17 +310,23 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                         source.update({"targets": mined["targets"], "target_p": cfg["target"]["target_p"],
                                        "target_label": f"loop {name} round {k}: student of round {k - 1}, "
                                                        f"pose groups {groups}"})
+                    step(f"generating {cfg['generate']['count']} images around the worst pose groups"
+                         + (f" (batch {b + 1}: {state['survivors']} of {state['generated']} survived curation, "
+                            f"{fill['survivors']} wanted)" if b else ""))
+                    # batch 0 keeps the seed and label a round had before fill existed
                     res = _run_job(ws, "generate", gen_params(ws, {
                         **cfg["generate"], "pose_source": source, "anchor_image_ids": anchors,
-                        "seed": cfg["seed"] * 1000 + k, "label": f"loop {name} round {k}"}), f"round {k}")
-                    state.update({"batch_id": res["batch_id"], "generated": res["images"]})
+                        "seed": cfg["seed"] * 1000 + k + 100_000 * b,
+                        "label": f"loop {name} round {k}" + (f" batch {b + 1}" if b else "")}), f"round {k}")
+                    state["batch_ids"].append(res["batch_id"])
+                    state["batch_id"] = state["batch_ids"][0]
+                    state["generated"] = int(state.get("generated") or 0) + int(res["images"])
                     save()
-                if "curation_run_id" not in state:
-                    step(f"curating the {state['generated']} new images")
-                    res = _run_job(ws, "curate", curate_params(ws, {**cfg["curate"], "batches": [state["batch_id"]],
-                                                                "calibrate_on": anchors}),
-                                   f"round {k}")
-                    state.update({"curation_run_id": res["run_id"], "survivors": res["kept"]})
+                if state["survivors"] < cfg["add_per_round"] and "short" not in state:
+                    state["short"] = (f"round {k} adds {state['survivors']} of {cfg['add_per_round']} images: "
+                                      f"{state['survivors']} of {state['generated']} generated ({b} batches) "
+                                      f"survived curation; raise fill.max_batches or generate.count")
+                    ctx.progress(k, total, state["short"], force=True)
                     save()
                 if not state.get("signals") and state["survivors"]:
                     step("scoring the survivors with the last student")
@@ -395,7 +445,9 @@ def summary(ws: Workspace, name: str | None = None) -> dict[str, Any]:
                      "test AP50": (st.get("test") or {}).get("AP50"),
                      "real": st.get("real"), "synthetic": st.get("synthetic"),
                      "added": len(st.get("selected") or []), "generated": st.get("generated"),
-                     "survivors": st.get("survivors"),
+                     "survivors": st.get("survivors"), "batches": len(st.get("batch_ids") or
+                                                                     ([st["batch_id"]] if "batch_id" in st else [])),
+                     "short": st.get("short"),
                      "targets": len((st.get("mined") or {}).get("targets") or []),
                      "mined error": (st.get("mined") or {}).get("mean_error"),
                      "review decisions": review[r["round"]]["decisions"],

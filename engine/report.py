@@ -169,6 +169,10 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
                "images generated around the student's mined failures and chosen with its signals. Means over seeds; "
                "differences and gap shares with two-stage 95% intervals (the chart is in report.html):", ""]
         md += _md_table(display_rows(rounds), list(rounds[0]))
+        short = loop_shortfalls(runs)
+        if short:
+            md += ["", "**Rounds that added fewer images than asked** (not at matched volume):", ""]
+            md += [f"- {x}" for x in short]
     md += ["", "## Noise floor", ""]
     if summary.get("noise_floor"):
         md += ["Arms that are equal in expectation (an arm and its replica with other training noise; random and "
@@ -369,6 +373,17 @@ def loop_rounds(summary: dict, config: dict, runs: list[dict]) -> list[dict]:
 
 def _ci_frac(ci) -> str:
     return f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" if ci and all(map(_finite, ci)) else ""
+
+
+def loop_shortfalls(runs: list[dict]) -> list[str]:
+    """The loop arms' runs whose round added fewer images than ``add_per_round`` (too few survived curation), as
+    ``arm seed s: why`` lines; empty when every round was filled."""
+    out = []
+    for r in sorted(runs, key=lambda r: (r["arm"], r["seed"])):
+        short = ((r.get("result") or {}).get("loop") or {}).get("short")
+        if short and r.get("status", "done") == "done":
+            out.append(f"{r['arm']} seed {r['seed']}: {short}")
+    return out
 
 
 def loop_rounds_figure(summary: dict, config: dict, runs: list[dict]):

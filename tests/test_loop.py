@@ -32,7 +32,10 @@ def test_loop_files_are_checked_before_anything_runs():
     cfg = resolve({"name": "a"})
     assert cfg["rounds"] == 3 and cfg["generate"]["generator"] == "pose_warp" and cfg["stop"]["metric"] == "AP50"
     for bad, match in [({"name": "a", "round": 3}, "unknown key"),
-                       ({"name": "a", "add_per_round": 500}, "must be at least add_per_round"),
+                       ({"name": "a", "add_per_round": 500, "fill": {"max_batches": 1}},
+                        r"generate.count x fill.max_batches \(300 x 1\) must be at least fill.survivors \(500\)"),
+                       ({"name": "a", "fill": {"survivors": 50}}, "fill.survivors .50. must be at least add_per"),
+                       ({"name": "a", "fill": {"batches": 2}}, "fill takes survivors"),
                        ({"name": "a", "stop": {"metric": "mAP"}}, "stop.metric must be one of"),
                        ({"name": "a", "generate": {"seed": 3}}, "may not set seed"),
                        ({"name": "a", "rounds": 0}, "rounds must be within 1..50"),
@@ -113,6 +116,45 @@ def test_a_loop_runs_its_rounds_stores_them_and_resumes(lws, tmp_path):
     r = CliRunner().invoke(main, ["-w", str(lws.root), "loop", "run", str(path)])
     assert r.exit_code != 0 and "already ran with another loop file" in r.output
     assert summary(lws, "tiny")["rounds"][2]["status"] == "done"
+
+
+def test_a_round_generates_until_enough_images_survive_and_says_when_it_falls_short(lws):
+    """One batch may leave fewer survivors than the round adds: the round generates and curates more batches
+    (each seeded and labelled apart) until fill.survivors survive, and the student selects among all of them;
+    when max_batches cannot reach add_per_round the round adds what survived and says so."""
+    cfg = resolve({**LOOP, "rounds": 1, "add_per_round": 2, "generate": {**LOOP["generate"], "count": 2},
+                   "fill": {"survivors": 4, "max_batches": 3}})
+    final = jobs.run_foreground(lws, "loop", {"config": cfg, "device": "cpu"})
+    assert final["status"] == "done", final["error"]
+    r1 = final["result"]["rounds"][1]
+    # 2 images a batch: one batch cannot reach 4 survivors; it stops at the first batch that does (or at 3)
+    assert r1["batches"] >= 2 and r1["generated"] == 2 * r1["batches"]
+    assert r1["survivors"] >= 4 or r1["batches"] == 3
+    assert r1["added"] == 2 and r1["short"] is None
+    with lws.connect() as db:
+        st = store_loops.rounds(db, final["result"]["loop_id"])[1]["state"]
+        params = [store_batches.get(db, b)["params"] for b in st["batch_ids"]]
+        assert [p["label"] for p in params][:2] == ["loop tiny round 1", "loop tiny round 1 batch 2"]
+        assert len({p["seed"] for p in params}) == len(params)
+        # one curation over every batch
+        assert sorted(store_curation.run_config(db, st["curation_run_id"])["batches"]) == sorted(st["batch_ids"])
+        assert set(st["selected"]) <= {i["id"] for b in st["batch_ids"] for i in store_images_in(db, b)}
+    # a curation that keeps nothing: max_batches batches, then the round adds what survived and says so
+    cfg = resolve({**LOOP, "name": "tiny-short", "seed": 1, "rounds": 1, "add_per_round": 2,
+                   "generate": {**LOOP["generate"], "count": 2}, "fill": {"max_batches": 2},
+                   "curate": {"stages": [{"name": "quality", "params": {"sharpness": 1e9}}]}})
+    messages: list[str] = []
+    final = jobs.run_foreground(lws, "loop", {"config": cfg, "device": "cpu"},
+                                lambda d, t, msg: msg and messages.append(msg))
+    assert final["status"] == "done", final["error"]
+    r1 = final["result"]["rounds"][1]
+    assert (r1["batches"], r1["generated"], r1["survivors"], r1["added"], r1["synthetic"]) == (2, 4, 0, 0, 0)
+    assert r1["short"].startswith("round 1 adds 0 of 2 images: 0 of 4 generated (2 batches) survived curation")
+    assert r1["short"] in messages
+
+
+def store_images_in(db, batch_id: int) -> list[dict]:
+    return list(db.query("SELECT id FROM images WHERE batch_id = ?", [batch_id]))
 
 
 def test_a_loop_that_could_mine_nothing_is_refused_before_training(lws, tmp_path):
@@ -202,6 +244,23 @@ def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path,
     assert [line.split(" | ")[1] for line in rounds_md.splitlines() if line.startswith("| ") and " | " in line
             and not line.startswith("| round")] == ["real-only", "loop-1", "loop-2"]
     assert "Loop rounds: test figures per round" in (tmp_path / "rep" / "report.html").read_text()
+    # a changed loop section redoes the loop arms only, under a loop name of their own (the stored rounds keep theirs)
+    from engine.experiment import _own_loop_name, carried_over, loop_config
+
+    changed = resolve_experiment({**exp, "loop": {**exp["loop"], "fill": {"survivors": 3}}})
+    assert carried_over(cfg, changed) == ["zero-shot", "real-only", "real-2N"]
+    assert carried_over(cfg, resolve_experiment({**exp, "recipe": {**exp["recipe"], "epochs": 2}})) == []
+    with lws.connect() as db:
+        same = _own_loop_name(db, loop_config(cfg, next(a for a in cfg["arms"] if a["kind"] == "loop"), 1))
+        other = _own_loop_name(db, loop_config(changed, next(a for a in changed["arms"] if a["kind"] == "loop"), 1))
+    assert same["name"] == "le loop seed 1"
+    assert other["name"].startswith("le loop seed 1 (") and other["fill"]["survivors"] == 3
+    # a round that could not be filled is named in the report and on the Results page
+    from engine.report import loop_shortfalls
+
+    assert loop_shortfalls(list(runs.values())) == []
+    short = {"arm": "loop-1", "seed": 3, "status": "done", "result": {"loop": {"short": "round 1 adds 1 of 2 images"}}}
+    assert loop_shortfalls([*runs.values(), short]) == ["loop-1 seed 3: round 1 adds 1 of 2 images"]
     # the Results page shows the same rounds with their chart
     from streamlit.testing.v1 import AppTest
 
