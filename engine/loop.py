@@ -149,6 +149,15 @@ def resolve(config: Any) -> dict[str, Any]:
     return cfg
 
 
+def generation_seed(name: str, seed: int, k: int, b: int) -> int:
+    """The seed of round ``k``'s generation batch ``b``: its own for every loop, round and batch, so that two loops
+    with the same seed (a loop file changed under a new name, say) never make the same images (the workspace
+    stores identical images once, and a batch of images that exist already would add nothing to the round)."""
+    import hashlib
+
+    return int(hashlib.sha256(f"{name}\0{seed}\0{k}\0{b}".encode()).hexdigest()[:8], 16) % (2**31 - 1)
+
+
 def upgraded(stored: dict[str, Any]) -> dict[str, Any]:
     """A stored loop config read with today's keys: a loop stored before ``fill`` existed made one batch a round
     and selected from its survivors, whatever their number."""
@@ -313,11 +322,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
                     step(f"generating {cfg['generate']['count']} images around the worst pose groups"
                          + (f" (batch {b + 1}: {state['survivors']} of {state['generated']} survived curation, "
                             f"{fill['survivors']} wanted)" if b else ""))
-                    # batch 0 keeps the seed and label a round had before fill existed
                     res = _run_job(ws, "generate", gen_params(ws, {
                         **cfg["generate"], "pose_source": source, "anchor_image_ids": anchors,
-                        "seed": cfg["seed"] * 1000 + k + 100_000 * b,
+                        "seed": generation_seed(name, cfg["seed"], k, b),
                         "label": f"loop {name} round {k}" + (f" batch {b + 1}" if b else "")}), f"round {k}")
+                    if not res["images"]:
+                        raise RealcalError(f"round {k}: the generator made no new image "
+                                           f"({res.get('note') or 'nothing stored'})")
                     state["batch_ids"].append(res["batch_id"])
                     state["batch_id"] = state["batch_ids"][0]
                     state["generated"] = int(state.get("generated") or 0) + int(res["images"])

@@ -139,8 +139,9 @@ def test_a_round_generates_until_enough_images_survive_and_says_when_it_falls_sh
         # one curation over every batch
         assert sorted(store_curation.run_config(db, st["curation_run_id"])["batches"]) == sorted(st["batch_ids"])
         assert set(st["selected"]) <= {i["id"] for b in st["batch_ids"] for i in store_images_in(db, b)}
-    # a curation that keeps nothing: max_batches batches, then the round adds what survived and says so
-    cfg = resolve({**LOOP, "name": "tiny-short", "seed": 1, "rounds": 1, "add_per_round": 2,
+    # a curation that keeps nothing: max_batches batches, then the round adds what survived and says so (this loop
+    # has the first one's seed and anchors: its own generation seeds still make new images, not stored duplicates)
+    cfg = resolve({**LOOP, "name": "tiny-short", "rounds": 1, "add_per_round": 2,
                    "generate": {**LOOP["generate"], "count": 2}, "fill": {"max_batches": 2},
                    "curate": {"stages": [{"name": "quality", "params": {"sharpness": 1e9}}]}})
     messages: list[str] = []
