@@ -326,6 +326,11 @@ def main() -> None:
     log(f"report: {paths['markdown']} and {paths['html']}")
     if save_rounds_png(summary, paths["experiment"]["config"], paths["runs"], Path(out) / "loop_rounds.png"):
         log(f"loop rounds chart: {Path(out) / 'loop_rounds.png'}")
+    if any(a.get("kind") == "loop" for a in paths["experiment"]["config"].get("arms") or []):
+        from loop_audit import audit, markdown
+
+        (Path(out) / "audit.md").write_text(markdown(audit(ws, exp_cfg["name"])))
+        log(f"loop audit (which link of the loop's chain holds): {Path(out) / 'audit.md'}")
     for row in summary["table"]:
         log(f"  {row['arm']:<22} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
             f"val AP50 {row['val AP50'] or 0:.3f}  ({row['seeds']} seeds)")

@@ -3,6 +3,7 @@ the student's signals and train the next student; stored round by round, resumab
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -256,6 +257,23 @@ def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path,
         other = _own_loop_name(db, loop_config(changed, next(a for a in changed["arms"] if a["kind"] == "loop"), 1))
     assert same["name"] == "le loop seed 1"
     assert other["name"].startswith("le loop seed 1 (") and other["fill"]["survivors"] == 3
+    # the audit of the loop's chain (bench/loop_audit.py) reads the same rounds: each round over both seeds
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("loop_audit", Path(__file__).resolve().parent.parent / "bench"
+                                                  / "loop_audit.py")
+    loop_audit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loop_audit)
+    a = loop_audit.audit(lws, "le")
+    assert [r["round"] for r in a["rounds"]] == [1, 2] and all(r["seeds"] == [0, 1] for r in a["rounds"])
+    r1 = a["rounds"][0]
+    assert r1["selected"] == 2 and 0 <= r1["anchors in targeted"] <= 1 and 0 <= r1["test in targeted"] <= 1
+    assert r1["mined error (targeted groups)"] >= r1["mined error (all)"] - 1e-3      # the worst groups (rounded)
+    inside, outside = r1["loop - real-only, targeted"], r1["loop - real-only, elsewhere"]
+    assert np.isfinite(inside[0]) or np.isfinite(outside[0])
+    assert a["random arm"] is None and not np.isfinite(r1["random - real-only, targeted"][0])
+    md = loop_audit.markdown(a)
+    assert "## The chain, round by round" in md and "| 2 | 0, 1 |" in md
     # a round that could not be filled is named in the report and on the Results page
     from engine.report import loop_shortfalls
 
