@@ -114,7 +114,7 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
                 def group(f: np.ndarray, C: np.ndarray = C, ids: list[int] = ids) -> int:
                     return ids[int(np.argmin(((C - f) ** 2).sum(-1)))]
 
-                def share(image_ids: list[int]) -> float | None:
+                def share(image_ids: list[int], targeted: set[int] = targeted) -> float | None:
                     gs = [group(f) for fs in _features(db, image_ids).values() for _, f in fs]
                     return float(np.mean([g in targeted for g in gs])) if gs else None
 
@@ -133,7 +133,8 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
                 test_group = {pid: group(f) for fs in test_feats.values() for pid, f in fs if pid in test_rows}
                 mask = {pid: g in targeted for pid, g in test_group.items()}
 
-                def delta(other: dict | None, inside: bool) -> np.ndarray:
+                def delta(other: dict | None, inside: bool, mask: dict = mask,
+                          test_rows: dict = test_rows) -> np.ndarray:
                     if other is None:
                         return np.zeros(0)
                     o = {r["person_id"]: r["oks"] for r in other["result"]["rows"]}
