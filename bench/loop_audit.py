@@ -17,9 +17,9 @@ says where the chain breaks, per round over the seeds:
   targeted groups and elsewhere, beside the random arm's minus real-only on the same people (two-stage 95 %
   bootstrap: seeds, then people). Test is read for this diagnosis only; it decides nothing.
 
-Test and selected people are put in a pose group by the nearest group centre, each centre being the mean pose
-features (``engine.curate.failures.pose_features``) of the anchors that mining put in that group (groups
-without anchors get no test people).
+Test and selected people are put in a pose group by the nearest group centre in pose-feature space
+(``engine.curate.failures.pose_features``): the k-means centre mining stored, or, for mining results from before
+it stored them, the mean features of the anchors it put in that group (groups without anchors then get no one).
 """
 from __future__ import annotations
 
@@ -106,7 +106,10 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
                 centres, ids = [], []
                 for c in fail["clusters"]:
                     fs = [anchors[p] for p in c.get("anchor_person_ids", []) if p in anchors]
-                    if fs:
+                    if c.get("centre") is not None:         # stored by mining since it kept its centres
+                        centres.append(np.asarray(c["centre"], dtype=float))
+                        ids.append(c["cluster"])
+                    elif fs:
                         centres.append(np.mean(fs, axis=0))
                         ids.append(c["cluster"])
                 C = np.stack(centres)

@@ -1,5 +1,6 @@
 """A tiny experiment end to end: arms x seeds at matched steps, resume, statistics, report."""
 import pytest
+import yaml
 from click.testing import CliRunner
 
 from engine import jobs, poses
@@ -71,6 +72,16 @@ def test_experiment_runs_resumes_and_reports(ews, tmp_path):
     with ews.connect() as db:
         assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs + 1   # only the missing run
         assert len(store_training.experiment_runs(db, exp_id)) == 6
+    # the CLI prints every verdict group the summary has (a contrast changes no run: nothing is trained again)
+    path = tmp_path / "t.yaml"
+    path.write_text(yaml.safe_dump({**CONFIG, "contrasts": [["mixed", "zero-shot"]]}))
+    r = CliRunner().invoke(main, ["-w", str(ews.root), "experiment", "run", str(path), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    out = r.output.split("Against real-only:\n", 1)[1]
+    assert "zero-shot" in out.split("\n")[0] and "Contrasts:\n  " in out and "mixed" in out.split("Contrasts:")[1]
+    assert "have not finished" not in out and "other processes" not in out
+    with ews.connect() as db:
+        assert db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0] == n_runs + 1
     r = CliRunner().invoke(main, ["-w", str(ews.root), "report", "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output
     md = (tmp_path / "rep/report.md").read_text()

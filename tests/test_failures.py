@@ -117,6 +117,17 @@ def test_mining_scores_held_out_train_people_and_groups_them(fws):
     assert grouped and len(grouped) == len(set(grouped)) and set(grouped) <= anchors
     assert all(c["anchor_coverage"] == pytest.approx(len(c["anchor_person_ids"]) / len(grouped), abs=1e-3)
                for c in res["clusters"])
+    # each group keeps its centre: an anchor's nearest centre is its own group's (how a new pose is placed)
+    from engine import poses
+    from engine.curate.failures import pose_features
+
+    with ws.connect() as db:
+        kp = {p["id"]: p["keypoints"] for p in store_images.train_anchor_persons(db)}
+    centres = np.array([c["centre"] for c in res["clusters"]])
+    for c in res["clusters"]:
+        for pid in c["anchor_person_ids"]:
+            f = pose_features(poses.as_keypoints(kp[pid]))
+            assert res["clusters"][int(np.argmin(((centres - f) ** 2).sum(-1)))]["cluster"] == c["cluster"]
     assert (ws.root / "failures" / f"train{tr:05d}.json").exists()
     r = CliRunner().invoke(main, ["-w", str(ws.root), "mine-failures", "--training-run", str(tr), "--k", "2"])
     assert r.exit_code == 0 and "pose_source: {targets:" in r.output, r.output

@@ -48,10 +48,21 @@ def experiment_run(state: State, config_path, device, background, allow_mixed_co
             click.echo(f"{row['arm']:<20} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "
                        f"({row['seeds']} seeds)")
         click.echo(s["headline"])
-        for c in s["comparisons"] + s["noise_floor"]:
-            click.echo(f"  {c['verdict']}")
+        for title, key in (("Against real-only", "comparisons"), ("Curated against random at the same volume",
+                                                                   "ablation"),
+                           ("Contrasts", "contrasts"), ("Gap closed", "gap_closed"), ("Noise floor", "noise_floor")):
+            if s.get(key):
+                click.echo(f"{title}:")
+                for c in s[key]:
+                    click.echo(f"  {c['verdict']}")
         for f in s["flags"]:
             click.echo(f"  WARNING: {f}")
+        res = final["result"]
+        if res.get("held_elsewhere"):
+            click.echo(f"{len(res['held_elsewhere'])} run(s) were being trained by other processes (not waited for): "
+                       f"{'; '.join(res['held_elsewhere'])}; the figures above leave them out")
+        elif res.get("runs_left"):
+            click.echo(f"{res['runs_left']} run(s) have not finished; run the same command again to continue")
 
 
 @experiment.command("verify")

@@ -237,7 +237,9 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             "target_person_ids": [p["person_id"] for p in members if p["person_id"] is not None],
             # the train anchors whose pose falls in this group: what a pose-driven generator can re-pose around
             # even when the failures were found on unlabelled images
-            "anchor_person_ids": [pid for (pid, _), lab in zip(featured, a_lab) if lab == j]})
+            "anchor_person_ids": [pid for (pid, _), lab in zip(featured, a_lab) if lab == j],
+            # the group's k-means centre in pose_features space: a new pose belongs to the nearest centre
+            "centre": [round(float(v), 5) for v in centres[j]]})
     clusters.sort(key=lambda c: -float(c["mean_error"]))
     overall = _joint_means([p["per_joint"] for p in people])
     result = {"training_run_id": params["training_run_id"], "people": len(people),
