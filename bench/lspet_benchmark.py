@@ -56,39 +56,29 @@ def split_files(split_dir: Path) -> dict[str, str]:
 
 
 def save_rounds_png(summary: dict, config: dict, runs: list[dict], path: Path) -> bool:
-    """The loop rounds chart as a picture beside the report (test AP50 and PCK@0.2 per round, bars: real-only plus
-    the 95 % interval of the round's difference from it; the reference arm and the untouched model as lines).
-    False when the experiment has fewer than two rounds to draw."""
-    from engine.report import loop_rounds
+    """The loop rounds chart as a picture beside the report (the Results page's chart: test AP50 and PCK@0.2 per
+    round, bars: real-only plus the 95 % interval of the round's difference from it; the reference arm and the
+    untouched model as lines). False when the experiment has fewer than two rounds to draw."""
+    from engine.report import loop_rounds_series
 
-    rows = loop_rounds(summary, config, runs)
-    if len(rows) < 2:
+    series = loop_rounds_series(summary, config, runs)
+    if series is None:
         return False
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    table = {r["arm"]: r for r in summary["table"]}
-    comp = {(c["arm"], c["metric"]): c for c in summary["comparisons"]}
-    ref = next((a["name"] for a in config.get("arms") or [] if a.get("reference")), None)
-    base = table["real-only"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("AP50", "PCK@0.2")):
-        xs = [r["round"] for r in rows]
-        ys = [table[r["arm"]][metric] for r in rows]
-        lo, hi = [], []
-        for r, y in zip(rows, ys):
-            ci = (comp.get((r["arm"], metric)) or {}).get("ci")
-            lo.append(y - (base[metric] + ci[0]) if ci else 0)
-            hi.append(base[metric] + ci[1] - y if ci else 0)
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, color="#0072B2", label="loop rounds")
-        for name, colour, style in ((ref, "#009E73", "--"), ("zero-shot", "#D55E00", ":")):
-            if name and name in table and table[name].get(metric) is not None:
-                ax.axhline(table[name][metric], color=colour, linestyle=style, label=name)
-        ax.set_xticks(xs)
+    for ax, s in zip(axes, series):
+        ax.errorbar(s["rounds"], s["means"], yerr=[s["below"], s["above"]], marker="o", capsize=4, color="#0072B2",
+                    label="loop rounds")
+        for name, v in s["lines"]:
+            colour, style = ("#009E73", "--") if name == s["reference"] else ("#D55E00", ":")
+            ax.axhline(v, color=colour, linestyle=style, label=name)
+        ax.set_xticks(s["rounds"])
         ax.set_xlabel("round (0 = real-only)")
-        ax.set_title(f"test {metric}")
+        ax.set_title(f"test {s['metric']}")
     axes[0].legend(loc="best", fontsize=8)
     fig.suptitle("Loop rounds (mean over seeds; bars: 95% interval of the difference from real-only)", fontsize=10)
     fig.tight_layout()

@@ -386,40 +386,55 @@ def loop_shortfalls(runs: list[dict]) -> list[str]:
     return out
 
 
-def loop_rounds_figure(summary: dict, config: dict, runs: list[dict]):
-    """Test AP50 and PCK@0.2 per loop round (round 0 = real-only; mean over seeds, bars = real-only plus the 95 %
-    interval of the round's difference from it), with the reference arm (2N) and the untouched model as lines."""
-    from plotly.subplots import make_subplots
-
+def loop_rounds_series(summary: dict, config: dict, runs: list[dict]) -> list[dict] | None:
+    """What the loop rounds charts draw, per metric (test AP50, PCK@0.2): the rounds (0 = real-only), their means
+    over seeds, the error bars (real-only plus the 95 % interval of the round's difference from it, as distances
+    below and above the mean; 0 where there is no interval) and the reference arm's and the untouched model's
+    figures as lines. None when there are fewer than two rounds to draw."""
     rows = loop_rounds(summary, config, runs)
     if len(rows) < 2:
         return None
     table = {r["arm"]: r for r in summary["table"]}
     comp = {(c["arm"], c["metric"]): c for c in summary["comparisons"]}
     ref = next((a["name"] for a in config.get("arms") or [] if a.get("reference")), None)
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("test AP50", "test PCK@0.2"))
     base = table.get("real-only") or {}
-    for col, metric in ((1, "AP50"), (2, "PCK@0.2")):
-        xs = [r["round"] for r in rows]
+    out = []
+    for metric in ("AP50", "PCK@0.2"):
         ys = [table[r["arm"]].get(metric) for r in rows]
-        hi, lo = [], []
+        below, above = [], []
         for r, y in zip(rows, ys):
-            c = comp.get((r["arm"], metric)) or {}
-            ci = c.get("ci")
+            ci = (comp.get((r["arm"], metric)) or {}).get("ci")
             if ci and all(map(_finite, ci)) and base.get(metric) is not None and y is not None:
-                hi.append(base[metric] + ci[1] - y)
-                lo.append(y - base[metric] - ci[0])
+                below.append(y - base[metric] - ci[0])
+                above.append(base[metric] + ci[1] - y)
             else:
-                hi.append(0)
-                lo.append(0)
-        fig.add_scatter(x=xs, y=ys, mode="lines+markers", name="loop rounds", showlegend=col == 1,
+                below.append(0)
+                above.append(0)
+        lines = [(name, (table.get(name) or {}).get(metric)) for name in (ref, "zero-shot") if name]
+        out.append({"metric": metric, "rounds": [r["round"] for r in rows], "means": ys, "below": below,
+                    "above": above, "lines": [(n, v) for n, v in lines if v is not None], "reference": ref})
+    return out
+
+
+def loop_rounds_figure(summary: dict, config: dict, runs: list[dict]):
+    """Test AP50 and PCK@0.2 per loop round (round 0 = real-only; mean over seeds, bars = real-only plus the 95 %
+    interval of the round's difference from it), with the reference arm (2N) and the untouched model as lines."""
+    from plotly.subplots import make_subplots
+
+    series = loop_rounds_series(summary, config, runs)
+    if series is None:
+        return None
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("test AP50", "test PCK@0.2"))
+    for col, s in enumerate(series, start=1):
+        xs = s["rounds"]
+        fig.add_scatter(x=xs, y=s["means"], mode="lines+markers", name="loop rounds", showlegend=col == 1,
                         line={"color": PALETTE[0]},
-                        error_y={"type": "data", "symmetric": False, "array": hi, "arrayminus": lo}, row=1, col=col)
-        for name, colour, dash in ((ref, PALETTE[2], "dash"), ("zero-shot", PALETTE[3], "dot")):
-            v = (table.get(name) or {}).get(metric) if name else None
-            if v is not None:
-                fig.add_scatter(x=[min(xs), max(xs)], y=[v, v], mode="lines", name=name, showlegend=col == 1,
-                                line={"color": colour, "dash": dash}, row=1, col=col)
+                        error_y={"type": "data", "symmetric": False, "array": s["above"], "arrayminus": s["below"]},
+                        row=1, col=col)
+        for name, v in s["lines"]:
+            colour, dash = (PALETTE[2], "dash") if name == s["reference"] else (PALETTE[3], "dot")
+            fig.add_scatter(x=[min(xs), max(xs)], y=[v, v], mode="lines", name=name, showlegend=col == 1,
+                            line={"color": colour, "dash": dash}, row=1, col=col)
         fig.update_xaxes(title_text="round (0 = real-only)", dtick=1, row=1, col=col)
     fig.update_layout(title="Loop rounds: test figures per round (mean over seeds; bars: 95% interval of the "
                             "difference from real-only)", height=420, legend={"orientation": "h", "y": -0.25})

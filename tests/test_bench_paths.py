@@ -4,6 +4,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -49,5 +51,15 @@ def test_the_loop_rounds_chart_is_drawn_only_for_experiments_with_rounds(tmp_pat
     png = tmp_path / "rounds.png"
     assert bench.save_rounds_png(summary, {"arms": arms}, runs, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    # the picture and the Results page's chart draw the same series: round 1 at 0.42, its bar from real-only
+    # 0.40 - 0.01 to 0.40 + 0.05; the reference and the untouched model as lines
+    from engine.report import loop_rounds_figure, loop_rounds_series
+
+    ap50 = loop_rounds_series(summary, {"arms": arms}, runs)[0]
+    assert ap50["rounds"] == [0, 1] and ap50["means"] == [0.4, 0.42]
+    assert ap50["below"][1] == pytest.approx(0.03) and ap50["above"][1] == pytest.approx(0.03)
+    assert ap50["lines"] == [("real-only-2N", 0.45), ("zero-shot", 0.3)]
+    fig = loop_rounds_figure(summary, {"arms": arms}, runs)
+    assert list(fig.data[0].y) == [0.4, 0.42] and list(fig.data[0].error_y.array) == ap50["above"]
     assert not bench.save_rounds_png(summary, {"arms": arms[:3]}, runs, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
