@@ -95,6 +95,8 @@ with st.expander("Every comparison in full, with each seed's own difference"):
 if summary.get("contrasts"):
     st.markdown("**Declared contrasts** (the pairs the experiment file lists: arm minus other arm, Holm-adjusted)\n"
                 + "\n".join(f"- {c['verdict']}" for c in summary["contrasts"]))
+for line in summary.get("contrasts_waiting") or []:
+    st.info(f"Declared contrast {line}")
 st.markdown("**Noise floor** (arms equal in expectation)")
 if summary.get("noise_floor"):
     for c in summary["noise_floor"]:

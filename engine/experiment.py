@@ -834,7 +834,19 @@ def summarise(runs: list[dict], cfg: dict, comparisons: list[dict] | None = None
                          "real-only val PCK@0.2": ro_v.get("PCK@0.2"), "zero-shot val PCK@0.2": zs_v.get("PCK@0.2"),
                          "beats zero-shot on": ", ".join(beats) or "neither"})
     sizes = _split_sizes(runs)
-    return {"table": table, "comparisons": [c for c in comparisons if c["kind"] == "vs_baseline"],
+    compared = {(c["arm"], c["baseline"]) for c in comparisons if c["kind"] == "contrast"}
+    finished: dict[str, set[int]] = {}
+    for r in runs:
+        if r.get("status", "done") == "done":
+            finished.setdefault(r["arm"], set()).add(r["seed"])
+
+    def seeds_of(arm: str) -> str:
+        return ", ".join(map(str, sorted(finished.get(arm, ())))) or "none"
+
+    waiting = [f"{a} vs {b}: not compared yet, no seed has finished both arms ({a}: seeds {seeds_of(a)}; {b}: "
+               f"seeds {seeds_of(b)})" for a, b in cfg.get("contrasts") or [] if (a, b) not in compared]
+    return {"table": table, "contrasts_waiting": waiting,
+            "comparisons": [c for c in comparisons if c["kind"] == "vs_baseline"],
             "ap50": [c for c in comparisons if c["kind"] == "vs_baseline" and c["metric"] == "AP50"],
             "ablation": [c for c in comparisons if c["kind"] == "ablation"],
             "contrasts": [c for c in comparisons if c["kind"] == "contrast"],

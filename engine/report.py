@@ -158,6 +158,8 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
         md += ["", "## Declared contrasts", "", "The pairs the experiment file lists under `contrasts` (arm minus "
                "other arm; two-stage bootstrap, Holm-adjusted across these):", ""]
         md += [_comparison_line(c) for c in summary["contrasts"]]
+    if summary.get("contrasts_waiting"):
+        md += ["", "Declared contrasts not compared yet:", ""] + [f"- {x}" for x in summary["contrasts_waiting"]]
     if summary.get("gap_closed"):
         md += ["", "## Gap closed", "", "The share of the gap between real-only and the reference arm (more real "
                "images) that each arm closes: (arm - real-only) / (reference - real-only), means over seeds, 95% "
@@ -279,6 +281,9 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     if summary.get("contrasts"):
         page += ["<h2>Declared contrasts</h2><p>The pairs the experiment file lists (arm minus other arm; two-stage "
                  "bootstrap, Holm-adjusted across these).</p><ul>", *items(summary["contrasts"]), "</ul>"]
+    if summary.get("contrasts_waiting"):
+        page += ["<p>Declared contrasts not compared yet:</p><ul>",
+                 *(f"<li>{html.escape(x)}</li>" for x in summary["contrasts_waiting"]), "</ul>"]
     if summary.get("gap_closed"):
         page += ["<h2>Gap closed</h2><p>(arm - real-only) / (reference - real-only), means over seeds, 95% interval "
                  "from the same two-stage resamples.</p><ul>",

@@ -379,6 +379,15 @@ def test_declared_contrasts_are_compared_and_adding_them_keeps_the_experiment(ew
     assert [(c["arm"], c["baseline"], c["metric"]) for c in got] == [
         ("mixed", "zero-shot", m) for m in ("AP50", "PCK@0.2", "per-person OKS")]
     assert all("p_holm" in c and c["verdict"] for c in got)
+    assert again["result"]["summary"]["contrasts_waiting"] == []
+    # a declared pair with no seed finished by both arms is said to wait, not left out without a word
+    from engine.experiment import summarise
+
+    with ews.connect() as db:
+        runs = [r for r in store_training.experiment_runs(db, again["result"]["experiment_id"]) if r["arm"] != "mixed"]
+    waiting = summarise(runs, with_contrast)
+    assert waiting["contrasts"] == [] and waiting["contrasts_waiting"] == [
+        "mixed vs zero-shot: not compared yet, no seed has finished both arms (mixed: seeds none; zero-shot: seeds 0)"]
     r = CliRunner().invoke(main, ["-w", str(ews.root), "report", "--experiment", "contrasts",
                                   "--out", str(tmp_path / "rep")])
     assert r.exit_code == 0, r.output

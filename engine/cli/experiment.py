@@ -55,6 +55,8 @@ def experiment_run(state: State, config_path, device, background, allow_mixed_co
                 click.echo(f"{title}:")
                 for c in s[key]:
                     click.echo(f"  {c['verdict']}")
+        for line in s.get("contrasts_waiting") or []:
+            click.echo(f"  contrast {line}")
         for f in s["flags"]:
             click.echo(f"  WARNING: {f}")
         res = final["result"]
