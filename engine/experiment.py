@@ -338,7 +338,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     recipe = Recipe.from_dict(cfg["recipe"])
     protocol = cfg.get("protocol", "auto")
     base_steps: dict[int, int] = {}      # per seed: the real-only arm's optimizer steps
-    elsewhere: list[str] = []            # runs another process holds (see _claim)
+    held: list[tuple[str, int, str]] = []      # runs another process held when this one came to them (see _claim)
     for n, (arm, seed) in enumerate(pairs):
         if not gate_announced and arm not in gate_arms:
             gate_announced = True
@@ -357,7 +357,7 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             done.add((arm["name"], seed))
             continue
         if holder:
-            elsewhere.append(f"{arm['name']} seed {seed} ({holder})")
+            held.append((arm["name"], seed, holder))
             continue
         try:
             _run_pair(ctx, ws, cfg, exp_id, arm, seed, n, pairs, done, seconds, recipe, protocol, base_steps,
@@ -366,12 +366,15 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             with ws.connect() as db:
                 with write_transaction(db):
                     store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id, ctx.claim)
+    with ws.connect() as db:
+        runs = store_training.experiment_runs(db, exp_id)
+    # the holders may have finished while this process trained its own runs: only those still unfinished count
+    finished_now = {(r["arm"], r["seed"]) for r in runs if r["status"] == "done"}
+    elsewhere = [f"{a} seed {sd} ({holder})" for a, sd, holder in held if (a, sd) not in finished_now]
     if elsewhere:
         ctx.progress(len(pairs), len(pairs), f"{len(elsewhere)} run(s) held by other processes, not waited for: "
                                              f"{'; '.join(elsewhere)}", force=True)
     ctx.progress(len(pairs), len(pairs), "two-stage bootstrap over seeds and test images", force=True)
-    with ws.connect() as db:
-        runs = store_training.experiment_runs(db, exp_id)
     comparisons = compare(runs, cfg, n_boot=int(params.get("n_boot", 1000)))
     if not elsewhere:     # a process that knows others still train stores nothing: the last one's is complete
         with ws.connect() as db:

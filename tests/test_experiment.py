@@ -264,6 +264,45 @@ def test_a_time_budget_stops_between_runs_and_the_next_invocation_continues(ews)
     assert not any("have finished" in f for f in again["result"]["summary"]["flags"])
 
 
+def test_a_run_held_elsewhere_that_finishes_meanwhile_is_not_reported_as_missing(ews, monkeypatch):
+    """The list of runs other processes hold is checked again at the end: one that finished while this process
+    trained its own runs counts as finished (the comparisons include it and are stored)."""
+    import os
+
+    import engine.experiment as ex
+
+    cfg = resolve({**CONFIG, "name": "recheck", "seeds": [0]})
+    first = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu", "deadline": 1})
+    exp_id = first["result"]["experiment_id"]
+    with ews.connect() as db:
+        live = _other_job(db, os.getpid())
+        store_training.put_experiment_claim(db, exp_id, "mixed", 0, job_id=live["id"], token=live["claim"], worker="w")
+        db.conn.commit()
+    real_claim = ex._claim
+
+    def claim(ws, exp_id, cfg, arm, seed, *rest):
+        holder = real_claim(ws, exp_id, cfg, arm, seed, *rest)
+        if holder and arm["name"] == "mixed":        # the holder finishes right after this process passed it by
+            with ws.connect() as db:
+                ro = store_training.experiment_run(db, exp_id, "real-only", 0)
+                store_training.put_experiment_run(db, exp_id, "mixed", 0, manifest_id=ro["manifest_id"],
+                                                  training_run_id=ro["training_run_id"], status="done",
+                                                  result=ro["result"])
+                db.conn.commit()
+        return holder
+
+    monkeypatch.setattr(ex, "_claim", claim)
+    messages: list[str] = []
+    final = jobs.run_foreground(ews, "experiment", {"config": cfg, "device": "cpu"},
+                                lambda done, total, msg: msg and messages.append(msg))
+    assert final["status"] == "done", final["error"]
+    assert final["result"]["held_elsewhere"] == [] and final["result"]["runs_left"] == 0
+    assert not any("held by other processes" in m for m in messages)
+    assert {c["arm"] for c in final["result"]["summary"]["comparisons"]} == {"zero-shot", "mixed"}
+    with ews.connect() as db:
+        assert store_training.experiment_by_name(db, "recheck")["ap50_comparisons"]     # stored: complete
+
+
 def _other_job(db, pid: int) -> dict:
     """A job recorded as running in process ``pid`` (with its claim token)."""
     import socket
