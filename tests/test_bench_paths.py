@@ -63,3 +63,25 @@ def test_the_loop_rounds_chart_is_drawn_only_for_experiments_with_rounds(tmp_pat
     assert list(fig.data[0].y) == [0.4, 0.42] and list(fig.data[0].error_y.array) == ap50["above"]
     assert not bench.save_rounds_png(summary, {"arms": arms[:3]}, runs, tmp_path / "none.png")
     assert not (tmp_path / "none.png").exists()
+
+
+def test_the_ap50_anatomy_tells_finding_from_ranking():
+    """One labelled person and three detections on it: a good one, a second good one (a duplicate) and a more
+    confident one with every joint misplaced: the person is found, its most confident detection is not good, one
+    duplicate and one misplaced false positive, and the true positive outranks half of the false positives."""
+    spec = importlib.util.spec_from_file_location("ap50_anatomy", REPO / "bench" / "ap50_anatomy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    xy = [(50 + 10 * (i % 3), 20 + 12 * i) for i in range(17)]
+    kp = [v for x, y in xy for v in (x, y, 2)]
+    person = {"id": 7, "image_id": 1, "keypoints": kp, "num_keypoints": 17, "area": 60 * 220, "iscrowd": 0,
+              "bbox": [40, 10, 60, 220]}
+    shifted = [v + (25 if i % 3 == 0 else 0) for i, v in enumerate(kp)]
+    dets = [{"image_id": 1, "score": 0.9, "keypoints": kp, "box": [40, 10, 60, 220]},
+            {"image_id": 1, "score": 0.8, "keypoints": kp, "box": [42, 12, 58, 215]},
+            {"image_id": 1, "score": 0.95, "keypoints": shifted, "box": [40, 10, 60, 220]}]
+    a = mod.anatomy({"gt": {"images": [{"id": 1}], "annotations": [person], "categories": []}, "dets": dets,
+                     "protocol": "annotated_person"})
+    assert (a["found"], a["top good"], a["scored per person"]) == (1.0, 0.0, 3.0)
+    assert (a["false positives per person"], a["duplicates per person"], a["misplaced per person"]) == (2.0, 1.0, 1.0)
+    assert a["score AUC"] == 0.5
