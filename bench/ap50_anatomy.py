@@ -118,7 +118,7 @@ def run(ws: Workspace, name: str, split: str) -> list[dict[str, Any]]:
 def markdown(rows: list[dict[str, Any]], name: str, split: str) -> str:
     keys = ["AP50", "found", "top good", "scored per person", "false positives per person", "duplicates per person",
             "misplaced per person", "score AUC"]
-    md = [f"# AP50 anatomy: {name} ({split})", "", __doc__.split("\n\n", 2)[1].strip(), "",
+    md = [f"# AP50 anatomy: {name} ({split})", "", __doc__.split("\n\n", 2)[2].strip(), "",
           "| arm | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for r in rows:
         md.append(f"| {r['arm']} | {r['seeds']} | " + " | ".join(f"{r[k]:.3f}" for k in keys) + " |")
