@@ -5,6 +5,9 @@ seed's anchors, curate, run the experiment (resumable), write the report and the
 
 Every step is resumable: rerunning the command continues where it stopped (finished imports,
 generations, the curation run and finished (arm, seed) runs are kept). ``--fresh`` starts over.
+The workspace lives on one machine; the ledger (``<report>/runs``, committed with the report) holds each
+finished run's results and evaluations, so on a new machine the same command imports, generates and curates
+again (minutes), takes the ledger's runs whose training sets it rebuilds byte for byte, and trains the rest.
 """
 from __future__ import annotations
 
@@ -94,8 +97,10 @@ def run_job(ws: Workspace, kind: str, params: dict, label: str) -> dict:
     return final["result"]
 
 
-def experiment_params(args, exp_cfg: dict, t_all: float) -> dict:
+def experiment_params(args, exp_cfg: dict, t_all: float, ledger: Path | None) -> dict:
     params = {"config": exp_cfg, "device": args.device, "allow_mixed_code": args.allow_mixed_code}
+    if ledger is not None:
+        params["ledger"] = str(ledger.resolve())
     if args.max_minutes:
         params["deadline"] = time.time() - (time.perf_counter() - t_all) + 60 * args.max_minutes
     return params
@@ -129,6 +134,11 @@ def main() -> None:
                          "other holds (default 1). On a CPU each uses the recipe's threads (-1: cores - 1), so "
                          "use threads: 1 per worker; every worker gets the same --device (for one process per GPU, "
                          "start more with --join --device cuda:N)")
+    ap.add_argument("--ledger", type=Path,
+                    help="folder of finished runs that outlives the workspace (default: <report>/runs, committed "
+                         "with the report): each run is written there as it finishes, and a new workspace (another "
+                         "machine) takes the runs in it that are still valid instead of training them again")
+    ap.add_argument("--no-ledger", action="store_true", help="neither read nor write a ledger")
     ap.add_argument("--join", action="store_true",
                     help="only train runs of an experiment that another invocation prepared and is running "
                          "(what --workers starts); writes no report")
@@ -149,6 +159,7 @@ def main() -> None:
     split_dir = ROOT / bench.get("split_dir", "experiments/lspet_split")
     ws_root = args.workspace or bench_dir() / config["name"]
     out = args.out or ROOT / bench.get("report", f"docs/results/{config['name']}")
+    ledger = None if args.no_ledger else (args.ledger or Path(out) / "runs")
     if args.fresh and ws_root.exists():
         shutil.rmtree(ws_root)
     ws = Workspace.open(ws_root) if (ws_root / "realcal.db").exists() else Workspace.init(ws_root)
@@ -168,7 +179,7 @@ def main() -> None:
         if "curate" not in state["timings"]:
             sys.exit("--join: this benchmark has not been prepared (import, generation, curation) in "
                      f"{ws_root}; run it without --join first")
-        result = run_job(ws, "experiment", experiment_params(args, resolve_experiment(config), t_all),
+        result = run_job(ws, "experiment", experiment_params(args, resolve_experiment(config), t_all, ledger),
                          f"experiment [pid {os.getpid()}]")
         log(f"done; {result.get('runs_left', 0)} run(s) not finished in this experiment")
         return
@@ -253,13 +264,17 @@ def main() -> None:
                  "synthetic images:\n  " + "\n  ".join(problems))
 
     # 5. the experiment (resumable job: finished arm x seed runs are skipped)
-    exp_params = experiment_params(args, exp_cfg, t_all)
+    exp_params = experiment_params(args, exp_cfg, t_all, ledger)
+    if ledger is not None:
+        log(f"ledger {shown_path(ledger, ROOT)}: finished runs are written there as they finish; the ones in it "
+            f"that are still valid here count as finished")
     runs_before, t_exp = finished_runs(ws, exp_cfg["name"]), time.perf_counter()
     helpers = []
     for _ in range(args.workers - 1):       # they share the runs through the experiment's claims
         cmd = [sys.executable, __file__, "--join", "--config", str(cfg_path), "--workspace", str(ws_root)]
         cmd += (["--device", args.device] if args.device else []) + (["--allow-mixed-code"] if args.allow_mixed_code
                                                                      else [])
+        cmd += ["--ledger", str(ledger)] if ledger is not None else ["--no-ledger"]
         if args.max_minutes:
             cmd += ["--max-minutes", str(max(0.01, args.max_minutes - (time.perf_counter() - t_all) / 60))]
         helpers.append(subprocess.Popen(cmd))

@@ -21,6 +21,9 @@ again — but only when the same code made them (every run records the code vers
 versions, machine and manifest hash); runs made by other code stop the job unless it is told to
 keep them (``allow_mixed_code``, and the report lists the versions) or to redo them
 (``rerun_other_code``). :func:`verify` reruns one finished run and reports the difference.
+With a ``ledger`` folder (``engine.ledger``) every finished run is also written there as it finishes, and
+the job starts by taking the folder's runs that are still valid here: an experiment outlives its workspace
+(a benchmark of many hours continues on another machine from the ledger committed beside its report).
 
 Every comparison (each arm against real-only on test AP50, PCK@0.2 and per-person OKS; the
 curation ablation; the A/A noise floor) is a two-stage bootstrap over seeds and then test images
@@ -33,11 +36,12 @@ from __future__ import annotations
 import os
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from engine import jobs, stats
+from engine import jobs, ledger, stats
 from engine.errors import RealcalError
 from engine.jobs import JobContext, job_kind
 from engine.workspace import Workspace
@@ -322,6 +326,9 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
         if carried:
             ctx.progress(0, None, f"the experiment file changed; {', '.join(carried[1])} unchanged: their finished "
                                   f"runs carry over from experiment {carried[0]}", force=True)
+    if params.get("ledger"):
+        _from_ledger(ctx, ws, exp_id, cfg, Path(params["ledger"]))
+    with ws.connect() as db:
         finished = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
     redo = _code_check(finished, params)
     done = {(r["arm"], r["seed"]) for r in finished} - redo
@@ -374,6 +381,12 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     if elsewhere:
         ctx.progress(len(pairs), len(pairs), f"{len(elsewhere)} run(s) held by other processes, not waited for: "
                                              f"{'; '.join(elsewhere)}", force=True)
+    if params.get("ledger"):
+        # runs finished before the experiment had a ledger (or by a process without one) join it too
+        n = ledger.export(ws, exp_id, Path(params["ledger"]))["written"]
+        if n:
+            ctx.progress(len(pairs), len(pairs), f"ledger: {n} finished run(s) written to {params['ledger']}",
+                         force=True)
     ctx.progress(len(pairs), len(pairs), "two-stage bootstrap over seeds and test images", force=True)
     comparisons = compare(runs, cfg, n_boot=int(params.get("n_boot", 1000)))
     if not elsewhere:     # a process that knows others still train stores nothing: the last one's is complete
@@ -384,6 +397,17 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
     missing = len(pairs) - len({(r["arm"], r["seed"]) for r in runs if r["status"] == "done"})
     return {"experiment_id": exp_id, "name": cfg["name"], "summary": summary, "runs_left": missing,
             "held_elsewhere": elsewhere}
+
+
+def _from_ledger(ctx: JobContext, ws: Workspace, exp_id: int, cfg: dict, folder: Path) -> None:
+    """Count the ledger's runs of this experiment as finished (see engine.ledger) and say what came in and what
+    did not, and why."""
+    res = ledger.import_runs(ws, exp_id, cfg, folder)
+    if res["imported"]:
+        ctx.progress(0, None, f"ledger {folder}: {len(res['imported'])} finished run(s) taken from it: "
+                              f"{', '.join(res['imported'])}", force=True)
+    for line in res["skipped"]:
+        ctx.progress(0, None, f"ledger: not taken: {line}", force=True)
 
 
 def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: int, token: str | None,
@@ -496,6 +520,9 @@ def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict,
             store_training.put_experiment_run(db, exp_id, arm["name"], seed, manifest_id=m["id"],
                                               training_run_id=run_id, status="done", result=result)
             store_training.release_experiment_claim(db, exp_id, arm["name"], seed, ctx.job_id, ctx.claim)
+            curves = (store_training.run(db, run_id) or {}).get("curves") if run_id else None
+    if params.get("ledger"):      # at once, so that a machine lost mid-experiment loses only the runs in progress
+        ledger.write_run(Path(params["ledger"]), cfg, arm["name"], seed, result, curves)
 
 
 def _scores(ws: Workspace, run_id: int, what: str) -> tuple[dict, dict, list[dict]]:

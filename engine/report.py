@@ -630,6 +630,7 @@ def run_curves(db, runs: list[dict]) -> list[tuple[str, list[dict]]]:
     out = []
     for r in runs:
         tr = store_training.run(db, r["training_run_id"]) if r.get("training_run_id") else None
-        if tr and tr.get("curves"):
-            out.append((f"{r['arm']} s{r['seed']}", tr["curves"]))
+        curves = (tr or {}).get("curves") or (((r.get("result") or {}).get("ledger") or {}).get("curves"))
+        if curves:                        # a run taken from a ledger keeps its curve there
+            out.append((f"{r['arm']} s{r['seed']}", curves))
     return out

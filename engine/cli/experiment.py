@@ -21,12 +21,15 @@ def experiment() -> None:
 @click.option("--allow-mixed-code", is_flag=True,
               help="Keep finished runs made by other code (the report lists the versions).")
 @click.option("--rerun-other-code", is_flag=True, help="Redo finished runs made by other code.")
+@click.option("--ledger", type=click.Path(file_okay=False, path_type=Path),
+              help="Folder that keeps every finished run (results and evaluations, no weights) as it finishes; "
+                   "a new workspace takes the runs in it that are still valid and trains only the rest.")
 @click.option("--n-boot", type=click.IntRange(100, 100_000), default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 @requeue_option
 @pass_state
-def experiment_run(state: State, config_path, device, background, allow_mixed_code, rerun_other_code, n_boot,
-                   requeue_on_interrupt) -> None:
+def experiment_run(state: State, config_path, device, background, allow_mixed_code, rerun_other_code, ledger,
+                   n_boot, requeue_on_interrupt) -> None:
     """Run (or resume) the experiment described in a YAML file.
 
     Finished runs are kept only when the same code made them; runs made by other code stop the
@@ -40,7 +43,8 @@ def experiment_run(state: State, config_path, device, background, allow_mixed_co
     ws = state.workspace()
     cfg = resolve(load_config(config_path, "experiment file"))
     final = run_or_queue(ws, "experiment", {"config": cfg, "device": device, "allow_mixed_code": allow_mixed_code,
-                                            "rerun_other_code": rerun_other_code, "n_boot": n_boot},
+                                            "rerun_other_code": rerun_other_code, "n_boot": n_boot,
+                                            **({"ledger": str(ledger.resolve())} if ledger else {})},
                          background, "experiment", requeue_on_interrupt)
     if final:
         s = final["result"]["summary"]

@@ -1,0 +1,240 @@
+"""An experiment's finished runs as files that outlive the workspace (the *ledger*).
+
+A workspace holds weights, images and its database on one machine; a benchmark of many hours can outlast
+that machine. The ledger keeps, per finished (arm, seed) run, everything the report and the comparisons need
+and nothing else: the run's result (metrics, per-person test rows, steps, provenance, the manifest hash of
+the data it trained on), its training curve, and its stored test and val evaluations (ground truth and
+detections, from which AP is re-scored). No weights.
+
+* ``write_run`` stores one run (the experiment job calls it as each run finishes); ``export`` writes every
+  finished run of an experiment that the folder lacks.
+* ``import_runs`` fills an experiment in a new workspace from the folder: a run counts as finished here only
+  when nothing that decides it changed (the same rules as a changed experiment file, ``carried_over``) and,
+  for a train or zero-shot arm, the training set built here has the ledger's manifest hash (the same images,
+  byte for byte, with the same labels). A loop's rounds of one seed come in only all together (a later
+  round needs the earlier rounds' students, which the ledger does not hold). Everything else is trained.
+
+A file that cannot be read, or belongs to another experiment, is skipped with a reason; nothing is
+half-imported (each run's row and evaluation files are written together, the row last).
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from engine.errors import RealcalError
+
+VERSION = 1
+SUFFIX = ".json.gz"
+EVAL_SPLITS = ("test", "val")
+
+
+def file_name(arm: str, seed: int) -> str:
+    """``<arm>--seed-<seed>.json.gz``, the arm name reduced to safe characters (no path can come of it)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", arm).strip("._") or "arm"
+    return f"{safe}--seed-{int(seed)}{SUFFIX}"
+
+
+def _load_eval(path) -> dict | None:
+    from engine.train.train import load_coco
+
+    return load_coco(path)
+
+
+def entry(cfg: dict, arm: str, seed: int, result: dict, curves: Any = None) -> dict:
+    """The ledger entry of one finished run: its result without workspace paths, plus its evaluations."""
+    res = dict(result)
+    evals = {split: _load_eval(res.pop(f"{split}_eval", None)) for split in EVAL_SPLITS}
+    res.pop("ledger", None)
+    return {"ledger": VERSION, "experiment": cfg["name"], "config": cfg, "arm": arm, "seed": int(seed),
+            "result": res, "curves": curves, "evals": evals,
+            "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    ra, rb = a.get("result") or {}, b.get("result") or {}
+    return (a.get("config") == b.get("config") and ra.get("manifest_hash") == rb.get("manifest_hash")
+            and ra.get("code") == rb.get("code") and ra.get("seconds") == rb.get("seconds")
+            and ra.get("test") == rb.get("test"))
+
+
+def read(path: Path) -> dict:
+    """One ledger file; a RealcalError saying what is wrong when it is not one."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, EOFError, ValueError, UnicodeDecodeError) as exc:
+        raise RealcalError(f"{path.name}: not a readable ledger file ({exc.__class__.__name__}: {exc})") from exc
+    if not isinstance(data, dict) or data.get("ledger") != VERSION:
+        raise RealcalError(f"{path.name}: not a ledger file of version {VERSION}")
+    missing = [k for k in ("experiment", "config", "arm", "seed", "result") if k not in data]
+    if missing or not isinstance(data["result"], dict) or not isinstance(data["config"], dict):
+        raise RealcalError(f"{path.name}: ledger entry lacks {', '.join(missing) or 'a result'}")
+    if not isinstance(data["seed"], int) or not isinstance(data["arm"], str):
+        raise RealcalError(f"{path.name}: the entry's arm or seed is malformed")
+    return data
+
+
+def write_run(folder: Path, cfg: dict, arm: str, seed: int, result: dict, curves: Any = None) -> Path | None:
+    """Store one finished run in ``folder`` (atomically: a reader sees the old file or the new one). Returns the
+    path, or None when the folder already holds this very run."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / file_name(arm, seed)
+    new = entry(cfg, arm, seed, result, curves)
+    if path.exists():
+        try:
+            if _same_run(read(path), new):
+                return None
+        except RealcalError:
+            pass                          # an unreadable file is replaced by the run that is here
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        json.dump(new, fh, default=str)
+    os.replace(tmp, path)
+    return path
+
+
+def _curves(db, run: dict) -> Any:
+    from store import training as store_training
+
+    if run.get("training_run_id"):
+        tr = store_training.run(db, run["training_run_id"])
+        return (tr or {}).get("curves")
+    return ((run.get("result") or {}).get("ledger") or {}).get("curves")
+
+
+def export(ws, exp_id: int, folder: Path) -> dict[str, int]:
+    """Write every finished run of experiment ``exp_id`` that ``folder`` lacks (or holds in another version).
+    Returns {"written": n, "kept": n}."""
+    from store import training as store_training
+
+    with ws.connect() as db:
+        exp = next((e for e in store_training.list_experiments(db) if e["id"] == exp_id), None)
+        if exp is None:
+            raise RealcalError(f"no experiment {exp_id}")
+        runs = [r for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"]
+        curves = {(r["arm"], r["seed"]): _curves(db, r) for r in runs}
+    written = 0
+    for r in runs:
+        if write_run(folder, exp["config"], r["arm"], r["seed"], r["result"] or {}, curves[(r["arm"], r["seed"])]):
+            written += 1
+    return {"written": written, "kept": len(runs) - written}
+
+
+def load(folder: Path) -> tuple[list[dict], list[str]]:
+    """Every entry in ``folder`` (sorted by file name) and a line for each file that could not be read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return [], []
+    entries, problems = [], []
+    for path in sorted(folder.glob(f"*{SUFFIX}")):
+        if path.name.startswith("."):
+            continue
+        try:
+            entries.append({**read(path), "_file": path.name})
+        except RealcalError as exc:
+            problems.append(str(exc))
+    return entries, problems
+
+
+def importable(entries: list[dict], cfg: dict, done: set[tuple[str, int]]) -> tuple[list[dict], list[str]]:
+    """The entries that may count as finished runs of experiment ``cfg`` (before the manifest check), and why
+    each other one may not. ``done``: the (arm, seed) runs the experiment has finished here (kept as they are)."""
+    from engine.experiment import carried_over, upgraded
+
+    arms = {a["name"]: a for a in cfg["arms"]}
+    ok, why = [], []
+    for e in entries:
+        key = (e["arm"], e["seed"])
+        where = f"{e['_file']} ({e['arm']} seed {e['seed']})"
+        if e["experiment"] != cfg["name"]:
+            why.append(f"{where}: belongs to experiment {e['experiment']!r}")
+        elif e["arm"] not in arms or e["seed"] not in cfg["seeds"]:
+            why.append(f"{where}: this experiment has no such arm and seed")
+        elif key in done:
+            continue
+        elif e["arm"] not in carried_over(upgraded(e["config"]), cfg):
+            why.append(f"{where}: made under another configuration of this arm (recipe, protocol, anchors, loop or "
+                       f"the arm itself)")
+        else:
+            ok.append(e)
+    # a loop's rounds of one seed: all of them from the ledger, or none
+    loop_arms = [a["name"] for a in cfg["arms"] if a["kind"] == "loop"]
+    for seed in {e["seed"] for e in ok}:
+        have = {e["arm"] for e in ok if e["seed"] == seed and e["arm"] in loop_arms}
+        if have and (have != set(loop_arms) or any((a, seed) in done for a in loop_arms)):
+            why += [f"{e['_file']} ({e['arm']} seed {seed}): the seed's other loop rounds are not all in the ledger, "
+                    f"and a later round needs the earlier rounds' students: the seed's loop runs here"
+                    for e in ok if e["seed"] == seed and e["arm"] in have]
+            ok = [e for e in ok if not (e["seed"] == seed and e["arm"] in have)]
+    return ok, why
+
+
+def import_runs(ws, exp_id: int, cfg: dict, folder: Path) -> dict[str, list[str]]:
+    """Fill experiment ``exp_id`` (configuration ``cfg``) from the ledger in ``folder``: each importable entry
+    becomes a finished run whose evaluations are copied into the workspace. Returns {"imported": [...],
+    "skipped": [reasons]} (``arm seed S`` lines)."""
+    from engine.experiment import BASELINE, manifest_spec
+    from engine.train.manifest import build_manifest
+    from engine.train.train import save_coco
+    from store import training as store_training
+    from store.db import write_transaction
+
+    entries, problems = load(folder)
+    if not entries and not problems:
+        return {"imported": [], "skipped": []}
+    with ws.connect() as db:
+        done = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
+    ok, skipped = importable(entries, cfg, done)
+    skipped = problems + skipped
+    arms = {a["name"]: a for a in cfg["arms"]}
+    real_only = arms.get(BASELINE)
+    if real_only is None:
+        raise RealcalError(f"experiment {cfg['name']!r} has no {BASELINE} arm")
+    imported = []
+    eval_dir = ws.root / "experiments" / f"{exp_id:05d}" / "ledger"
+    for e in ok:
+        arm, seed, res = arms[e["arm"]], e["seed"], dict(e["result"])
+        where = f"{e['_file']} ({e['arm']} seed {seed})"
+        manifest_id = None
+        if arm["kind"] != "loop":
+            spec_arm = real_only if arm["kind"] == "zero_shot" else arm
+            try:
+                m = build_manifest(ws, manifest_spec(spec_arm, seed, cfg.get("anchor_pool")))
+            except RealcalError as exc:
+                skipped.append(f"{where}: its training set cannot be built here ({exc})")
+                continue
+            if m["hash"] != res.get("manifest_hash"):
+                skipped.append(f"{where}: the training set built here differs from the one it trained on "
+                               f"(manifest {str(res.get('manifest_hash'))[:12]} there, {m['hash'][:12]} here)")
+                continue
+            manifest_id = m["id"]
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        stem = e["_file"][: -len(SUFFIX)]
+        for split in EVAL_SPLITS:
+            coco = (e.get("evals") or {}).get(split)
+            if coco:
+                path = eval_dir / f"{stem}-{split}_eval.json.gz"
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # another process may import it too
+                save_coco(tmp, coco)
+                os.replace(tmp, path)
+                res[f"{split}_eval"] = str(path)
+            else:
+                res[f"{split}_eval"] = None
+        res["ledger"] = {"file": e["_file"], "written": e.get("written"), "curves": e.get("curves"),
+                         "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with ws.connect() as db:
+            with write_transaction(db):
+                row = store_training.experiment_run(db, exp_id, e["arm"], seed)
+                if row is not None and row["status"] == "done":
+                    continue              # finished here meanwhile (another process): the workspace's run stands
+                store_training.put_experiment_run(db, exp_id, e["arm"], seed, manifest_id=manifest_id,
+                                                  training_run_id=None, status="done", result=res)
+        imported.append(f"{e['arm']} seed {seed}")
+    return {"imported": imported, "skipped": skipped}
