@@ -61,7 +61,10 @@ def _run_rows(runs: list[dict]) -> list[dict]:
                     "test AP50 [95% CI]": f"{_fmt(res['test'].get('AP50'))} {_ci(res['test'].get('AP50_ci'))}".strip(),
                     "test PCK@0.2": res["test"].get("PCK@0.2"), "val AP50": res["val"].get("AP50"),
                     "val PCK@0.2": res["val"].get("PCK@0.2"), "seconds": res["seconds"],
-                    "code": provenance.describe(res.get("code"))})
+                    "code": provenance.describe(res.get("code")),
+                    # a run taken from a ledger trained in another workspace (another machine, perhaps)
+                    "source": (f"ledger ({str((res.get('ledger') or {}).get('written') or '')[:10]})"
+                               if res.get("ledger") else "this workspace")})
     return out
 
 

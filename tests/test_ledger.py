@@ -50,7 +50,8 @@ def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lsp
     a = _workspace(tmp_path / "a", lspet, coco_sample)
     first, _ = _run(a, cfg, folder)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "mixed--seed-0.json.gz", "real-only--seed-0.json.gz", "zero-shot--seed-0.json.gz"]
+        "gt", "mixed--seed-0.json.gz", "real-only--seed-0.json.gz", "zero-shot--seed-0.json.gz"]
+    assert len(list((folder / "gt").iterdir())) == 2           # test and val ground truth, once for every run
     entry = ledger.read(folder / "mixed--seed-0.json.gz")
     assert entry["evals"]["test"]["dets"] is not None and entry["evals"]["val"] and entry["curves"]
     assert "test_eval" not in entry["result"] and len(entry["result"]["manifest_hash"]) == 64
@@ -76,6 +77,7 @@ def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lsp
     rep = write_experiment_report(b, tmp_path / "rep", "led")
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| mixed |" in md and rep["summary"]["table"]
+    assert md.split("## Runs", 1)[1].count(f"| ledger ({entry['written'][:10]}) |") == 3
     # nothing rewritten: the ledger already holds these very runs
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     _run(b, cfg, folder, deadline=1)
@@ -99,7 +101,7 @@ def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lsp
 
 
 def _entry(arm, seed, cfg):
-    return {"ledger": 1, "experiment": cfg["name"], "config": cfg, "arm": arm, "seed": seed, "result": {},
+    return {"ledger": 2, "experiment": cfg["name"], "config": cfg, "arm": arm, "seed": seed, "result": {},
             "_file": ledger.file_name(arm, seed)}
 
 
@@ -131,10 +133,39 @@ def test_ledger_files_are_named_safely_and_bad_files_are_refused(tmp_path):
     p = tmp_path / "x.json.gz"
     with gzip.open(p, "wt") as fh:
         json.dump({"ledger": 99}, fh)
-    with pytest.raises(Exception, match="not a ledger file of version 1"):
+    with pytest.raises(Exception, match="not a ledger file of version 2"):
         ledger.read(p)
     with gzip.open(p, "wt") as fh:
-        json.dump({"ledger": 1, "experiment": "e", "config": {}, "arm": "a", "seed": "0", "result": {}}, fh)
+        json.dump({"ledger": 2, "experiment": "e", "config": {}, "arm": "a", "seed": "0", "result": {}}, fh)
     with pytest.raises(Exception, match="arm or seed is malformed"):
         ledger.read(p)
     assert ledger.load(tmp_path / "missing") == ([], [])
+
+
+def test_evaluations_are_packed_losslessly_and_only_scored_detections_are_kept(tmp_path):
+    from engine.train import protocols
+
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}, {"id": 2, "width": 100, "height": 100}],
+          "annotations": [{"id": 11, "image_id": 1, "category_id": 1, "iscrowd": 0, "bbox": [10, 10, 40, 80],
+                           "area": 3200.0, "num_keypoints": 17, "keypoints": [20.0, 20.0, 2.0] * 17}],
+          "categories": [{"id": 1, "name": "person"}]}
+    near = {"image_id": 1, "category_id": 1, "score": 0.875, "keypoints": [20.5, 19.25, 0.75] * 17,
+            "box": [10.0, 10.0, 40.0, 80.0]}
+    f64 = {**near, "score": 0.1, "keypoints": [20.1, 19.3, 0.7] * 17}        # values no float32 holds exactly
+    away = {**near, "image_id": 2, "score": 0.5}                               # an image nobody is labelled in
+    coco = {"gt": gt, "dets": [near, f64, away], "protocol": "annotated_person"}
+    packed = ledger.pack_eval(coco, tmp_path)
+    assert packed["detections_stored"] == 2 and packed["detections_made"] == 3
+    assert packed["dets"]["keypoints"]["dtype"] == "<f8"
+    back = ledger.unpack_eval(json.loads(json.dumps(packed)), tmp_path)
+    assert back["gt"] == gt and back["dets"] == [near, f64] == protocols.scored_in(coco)
+    only32 = ledger.pack_dets([near])
+    assert only32["keypoints"]["dtype"] == "<f4" and ledger.unpack_dets(only32) == [near]
+    # the coco protocol scores every detection: all kept; an odd detection keeps the plain list
+    assert ledger.unpack_eval(ledger.pack_eval({**coco, "protocol": "coco"}, tmp_path), tmp_path)["dets"] == \
+        [near, f64, away]
+    assert ledger.pack_dets([{**near, "extra": 1}]) == [{**near, "extra": 1}]
+    # ground truth that does not match its digest is refused
+    (tmp_path / "gt" / f"{packed['gt']}.json.gz").write_bytes(gzip.compress(b'{"images": []}'))
+    with pytest.raises(Exception, match="does not match its digest"):
+        ledger.unpack_eval(packed, tmp_path)
