@@ -75,7 +75,45 @@ def two_stage(diffs: dict[int, np.ndarray], n_boot: int = 2000, seed: int = 0) -
     return obs, float(np.percentile(boot, 2.5)), float(np.percentile(boot, 97.5))
 
 
-def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id: int | None = None) -> dict[str, Any]:
+ROW_ARRAYS = ("_loop_in", "_loop_out", "_rand_in", "_rand_out")
+
+
+def _row_path(ledger: Path, arm: str, seed: int) -> Path:
+    from engine.ledger import file_name
+
+    return Path(ledger) / "audit" / file_name(arm, seed).replace(".json.gz", ".json")
+
+
+def save_row(ledger: Path, row: dict[str, Any], manifest_hash: str) -> None:
+    """One (round, seed) row of the audit beside the ledger, for the machines that will not have this loop."""
+    path = _row_path(ledger, row["arm"], row["seed"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {**{k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in row.items()},
+            "manifest_hash": manifest_hash}
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    tmp.replace(path)
+
+
+def load_row(ledger: Path, arm: str, seed: int, manifest_hash: str) -> tuple[dict[str, Any] | None, str]:
+    """The stored audit row of a loop round that ran elsewhere, if it belongs to the very run the experiment
+    holds (same manifest hash); else None and why not."""
+    path = _row_path(ledger, arm, seed)
+    if not path.exists():
+        return None, "its loop ran in another workspace and the ledger has no audit row for it"
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        return None, f"its audit row {path.name} is unreadable ({exc})"
+    if data.pop("manifest_hash", None) != manifest_hash:
+        return None, f"its audit row {path.name} belongs to another run of that round"
+    return {**data, **{k: np.asarray(data.get(k) or [], dtype=float) for k in ROW_ARRAYS}}, ""
+
+
+def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id: int | None = None,
+          ledger: Path | None = None) -> dict[str, Any]:
+    """The audit, per round over the seeds. With ``ledger`` (the experiment's ledger folder) each (round, seed)
+    row computed here is also written there, and rows of loops that ran in another workspace are read from it."""
     with ws.connect() as db:
         exp = (next((e for e in store_training.list_experiments(db) if e["id"] == experiment_id), None)
                if experiment_id is not None else store_training.experiment_by_name(db, name))
@@ -89,6 +127,7 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
             random_arm = next((a["name"] for a in cfg["arms"] if a.get("pool") == "random" and not a.get("schedule")),
                               None)
         per_round: dict[int, list[dict[str, Any]]] = {}
+        missing: list[str] = []
         for arm in loop_arms:
             for seed in cfg["seeds"]:
                 run, base = runs.get((arm["name"], seed)), runs.get(("real-only", seed))
@@ -96,7 +135,16 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
                     continue
                 info = run["result"]["loop"]
                 lp = store_loops.by_name(db, info["name"])
-                st = next(r["state"] for r in store_loops.rounds(db, lp["id"]) if r["round"] == arm["round"])
+                st = next((r["state"] for r in store_loops.rounds(db, lp["id"]) if r["round"] == arm["round"]
+                           and r["status"] == "done"), None) if lp else None
+                if st is None:          # the round was taken from a ledger: its loop is not in this workspace
+                    row, why = (load_row(ledger, arm["name"], seed, run["result"]["manifest_hash"]) if ledger
+                                else (None, "its loop ran in another workspace"))
+                    if row is None:
+                        missing.append(f"{arm['name']} seed {seed}: {why}")
+                    else:
+                        per_round.setdefault(arm["round"], []).append(row)
+                    continue
                 mined = st["mined"]
                 fail = json.loads(Path(mined["path"]).read_text())
                 targeted = {g["cluster"] for g in mined["groups"]}
@@ -146,7 +194,7 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
 
                 groups_err = sum(g["mean_error"] * g["people"] for g in mined["groups"]) / max(
                     1, sum(g["people"] for g in mined["groups"]))
-                per_round.setdefault(arm["round"], []).append({
+                row = {
                     "seed": seed, "arm": arm["name"], "mined error (targeted groups)": groups_err,
                     "mined error (all)": mined["mean_error"], "mined people": mined["people"],
                     "anchors in targeted": sum(g["anchor_coverage"] for g in mined["groups"]),
@@ -158,9 +206,13 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
                     "hardness left out": float(np.mean([v for i, v in hard.items() if i not in set(selected)]))
                     if any(i not in set(selected) for i in hard) else None,
                     "_loop_in": delta(run, True), "_loop_out": delta(run, False),
-                    "_rand_in": delta(rand, True), "_rand_out": delta(rand, False)})
+                    "_rand_in": delta(rand, True), "_rand_out": delta(rand, False)}
+                per_round.setdefault(arm["round"], []).append(row)
+                if ledger is not None:
+                    save_row(ledger, row, run["result"]["manifest_hash"])
     rounds = []
     for k, rows in sorted(per_round.items()):
+        rows = sorted(rows, key=lambda r: r["seed"])
         def mean(key: str, rows: list = rows) -> float | None:
             xs = [r[key] for r in rows if r[key] is not None]
             return float(np.mean(xs)) if xs else None
@@ -176,7 +228,7 @@ def audit(ws: Workspace, name: str, random_arm: str | None = None, experiment_id
             out[label] = two_stage({r["seed"]: r[key] for r in rows})
         out["per seed"] = [{k2: v for k2, v in r.items() if not k2.startswith("_")} for r in rows]
         rounds.append(out)
-    return {"experiment": name, "random arm": random_arm, "rounds": rounds}
+    return {"experiment": name, "random arm": random_arm, "rounds": rounds, "not audited": missing}
 
 
 def _f(x: Any, fmt: str = "{:.3f}") -> str:
@@ -208,6 +260,8 @@ def markdown(a: dict[str, Any]) -> str:
     for r in a["rounds"]:
         md.append(f"| {r['round']} | {_ci(r['loop - real-only, targeted'])} | {_ci(r['loop - real-only, elsewhere'])}"
                   f" | {_ci(r['random - real-only, targeted'])} | {_ci(r['random - real-only, elsewhere'])} |")
+    if a.get("not audited"):
+        md += ["", "Finished rounds not audited here: " + "; ".join(a["not audited"]) + "."]
     md += ["", "Intervals: two-stage bootstrap (seeds, then test people), 95 %. A loop that helps where it aimed "
            "shows a targeted difference above the random arm's; a chain that breaks earlier shows in the first "
            "table (mining that does not single out a group, selections that miss the targeted groups, a student "
@@ -223,12 +277,15 @@ def main() -> None:
                                          "unscheduled arm)")
     ap.add_argument("--experiment-id", type=int, help="an earlier experiment of that name (default: the latest)")
     ap.add_argument("--out", default="docs/results/lspet-loop", help="writes audit.md and audit.json here")
+    ap.add_argument("--ledger", help="the experiment's ledger (default: <out>/runs): rows computed here are kept "
+                                     "there, rows of loops that ran elsewhere are read from it")
     args = ap.parse_args()
     root = Path(args.workspace) if args.workspace else bench_dir() / args.experiment
     if not (root / "realcal.db").exists():
         sys.exit(f"no workspace at {shown_path(root, ROOT)} (run the benchmark first)")
     try:
-        a = audit(Workspace.open(root), args.experiment, args.random_arm, args.experiment_id)
+        a = audit(Workspace.open(root), args.experiment, args.random_arm, args.experiment_id,
+                  Path(args.ledger) if args.ledger else Path(args.out) / "runs")
     except RealcalError as e:
         sys.exit(str(e))
     text = markdown(a)

@@ -334,7 +334,7 @@ def main() -> None:
     if any(a.get("kind") == "loop" for a in paths["experiment"]["config"].get("arms") or []):
         from loop_audit import audit, markdown
 
-        (Path(out) / "audit.md").write_text(markdown(audit(ws, exp_cfg["name"])))
+        (Path(out) / "audit.md").write_text(markdown(audit(ws, exp_cfg["name"], ledger=ledger)))
         log(f"loop audit (which link of the loop's chain holds): {Path(out) / 'audit.md'}")
     for row in summary["table"]:
         log(f"  {row['arm']:<22} AP50 {row['AP50'] or 0:.3f}  PCK@0.2 {row['PCK@0.2'] or 0:.3f}  "

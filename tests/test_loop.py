@@ -274,6 +274,30 @@ def test_experiment_loop_arms_and_the_gap_they_close(lws, coco_sample, tmp_path,
     assert a["random arm"] is None and not np.isfinite(r1["random - real-only, targeted"][0])
     md = loop_audit.markdown(a)
     assert "## The chain, round by round" in md and "| 2 | 0, 1 |" in md
+    # rounds whose loop ran in another workspace (taken from a ledger): audited from the rows kept beside the
+    # ledger when they belong to the same run, else named as not audited
+    led = tmp_path / "led"
+    kept = loop_audit.audit(lws, "le", ledger=led)
+    assert sorted(p.name for p in (led / "audit").iterdir()) == [
+        f"loop-{k}--seed-{sd}.json" for k in (1, 2) for sd in (0, 1)]
+    with lws.connect() as db:
+        db.execute("UPDATE loops SET name = name || ' elsewhere'")
+        db.conn.commit()
+    again = loop_audit.audit(lws, "le", ledger=led)
+    assert again["not audited"] == [] and [r["seeds"] for r in again["rounds"]] == [[0, 1], [0, 1]]
+    assert again["rounds"][0]["selected in targeted"] == kept["rounds"][0]["selected in targeted"]
+    assert again["rounds"][1]["loop - real-only, targeted"] == kept["rounds"][1]["loop - real-only, targeted"]
+    gone = loop_audit.audit(lws, "le")
+    assert gone["rounds"] == [] and len(gone["not audited"]) == 4
+    assert "Finished rounds not audited here: loop-1 seed 0: its loop ran in another workspace" in \
+        loop_audit.markdown({**gone, "rounds": kept["rounds"]})
+    (led / "audit" / "loop-1--seed-0.json").write_text(
+        (led / "audit" / "loop-1--seed-0.json").read_text().replace('"manifest_hash": "', '"manifest_hash": "x'))
+    assert loop_audit.audit(lws, "le", ledger=led)["not audited"] == [
+        "loop-1 seed 0: its audit row loop-1--seed-0.json belongs to another run of that round"]
+    with lws.connect() as db:
+        db.execute("UPDATE loops SET name = substr(name, 1, length(name) - length(' elsewhere'))")
+        db.conn.commit()
     # a round that could not be filled is named in the report and on the Results page
     from engine.report import loop_shortfalls
 
