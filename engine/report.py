@@ -68,6 +68,20 @@ def _run_rows(runs: list[dict]) -> list[dict]:
     return out
 
 
+def trained_on(runs: list[dict]) -> str:
+    """Where the runs trained, with how many each (runs of one experiment may come from several machines through
+    a ledger; float results can differ between CPU kinds and on a GPU)."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        m = (r.get("result") or {}).get("machine") or {}
+        if not m:
+            key = "not recorded"
+        else:
+            key = m.get("cuda") or f"{m.get('cpu') or 'unknown CPU'} ({m.get('cores')} cores)"
+        counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{k}: {n} run(s)" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def _schedules(runs: list[dict]) -> dict[str, str]:
     """Per arm, the schedule of its first run (the stages, their epochs, steps and learning rates)."""
     out: dict[str, str] = {}
@@ -119,7 +133,7 @@ def write_report(out: Path, experiment: dict, summary: dict, runs: list[dict], c
     verdict_rows, verdict_keys = _verdict_table(grouped)
     made = str(experiment.get("created_at") or "")[:10]
     facts = [("Date", f"{made} (experiment started); report written {date}" if made and made != date else date),
-             ("Code", "; ".join(codes) or "n/a"),
+             ("Code", "; ".join(codes) or "n/a"), ("Trained on", trained_on(runs) or "n/a"),
              ("Protocol", _protocol_text(summary.get("protocol", "n/a"))),
              ("Seeds", ", ".join(map(str, summary.get("seeds") or []))), ("Steps", steps_text),
              *[(k[0].upper() + k[1:], v) for k, v in sizes.items()]]

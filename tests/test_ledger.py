@@ -78,6 +78,7 @@ def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lsp
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| mixed |" in md and rep["summary"]["table"]
     assert md.split("## Runs", 1)[1].count(f"| ledger ({entry['written'][:10]}) |") == 3
+    assert "- Trained on: " in md and "cores): 3 run(s)" in md
     # nothing rewritten: the ledger already holds these very runs
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     _run(b, cfg, folder, deadline=1)
