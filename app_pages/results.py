@@ -16,6 +16,7 @@ from engine.report import (
     loop_rounds_figure,
     loop_shortfalls,
     steps_note,
+    trained_on,
 )
 from store import curation as store_curation
 from store import jobs as store_jobs
@@ -63,9 +64,12 @@ st.markdown("**Summary**")
 st.info(summary["headline"])
 sizes = summary.get("sizes") or {}
 steps_text = steps_note(runs, bool(exp["config"].get("step_matching", True)))
+from_ledger = sum(bool((r.get("result") or {}).get("ledger")) for r in runs)
 st.markdown("\n".join([
     f"- **Date**: {exp['created_at'][:10]} (experiment created)",
     f"- **Code**: {'; '.join(summary.get('codes') or ['n/a'])}",
+    f"- **Trained on**: {trained_on(runs) or 'n/a'}"
+    + (f" ({from_ledger} run(s) taken from a ledger)" if from_ledger else ""),
     f"- **Protocol**: {summary.get('protocol')}",
     "- **Splits**: " + ", ".join(f"{k} {v}" for k, v in sizes.items() if v is not None),
     f"- **Steps**: {steps_text}",

@@ -45,7 +45,7 @@ def _trained(ws) -> int:
         return db.execute("SELECT COUNT(*) FROM training_runs").fetchone()[0]
 
 
-def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lspet, coco_sample):
+def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lspet, coco_sample, monkeypatch):
     cfg, folder = resolve(CONFIG), tmp_path / "runs"
     a = _workspace(tmp_path / "a", lspet, coco_sample)
     first, _ = _run(a, cfg, folder)
@@ -79,6 +79,16 @@ def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lsp
     assert "| mixed |" in md and rep["summary"]["table"]
     assert md.split("## Runs", 1)[1].count(f"| ledger ({entry['written'][:10]}) |") == 3
     assert "- Trained on: " in md and "cores): 3 run(s)" in md
+    # the Results page says where the runs trained and that they came from a ledger
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("REALCAL_WORKSPACE", str(b.root))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app_pages/results.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    assert any("**Trained on**" in m.value and "(3 run(s) taken from a ledger)" in m.value for m in at.markdown)
     # nothing rewritten: the ledger already holds these very runs
     mtimes = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
     _run(b, cfg, folder, deadline=1)
