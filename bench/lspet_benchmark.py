@@ -125,7 +125,8 @@ def main() -> None:
     ap.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
     ap.add_argument("--fresh", action="store_true", help="delete the benchmark workspace first")
     ap.add_argument("--max-minutes", type=float,
-                    help="start no new training run after this many minutes; the report covers what finished and a "
+                    help="start no run after this many minutes, nor one that would not finish by then (by the mean "
+                         "time of its arm's finished runs, else of its kind's); the report covers what finished and a "
                          "rerun continues (for sessions of limited length)")
     ap.add_argument("--allow-mixed-code", action="store_true",
                     help="keep finished runs made by other code (the report lists the versions)")

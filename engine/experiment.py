@@ -359,6 +359,13 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
             ctx.progress(n, len(pairs), f"time budget reached: {stopped} run(s) left for the next invocation",
                          force=True)
             break
+        expected = expected_seconds(arm, cfg["arms"], seconds)
+        if params.get("deadline") and expected is not None and time.time() + expected > float(params["deadline"]):
+            # a run cut off at the end of a sitting is lost work: leave it whole for the next invocation
+            ctx.progress(n, len(pairs), f"{arm['name']} seed {seed} would take about {expected / 60:.0f} min, "
+                                        f"{max(0.0, float(params['deadline']) - time.time()) / 60:.0f} min are "
+                                        f"left in the time budget: left for the next invocation", force=True)
+            continue
         holder = _claim(ws, exp_id, cfg, arm, seed, ctx.job_id, ctx.claim, redo)
         if holder == "done":          # another process finished it since this one started
             done.add((arm["name"], seed))
@@ -590,6 +597,14 @@ def _loop_arm(ws: Workspace, cfg: dict, arm: dict, seed: int, device: str | None
               "loop": {"name": lcfg["name"], "round": arm["round"], "synthetic": st["synthetic"],
                        "training_run_id": run_id, **({"short": st["short"]} if st.get("short") else {})}}
     return {"id": man["id"], "hash": man["hash"], "counts": man["counts"]}, run_id, result
+
+
+def expected_seconds(arm: dict, arms: list[dict], seconds: dict[str, list[float]]) -> float | None:
+    """How long a run of ``arm`` should take: the mean of its finished runs, else of the finished runs of arms of
+    its kind (a loop round's include generation and curation; a zero-shot run only scores); None when nothing of
+    the kind has been timed."""
+    xs = seconds.get(arm["name"]) or [x for a in arms if a["kind"] == arm["kind"] for x in seconds.get(a["name"], [])]
+    return float(np.mean(xs)) if xs else None
 
 
 def time_left(arms_left: list[dict], seconds: dict[str, list[float]]) -> str | None:

@@ -141,3 +141,50 @@ def test_synthetic_label_is_checked():
                                   "synthetic_label": "seed {sed}"}]})
     with pytest.raises(RealcalError, match="unknown key.*synthetics"):
         resolve({"arms": arms + [{"name": "m", "real": 5, "synthetics": 2}]})
+
+
+def test_a_time_budget_leaves_runs_that_would_not_finish_in_it(ews, request, monkeypatch):
+    """With a deadline, a run whose arm's runs took longer than the time left is left whole for the next
+    invocation (not started and cut off); shorter runs still go."""
+    import time
+
+    from engine.experiment import expected_seconds
+
+    trained: list[int] = []
+    _fake_training(request, trained)
+    monkeypatch.setattr(experiment, "_zero_shot", lambda *a, **k: {
+        "val": {"images": 0}, "test": {"images": 0}, "rows": [], "test_eval": None})
+    base = {"name": "budget", "seeds": [0], "recipe": {"epochs": 2, "batch": 4, "nbs": 4},
+            "arms": [{"name": "real-only", "real": 10}]}
+    assert jobs.run_foreground(ews, "experiment", {"config": resolve(base), "device": "cpu"})["status"] == "done"
+    with ews.connect() as db:              # real-only took 10 minutes, say
+        exp = store_training.experiment_by_name(db, "budget")
+        row = store_training.experiment_run(db, exp["id"], "real-only", 0)
+        store_training.put_experiment_run(db, exp["id"], "real-only", 0, manifest_id=row["manifest_id"],
+                                          training_run_id=row["training_run_id"], status="done",
+                                          result={**row["result"], "seconds": 600.0})
+        db.conn.commit()
+    messages: list[str] = []
+    final = jobs.run_foreground(ews, "experiment", {"config": resolve(dict(base, seeds=[0, 1])), "device": "cpu",
+                                                    "deadline": time.time() + 120},
+                                lambda done, total, msg: msg and messages.append(msg))
+    assert final["status"] == "done", final["error"]
+    assert final["result"]["runs_left"] == 1 and len(trained) == 1           # zero-shot seed 1 ran; real-only not
+    assert any(m.startswith("real-only seed 1 would take about 10 min, 2 min are left") for m in messages)
+    arms = resolve(base)["arms"]
+    loop = {"name": "loop-2", "kind": "loop"}
+    assert expected_seconds(loop, [*arms, {"name": "loop-1", "kind": "loop"}, loop], {"loop-1": [100.0, 300.0]}) == 200
+    assert expected_seconds(loop, [*arms, loop], {"real-only": [60.0]}) is None    # a loop round is not a plain run
+    # the CLI takes the same budget, and a ledger
+    import yaml
+    from click.testing import CliRunner
+
+    from engine.cli import main
+
+    path = ews.root.parent / "budget.yaml"
+    path.write_text(yaml.safe_dump(dict(base, seeds=[0, 1])))
+    r = CliRunner().invoke(main, ["-w", str(ews.root), "experiment", "run", str(path), "--device", "cpu",
+                                  "--max-minutes", "1", "--ledger", str(ews.root.parent / "led")])
+    assert r.exit_code == 0, r.output
+    assert len(trained) == 1 and sorted(p.name for p in (ews.root.parent / "led").glob("*.json.gz")) == [
+        "real-only--seed-0.json.gz", "zero-shot--seed-0.json.gz", "zero-shot--seed-1.json.gz"]

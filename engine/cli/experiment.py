@@ -1,6 +1,7 @@
 """``experiment run`` and ``report``."""
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
@@ -24,12 +25,15 @@ def experiment() -> None:
 @click.option("--ledger", type=click.Path(file_okay=False, path_type=Path),
               help="Folder that keeps every finished run (results and evaluations, no weights) as it finishes; "
                    "a new workspace takes the runs in it that are still valid and trains only the rest.")
+@click.option("--max-minutes", type=click.FloatRange(min=0, min_open=True),
+              help="Start no run after this many minutes, nor one that would not finish by then (by its arm's mean "
+                   "run time so far); run the command again to continue.")
 @click.option("--n-boot", type=click.IntRange(100, 100_000), default=1000, show_default=True,
               help="Bootstrap resamples for the intervals.")
 @requeue_option
 @pass_state
 def experiment_run(state: State, config_path, device, background, allow_mixed_code, rerun_other_code, ledger,
-                   n_boot, requeue_on_interrupt) -> None:
+                   max_minutes, n_boot, requeue_on_interrupt) -> None:
     """Run (or resume) the experiment described in a YAML file.
 
     Finished runs are kept only when the same code made them; runs made by other code stop the
@@ -44,7 +48,8 @@ def experiment_run(state: State, config_path, device, background, allow_mixed_co
     cfg = resolve(load_config(config_path, "experiment file"))
     final = run_or_queue(ws, "experiment", {"config": cfg, "device": device, "allow_mixed_code": allow_mixed_code,
                                             "rerun_other_code": rerun_other_code, "n_boot": n_boot,
-                                            **({"ledger": str(ledger.resolve())} if ledger else {})},
+                                            **({"ledger": str(ledger.resolve())} if ledger else {}),
+                                            **({"deadline": time.time() + 60 * max_minutes} if max_minutes else {})},
                          background, "experiment", requeue_on_interrupt)
     if final:
         s = final["result"]["summary"]
