@@ -123,7 +123,9 @@ def main() -> None:
                     "(REALCAL_BENCH_DIR), outside the checkout so a run resumes in a later session")
     ap.add_argument("--out", type=Path, help="report folder (default: the config's benchmark.report)")
     ap.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N")
-    ap.add_argument("--fresh", action="store_true", help="delete the benchmark workspace first")
+    ap.add_argument("--fresh", action="store_true",
+                    help="delete the benchmark workspace first (the ledger's valid runs still count: with "
+                         "--no-ledger, or the ledger deleted, every run trains again)")
     ap.add_argument("--max-minutes", type=float,
                     help="start no run after this many minutes, nor one that would not finish by then (by the mean "
                          "time of its arm's finished runs, else of its kind's); the report covers what finished and a "
