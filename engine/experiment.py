@@ -466,9 +466,6 @@ def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict,
     """Train (or score) one arm for one seed and store its result."""
     from engine import provenance
     from engine.train.manifest import build_manifest, train_images
-    from engine.train.schedule import Schedule
-    from engine.train.schedule import fit as schedule_fit
-    from engine.train.train import resolve_params as train_params
 
     left = time_left([a for a, sd in pairs[n:] if (a["name"], sd) not in done], seconds)
     ctx.progress(n, len(pairs), f"{arm['name']} seed {seed}" + (f" (about {left} left)" if left else ""),
@@ -495,16 +492,8 @@ def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict,
                             ws.root / "experiments" / f"{exp_id:05d}", seed, protocol)
         run_id = None
     else:
-        if seed not in base_steps:
-            base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
-            base_steps[seed] = recipe.plan(train_images(base_m["counts"]))["steps"]
-        train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
-        run_recipe, run_schedule, plan = schedule_fit(
-            Schedule.from_dict(arm.get("schedule") or {}), recipe.replace(seed=train_seed),
-            int(m["counts"].get("train_real", 0)), int(m["counts"].get("train_synthetic", 0)),
-            steps=base_steps[seed] if cfg["step_matching"] else None)
-        tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": params.get("device"),
-                                        "protocol": protocol, "schedule": run_schedule})
+        tp, plan, run_schedule, train_seed = train_arm_params(ws, cfg, arm, seed, m, params.get("device"),
+                                                              base_steps)
         final = jobs.run_foreground(ws, "train", tp)
         if final["status"] != "done":
             raise RealcalError(f"arm {arm['name']} seed {seed}: training {final['status']}: "
@@ -530,6 +519,33 @@ def _run_pair(ctx: JobContext, ws: Workspace, cfg: dict, exp_id: int, arm: dict,
             curves = (store_training.run(db, run_id) or {}).get("curves") if run_id else None
     if params.get("ledger"):      # at once, so that a machine lost mid-experiment loses only the runs in progress
         ledger.write_run(Path(params["ledger"]), cfg, arm["name"], seed, result, curves)
+
+
+def train_arm_params(ws: Workspace, cfg: dict, arm: dict, seed: int, m: dict, device: str | None,
+                     base_steps: dict[int, int] | None = None) -> tuple[dict, dict, dict | None, int]:
+    """The train job's parameters for one (arm, seed) of a train arm on manifest ``m``: the experiment's recipe
+    with the arm's training seed, fitted to its schedule and, with step matching, to the real-only arm's optimizer
+    steps for that seed (cached in ``base_steps``). Returns (params, plan, schedule, training seed)."""
+    from engine.train.manifest import build_manifest, train_images
+    from engine.train.recipe import Recipe
+    from engine.train.schedule import Schedule
+    from engine.train.schedule import fit as schedule_fit
+    from engine.train.train import resolve_params as train_params
+
+    recipe = Recipe.from_dict(cfg["recipe"])
+    base_steps = {} if base_steps is None else base_steps
+    if seed not in base_steps:
+        real_only = next(a for a in cfg["arms"] if a["name"] == BASELINE)
+        base_m = build_manifest(ws, manifest_spec(real_only, seed, cfg.get("anchor_pool")))
+        base_steps[seed] = recipe.plan(train_images(base_m["counts"]))["steps"]
+    train_seed = int(seed) + 1000 * int(arm.get("replica", 0))
+    run_recipe, run_schedule, plan = schedule_fit(
+        Schedule.from_dict(arm.get("schedule") or {}), recipe.replace(seed=train_seed),
+        int(m["counts"].get("train_real", 0)), int(m["counts"].get("train_synthetic", 0)),
+        steps=base_steps[seed] if cfg["step_matching"] else None)
+    tp = train_params(ws, m["id"], {**run_recipe.as_dict(), "device": device,
+                                    "protocol": cfg.get("protocol", "auto"), "schedule": run_schedule})
+    return tp, plan, run_schedule, train_seed
 
 
 def _scores(ws: Workspace, run_id: int, what: str) -> tuple[dict, dict, list[dict]]:
@@ -977,7 +993,24 @@ def verify(ws: Workspace, name: str, arm: str, seed: int, device: str | None = N
         tr = store_training.run(db, r["training_run_id"]) if r["training_run_id"] else None
     cfg = exp["config"]
     stored = r["result"]
-    if tr is None:        # zero-shot: evaluate the untouched model again
+    kind = next((a["kind"] for a in cfg["arms"] if a["name"] == arm), None)
+    if tr is None and kind == "loop":
+        raise RealcalError(f"{arm} seed {seed} was taken from a ledger: a loop round can only be verified in the "
+                           f"workspace its loop ran in (its students are not in the ledger)")
+    if tr is None and kind == "train":
+        # taken from a ledger: train it here as the experiment would, and compare with what the ledger holds
+        with ws.connect() as db:
+            man = store_training.manifest(db, r["manifest_id"]) if r["manifest_id"] else None
+        if man is None:
+            raise RealcalError(f"{arm} seed {seed}: its manifest is not in this workspace")
+        tp, _, _, _ = train_arm_params(ws, cfg, next(a for a in cfg["arms"] if a["name"] == arm), int(seed),
+                                       man, device)
+        final = jobs.run_foreground(ws, "train", tp, progress)
+        if final["status"] != "done":
+            raise RealcalError(f"the rerun {final['status']}: {(final.get('error') or '').splitlines()[-1:]}")
+        new_test = dict(final["result"]["metrics"])
+        new_val = new_test.pop("val", {})
+    elif tr is None:        # zero-shot: evaluate the untouched model again
         new = _zero_shot(ws, r["manifest_id"], Recipe.from_dict(cfg["recipe"]).imgsz, device or "auto",
                          ws.root / "experiments" / f"{exp['id']:05d}" / "verify", int(seed),
                          cfg.get("protocol", "auto"))

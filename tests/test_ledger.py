@@ -79,6 +79,12 @@ def test_a_new_workspace_takes_the_ledgers_runs_and_trains_nothing(tmp_path, lsp
     assert "| mixed |" in md and rep["summary"]["table"]
     assert md.split("## Runs", 1)[1].count(f"| ledger ({entry['written'][:10]}) |") == 3
     assert "- Trained on: " in md and "cores): 3 run(s)" in md
+    # a run taken from a ledger is verified by training it here as the experiment would: the same figures
+    from engine.experiment import verify
+
+    v = verify(b, "led", "mixed", 0, device="cpu")
+    assert v["identical"], v["rows"]
+    assert _trained(b) == 1
     # the Results page says where the runs trained and that they came from a ledger
     from pathlib import Path
 
