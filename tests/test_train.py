@@ -349,3 +349,31 @@ def test_excluded_images_stay_out_of_manifests_and_val_test_cannot_be_excluded(t
     r = CliRunner().invoke(main, ["-w", str(tws.root), "exclude", str(held[0])])
     assert r.exit_code == 1 and "cannot be excluded" in r.output
     assert include(tws, [train[0]]) == {"included": 0, "not_excluded": 1}
+
+
+def test_unannotated_people_found_do_not_depend_on_what_was_cached_before(ws, lspet):
+    """The teacher's boxes for an image are a function of that image: the same whether it is predicted among
+    others, alone, or after other images were cached (a run's masks must not depend on the workspace's history)."""
+    import json
+
+    from engine.train.evaluate import unannotated_regions
+    from engine.train.train import split_items
+
+    run_import(ws, parse("lsp", lspet), limit=10, split="train")
+    m = build_manifest(ws, {"real_train": {"count": 10, "seed": 0}})
+    with ws.connect() as db:
+        images, persons = split_items(db, store_training.manifest(db, m["id"]), "train")
+    cache = next((ws.root / "cache").glob("unannotated-*"), None) if (ws.root / "cache").exists() else None
+    assert cache is None
+
+    def boxes(batch: list[dict]) -> dict:
+        unannotated_regions(ws, batch, persons, device="cpu", conf=0.05)
+        return json.loads(next((ws.root / "cache").glob("unannotated-*")).read_text())
+
+    assert len({(im["width"], im["height"]) for im in images}) == len(images)     # LSPET: every image its own shape
+    together = boxes(images)                                    # the teacher's batches: 8 images, then 2
+    assert sum(len(v) for v in together.values()) > 0          # low confidence: the teacher finds something
+    for f in (ws.root / "cache").glob("unannotated-*"):
+        f.unlink()
+    boxes(images[:9])                                           # another history: 8 and then one image alone,
+    assert boxes(images) == together                            # then the last one alone

@@ -44,10 +44,14 @@ class Teacher:
     a GPU or when the export fails."""
 
     def __init__(self, weights: str, device: str = "auto", imgsz: int = 640, conf: float = 0.25,
-                 backend: str = "auto"):
+                 backend: str = "auto", square: bool = False):
         from engine.config import check_backend
 
         self.weights, self.device, self.imgsz, self.conf = weights, device, int(imgsz), float(conf)
+        # square: every image letterboxed to imgsz x imgsz. Ultralytics otherwise pads a batch whose images all
+        # have one shape (a batch of one included) only to the stride, so an image's prediction would depend on
+        # the images it was batched with; square, it is the same alone or in any batch (bit for bit)
+        self.square = bool(square)
         self.backend = check_backend(backend)
         self.model: Any = None       # an Ultralytics YOLO model, loaded in setup()
         self.runtime: str | None = None   # onnxruntime | torch, once chosen
@@ -85,7 +89,7 @@ class Teacher:
         for start in range(0, len(images), 8):
             bgr = [np.ascontiguousarray(im[..., ::-1]) for im in images[start:start + 8]]
             for r in self.model.predict(bgr, imgsz=self.imgsz, conf=self.conf, device=self.device,
-                                        verbose=False):
+                                        verbose=False, **({"rect": False} if self.square else {})):
                 if r.keypoints is None or r.boxes is None or not len(r.boxes):
                     out.append({"keypoints": np.zeros((0, 17, 3)), "boxes": np.zeros((0, 4)),
                                 "scores": np.zeros(0)})

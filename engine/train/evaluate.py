@@ -22,7 +22,11 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
                         conf: float = 0.5, iou_max: float = 0.3) -> dict[int, list[list[float]]]:
     """Boxes of people the pretrained teacher finds that no annotation covers, per image.
 
-    The teacher's boxes are cached per image content under the workspace's ``cache/`` folder.
+    The teacher's boxes are cached per image content under the workspace's ``cache/`` folder. Every image is
+    letterboxed square (``Teacher(square=True)``): otherwise an image predicted alone, or in a batch of one
+    shape, is padded differently than among others, and its boxes, so the masks a run trains with, would depend
+    on which images the workspace happened to have cached before (the same (arm, seed) in two workspaces could
+    differ). For images of mixed shapes the boxes are the ones batched prediction always gave.
     """
     import json
     import os
@@ -30,14 +34,15 @@ def unannotated_regions(ws, images: list[dict], persons: dict[int, list[dict]], 
     from engine import assets
     from engine.curate.teacher import Teacher
 
-    cache = ws.root / "cache" / f"unannotated-c{conf:g}-iou{iou_max:g}.json"   # by image content
+    # by image content ("sq": square letterbox; the cache before it could hold a history-dependent entry)
+    cache = ws.root / "cache" / f"unannotated-sq-c{conf:g}-iou{iou_max:g}.json"
     known: dict[str, list] = json.loads(cache.read_text()) if cache.exists() else {}
     todo = [im for im in images if im["sha256"] not in known]
     if todo:
         import cv2
 
         # PyTorch whatever inference.backend says: what a run trains on must not depend on the inference runtime
-        teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf, backend="torch")
+        teacher = Teacher(str(assets.resolve("yolo11n-pose")), device, conf=conf, backend="torch", square=True)
         for start in range(0, len(todo), 16):
             chunk = todo[start:start + 16]
             rgb = []
