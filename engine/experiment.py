@@ -409,12 +409,112 @@ def run(ctx: JobContext, params: dict[str, Any]) -> dict[str, Any]:
 def _from_ledger(ctx: JobContext, ws: Workspace, exp_id: int, cfg: dict, folder: Path) -> None:
     """Count the ledger's runs of this experiment as finished (see engine.ledger) and say what came in and what
     did not, and why."""
-    res = ledger.import_runs(ws, exp_id, cfg, folder)
+    res = import_ledger(ws, exp_id, cfg, folder)
     if res["imported"]:
         ctx.progress(0, None, f"ledger {folder}: {len(res['imported'])} finished run(s) taken from it: "
                               f"{', '.join(res['imported'])}", force=True)
     for line in res["skipped"]:
         ctx.progress(0, None, f"ledger: not taken: {line}", force=True)
+
+
+def ledger_importable(entries: list[dict], cfg: dict, done: set[tuple[str, int]]) -> tuple[list[dict], list[str]]:
+    """The entries that may count as finished runs of experiment ``cfg`` (before the manifest check), and why
+    each other one may not. ``done``: the (arm, seed) runs the experiment has finished here (kept as they are)."""
+    arms = {a["name"]: a for a in cfg["arms"]}
+    ok, why = [], []
+    for e in entries:
+        key = (e["arm"], e["seed"])
+        where = f"{e['_file']} ({e['arm']} seed {e['seed']})"
+        if e["experiment"] != cfg["name"]:
+            why.append(f"{where}: belongs to experiment {e['experiment']!r}")
+        elif e["arm"] not in arms or e["seed"] not in cfg["seeds"]:
+            why.append(f"{where}: this experiment has no such arm and seed")
+        elif key in done:
+            continue
+        elif e["arm"] not in carried_over(upgraded(e["config"]), cfg):
+            why.append(f"{where}: made under another configuration of this arm (recipe, protocol, anchors, loop or "
+                       f"the arm itself)")
+        else:
+            ok.append(e)
+    # a loop's rounds of one seed: all of them from the ledger, or none
+    loop_arms = [a["name"] for a in cfg["arms"] if a["kind"] == "loop"]
+    for seed in {e["seed"] for e in ok}:
+        have = {e["arm"] for e in ok if e["seed"] == seed and e["arm"] in loop_arms}
+        if have and (have != set(loop_arms) or any((a, seed) in done for a in loop_arms)):
+            why += [f"{e['_file']} ({e['arm']} seed {seed}): the seed's other loop rounds are not all in the ledger, "
+                    f"and a later round needs the earlier rounds' students: the seed's loop runs here"
+                    for e in ok if e["seed"] == seed and e["arm"] in have]
+            ok = [e for e in ok if not (e["seed"] == seed and e["arm"] in have)]
+    return ok, why
+
+
+def import_ledger(ws, exp_id: int, cfg: dict, folder: Path) -> dict[str, list[str]]:
+    """Fill experiment ``exp_id`` (configuration ``cfg``) from the ledger in ``folder`` (``engine.ledger``): each
+    importable entry becomes a finished run whose evaluations are copied into the workspace. Returns
+    {"imported": [...], "skipped": [reasons]} (``arm seed S`` lines)."""
+    from engine.train.manifest import build_manifest
+    from engine.train.train import save_coco
+    from store import training as store_training
+    from store.db import write_transaction
+
+    entries, problems = ledger.load(folder)
+    if not entries and not problems:
+        return {"imported": [], "skipped": []}
+    with ws.connect() as db:
+        done = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
+    ok, skipped = ledger_importable(entries, cfg, done)
+    skipped = problems + skipped
+    arms = {a["name"]: a for a in cfg["arms"]}
+    real_only = arms.get(BASELINE)
+    if real_only is None:
+        raise RealcalError(f"experiment {cfg['name']!r} has no {BASELINE} arm")
+    imported = []
+    eval_dir = ws.root / "experiments" / f"{exp_id:05d}" / "ledger"
+    for e in ok:
+        arm, seed, res = arms[e["arm"]], e["seed"], dict(e["result"])
+        where = f"{e['_file']} ({e['arm']} seed {seed})"
+        manifest_id = None
+        if arm["kind"] != "loop":
+            spec_arm = real_only if arm["kind"] == "zero_shot" else arm
+            try:
+                m = build_manifest(ws, manifest_spec(spec_arm, seed, cfg.get("anchor_pool")))
+            except RealcalError as exc:
+                skipped.append(f"{where}: its training set cannot be built here ({exc})")
+                continue
+            if m["hash"] != res.get("manifest_hash"):
+                skipped.append(f"{where}: the training set built here differs from the one it trained on "
+                               f"(manifest {str(res.get('manifest_hash'))[:12]} there, {m['hash'][:12]} here)")
+                continue
+            manifest_id = m["id"]
+        eval_dir.mkdir(parents=True, exist_ok=True)
+        stem = e["_file"][: -len(ledger.SUFFIX)]
+        try:
+            cocos = {split: ledger.unpack_eval((e.get("evals") or {}).get(split), Path(folder))
+                     for split in ledger.EVAL_SPLITS}
+        except (RealcalError, KeyError, ValueError, TypeError) as exc:
+            skipped.append(f"{where}: its evaluations cannot be read ({exc})")
+            continue
+        for split in ledger.EVAL_SPLITS:
+            coco = cocos[split]
+            if coco:
+                path = eval_dir / f"{stem}-{split}_eval.json.gz"
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # another process may import it too
+                save_coco(tmp, coco)
+                os.replace(tmp, path)
+                res[f"{split}_eval"] = str(path)
+            else:
+                res[f"{split}_eval"] = None
+        res["ledger"] = {"file": e["_file"], "written": e.get("written"), "curves": e.get("curves"),
+                         "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        with ws.connect() as db:
+            with write_transaction(db):
+                row = store_training.experiment_run(db, exp_id, e["arm"], seed)
+                if row is not None and row["status"] == "done":
+                    continue              # finished here meanwhile (another process): the workspace's run stands
+                store_training.put_experiment_run(db, exp_id, e["arm"], seed, manifest_id=manifest_id,
+                                                  training_run_id=None, status="done", result=res)
+        imported.append(f"{e['arm']} seed {seed}")
+    return {"imported": imported, "skipped": skipped}
 
 
 def _claim(ws: Workspace, exp_id: int, cfg: dict, arm: dict, seed: int, job_id: int, token: str | None,

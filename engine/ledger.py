@@ -8,11 +8,12 @@ detections, from which AP is re-scored). No weights.
 
 * ``write_run`` stores one run (the experiment job calls it as each run finishes); ``export`` writes every
   finished run of an experiment that the folder lacks.
-* ``import_runs`` fills an experiment in a new workspace from the folder: a run counts as finished here only
-  when nothing that decides it changed (the same rules as a changed experiment file, ``carried_over``) and,
-  for a train or zero-shot arm, the training set built here has the ledger's manifest hash (the same images,
-  byte for byte, with the same labels). A loop's rounds of one seed come in only all together (a later
-  round needs the earlier rounds' students, which the ledger does not hold). Everything else is trained.
+* ``engine.experiment.import_ledger`` fills an experiment in a new workspace from the folder: a run counts as
+  finished here only when nothing that decides it changed (the same rules as a changed experiment file,
+  ``carried_over``) and, for a train or zero-shot arm, the training set built here has the ledger's manifest
+  hash (the same images, byte for byte, with the same labels). A loop's rounds of one seed come in only all
+  together (a later round needs the earlier rounds' students, which the ledger does not hold). Everything else
+  is trained.
 
 A file that cannot be read, or belongs to another experiment, is skipped with a reason; nothing is
 half-imported (each run's row and evaluation files are written together, the row last).
@@ -238,105 +239,3 @@ def load(folder: Path) -> tuple[list[dict], list[str]]:
         except RealcalError as exc:
             problems.append(str(exc))
     return entries, problems
-
-
-def importable(entries: list[dict], cfg: dict, done: set[tuple[str, int]]) -> tuple[list[dict], list[str]]:
-    """The entries that may count as finished runs of experiment ``cfg`` (before the manifest check), and why
-    each other one may not. ``done``: the (arm, seed) runs the experiment has finished here (kept as they are)."""
-    from engine.experiment import carried_over, upgraded
-
-    arms = {a["name"]: a for a in cfg["arms"]}
-    ok, why = [], []
-    for e in entries:
-        key = (e["arm"], e["seed"])
-        where = f"{e['_file']} ({e['arm']} seed {e['seed']})"
-        if e["experiment"] != cfg["name"]:
-            why.append(f"{where}: belongs to experiment {e['experiment']!r}")
-        elif e["arm"] not in arms or e["seed"] not in cfg["seeds"]:
-            why.append(f"{where}: this experiment has no such arm and seed")
-        elif key in done:
-            continue
-        elif e["arm"] not in carried_over(upgraded(e["config"]), cfg):
-            why.append(f"{where}: made under another configuration of this arm (recipe, protocol, anchors, loop or "
-                       f"the arm itself)")
-        else:
-            ok.append(e)
-    # a loop's rounds of one seed: all of them from the ledger, or none
-    loop_arms = [a["name"] for a in cfg["arms"] if a["kind"] == "loop"]
-    for seed in {e["seed"] for e in ok}:
-        have = {e["arm"] for e in ok if e["seed"] == seed and e["arm"] in loop_arms}
-        if have and (have != set(loop_arms) or any((a, seed) in done for a in loop_arms)):
-            why += [f"{e['_file']} ({e['arm']} seed {seed}): the seed's other loop rounds are not all in the ledger, "
-                    f"and a later round needs the earlier rounds' students: the seed's loop runs here"
-                    for e in ok if e["seed"] == seed and e["arm"] in have]
-            ok = [e for e in ok if not (e["seed"] == seed and e["arm"] in have)]
-    return ok, why
-
-
-def import_runs(ws, exp_id: int, cfg: dict, folder: Path) -> dict[str, list[str]]:
-    """Fill experiment ``exp_id`` (configuration ``cfg``) from the ledger in ``folder``: each importable entry
-    becomes a finished run whose evaluations are copied into the workspace. Returns {"imported": [...],
-    "skipped": [reasons]} (``arm seed S`` lines)."""
-    from engine.experiment import BASELINE, manifest_spec
-    from engine.train.manifest import build_manifest
-    from engine.train.train import save_coco
-    from store import training as store_training
-    from store.db import write_transaction
-
-    entries, problems = load(folder)
-    if not entries and not problems:
-        return {"imported": [], "skipped": []}
-    with ws.connect() as db:
-        done = {(r["arm"], r["seed"]) for r in store_training.experiment_runs(db, exp_id) if r["status"] == "done"}
-    ok, skipped = importable(entries, cfg, done)
-    skipped = problems + skipped
-    arms = {a["name"]: a for a in cfg["arms"]}
-    real_only = arms.get(BASELINE)
-    if real_only is None:
-        raise RealcalError(f"experiment {cfg['name']!r} has no {BASELINE} arm")
-    imported = []
-    eval_dir = ws.root / "experiments" / f"{exp_id:05d}" / "ledger"
-    for e in ok:
-        arm, seed, res = arms[e["arm"]], e["seed"], dict(e["result"])
-        where = f"{e['_file']} ({e['arm']} seed {seed})"
-        manifest_id = None
-        if arm["kind"] != "loop":
-            spec_arm = real_only if arm["kind"] == "zero_shot" else arm
-            try:
-                m = build_manifest(ws, manifest_spec(spec_arm, seed, cfg.get("anchor_pool")))
-            except RealcalError as exc:
-                skipped.append(f"{where}: its training set cannot be built here ({exc})")
-                continue
-            if m["hash"] != res.get("manifest_hash"):
-                skipped.append(f"{where}: the training set built here differs from the one it trained on "
-                               f"(manifest {str(res.get('manifest_hash'))[:12]} there, {m['hash'][:12]} here)")
-                continue
-            manifest_id = m["id"]
-        eval_dir.mkdir(parents=True, exist_ok=True)
-        stem = e["_file"][: -len(SUFFIX)]
-        try:
-            cocos = {split: unpack_eval((e.get("evals") or {}).get(split), Path(folder)) for split in EVAL_SPLITS}
-        except (RealcalError, KeyError, ValueError, TypeError) as exc:
-            skipped.append(f"{where}: its evaluations cannot be read ({exc})")
-            continue
-        for split in EVAL_SPLITS:
-            coco = cocos[split]
-            if coco:
-                path = eval_dir / f"{stem}-{split}_eval.json.gz"
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # another process may import it too
-                save_coco(tmp, coco)
-                os.replace(tmp, path)
-                res[f"{split}_eval"] = str(path)
-            else:
-                res[f"{split}_eval"] = None
-        res["ledger"] = {"file": e["_file"], "written": e.get("written"), "curves": e.get("curves"),
-                         "imported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        with ws.connect() as db:
-            with write_transaction(db):
-                row = store_training.experiment_run(db, exp_id, e["arm"], seed)
-                if row is not None and row["status"] == "done":
-                    continue              # finished here meanwhile (another process): the workspace's run stands
-                store_training.put_experiment_run(db, exp_id, e["arm"], seed, manifest_id=manifest_id,
-                                                  training_run_id=None, status="done", result=res)
-        imported.append(f"{e['arm']} seed {seed}")
-    return {"imported": imported, "skipped": skipped}

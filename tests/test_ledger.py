@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine import jobs, ledger
-from engine.experiment import resolve
+from engine.experiment import ledger_importable, resolve
 from engine.io import parse
 from engine.io.common import run_import
 from engine.report import write_experiment_report
@@ -130,17 +130,17 @@ def test_a_loops_rounds_come_from_the_ledger_all_together_or_not_at_all():
     entries = [_entry("real-only", 0, cfg), _entry("loop-round-1", 0, cfg), _entry("loop-round-2", 0, cfg),
                _entry("loop-round-1", 1, cfg), _entry("other", 0, cfg), {**_entry("real-only", 1, cfg),
                                                                          "experiment": "else"}]
-    ok, why = ledger.importable(entries, cfg, done=set())
+    ok, why = ledger_importable(entries, cfg, done=set())
     assert [(e["arm"], e["seed"]) for e in ok] == [("real-only", 0), ("loop-round-1", 0), ("loop-round-2", 0)]
     assert any("loop-round-1 seed 1): the seed's other loop rounds are not all in the ledger" in w for w in why)
     assert any("(other seed 0): this experiment has no such arm" in w for w in why)
     assert any("belongs to experiment 'else'" in w for w in why)
     # a round finished here: the seed's loop is this workspace's, the ledger's rounds stay out
-    ok, why = ledger.importable(entries, cfg, done={("loop-round-1", 0)})
+    ok, why = ledger_importable(entries, cfg, done={("loop-round-1", 0)})
     assert [(e["arm"], e["seed"]) for e in ok] == [("real-only", 0)]
     # a changed loop section redoes the loop arms only
     changed = resolve({**raw, "loop": {"add_per_round": 5}})
-    ok, why = ledger.importable(entries[:3], changed, done=set())
+    ok, why = ledger_importable(entries[:3], changed, done=set())
     assert [e["arm"] for e in ok] == ["real-only"] and len(why) == 2
 
 
