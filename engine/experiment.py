@@ -453,7 +453,6 @@ def import_ledger(ws, exp_id: int, cfg: dict, folder: Path) -> dict[str, list[st
     importable entry becomes a finished run whose evaluations are copied into the workspace. Returns
     {"imported": [...], "skipped": [reasons]} (``arm seed S`` lines)."""
     from engine.train.manifest import build_manifest
-    from engine.train.train import save_coco
     from store import training as store_training
     from store.db import write_transaction
 
@@ -498,9 +497,7 @@ def import_ledger(ws, exp_id: int, cfg: dict, folder: Path) -> dict[str, list[st
             coco = cocos[split]
             if coco:
                 path = eval_dir / f"{stem}-{split}_eval.json.gz"
-                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")   # another process may import it too
-                save_coco(tmp, coco)
-                os.replace(tmp, path)
+                ledger.write_json_gz(path, coco)        # atomic: another process may import it too
                 res[f"{split}_eval"] = str(path)
             else:
                 res[f"{split}_eval"] = None

@@ -55,6 +55,15 @@ def file_name(arm: str, seed: int) -> str:
 # (AP, per-person rows), and whether a detection is attributed depends on it and the ground truth alone. A run's
 # test evaluation then takes ~0.3 MB instead of ~7 MB.
 
+def write_json_gz(path: Path, obj: Any) -> None:
+    """``obj`` as gzipped JSON, atomically: a reader (or another process writing the same file) sees the old
+    file or the new one, never half of one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+        json.dump(obj, fh, default=str)
+    os.replace(tmp, path)
+
+
 def _b64(a: np.ndarray) -> str:
     return base64.b64encode(np.ascontiguousarray(a).tobytes()).decode("ascii")
 
@@ -115,10 +124,7 @@ def pack_eval(coco: dict | None, folder: Path) -> dict | None:
     path = Path(folder) / "gt" / f"{digest}{SUFFIX}"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-            json.dump(gt, fh)
-        os.replace(tmp, path)
+        write_json_gz(path, gt)
     return {"protocol": protocol, "gt": digest, "dets": pack_dets(dets), "detections_stored": len(dets),
             "detections_made": len(coco["dets"])}
 
@@ -190,11 +196,7 @@ def write_run(folder: Path, cfg: dict, arm: str, seed: int, result: dict, curves
                 return None
         except RealcalError:
             pass                          # an unreadable file is replaced by the run that is here
-    new = entry(cfg, arm, seed, result, curves, folder)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-        json.dump(new, fh, default=str)
-    os.replace(tmp, path)
+    write_json_gz(path, entry(cfg, arm, seed, result, curves, folder))
     return path
 
 
